@@ -1,0 +1,105 @@
+"""Naive float64 NumPy reference of LayerNorm and helpers shared by the CPU tests.
+
+Everything here is written for clarity, not speed, straight from PAPER.md:
+biased variance, ``eps`` inside the square root, statistics over all the
+normalised axes together.  The reference rescales each row by its largest
+magnitude before squaring, so it stays exact for float64 rows near 1e200
+(``LN(s * u) = (u - mean(u)) / sqrt(var(u) + eps / s**2)``).
+"""
+
+import numpy as np
+
+
+def axes_of(axis, ndim):
+    """``axis`` (int or tuple) as a sorted tuple of non-negative axes."""
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    return tuple(sorted(a % ndim for a in items))
+
+
+def norm_shape(shape, axis):
+    """The normalised shape: what weight and bias must have."""
+    return tuple(shape[a] for a in axes_of(axis, len(shape)))
+
+
+def stats_shape(shape, axis):
+    """The shape of mean and rstd: the axes that are not normalised."""
+    axes = axes_of(axis, len(shape))
+    return tuple(n for a, n in enumerate(shape) if a not in axes)
+
+
+def _param_view(p, shape, axes):
+    """Weight/bias (normalised shape) reshaped to broadcast against x."""
+    return np.asarray(p, np.float64).reshape([n if a in axes else 1 for a, n in enumerate(shape)])
+
+
+def ln_ref(x, weight=None, bias=None, axis=-1, eps=1e-5):
+    """Float64 LayerNorm: returns ``(y, mean, rstd)``; mean/rstd have the stats shape."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = axes_of(axis, x.ndim)
+    with np.errstate(all="ignore"):
+        scale = np.max(np.abs(x), axis=axes, keepdims=True)
+        scale = np.where((scale > 1) & np.isfinite(scale), scale, 1.0)  # only shrink huge rows
+        u = x / scale
+        mu = u.mean(axis=axes, keepdims=True)
+        var = ((u - mu) ** 2).mean(axis=axes, keepdims=True)
+        rstd_u = 1.0 / np.sqrt(var + eps / scale / scale)
+        y = (u - mu) * rstd_u
+        mean = mu * scale
+        rstd = rstd_u / scale
+    if weight is not None:
+        y = y * _param_view(weight, x.shape, axes)
+    if bias is not None:
+        y = y + _param_view(bias, x.shape, axes)
+    squeeze = stats_shape(x.shape, axes)
+    return y, mean.reshape(squeeze), rstd.reshape(squeeze)
+
+
+def ln_backward_ref(dy, x, weight=None, axis=-1, eps=1e-5):
+    """Float64 gradients ``(dx, dweight or None, dbias)`` by PAPER.md's formulas."""
+    x = np.asarray(x, dtype=np.float64)
+    dy = np.asarray(dy, dtype=np.float64)
+    axes = axes_of(axis, x.ndim)
+    kept = tuple(a for a in range(x.ndim) if a not in axes)
+    _, mean, rstd = ln_ref(x, axis=axes, eps=eps)
+    keep = [1 if a in axes else n for a, n in enumerate(x.shape)]
+    mean = mean.reshape(keep)
+    rstd = rstd.reshape(keep)
+    xhat = (x - mean) * rstd
+    g = dy if weight is None else dy * _param_view(weight, x.shape, axes)
+    dx = rstd * (g - g.mean(axis=axes, keepdims=True)
+                 - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+    nshape = norm_shape(x.shape, axes)
+    dbias = dy.sum(axis=kept).reshape(nshape)
+    dweight = None if weight is None else (dy * xhat).sum(axis=kept).reshape(nshape)
+    return dx, dweight, dbias
+
+
+def rel_err(a, b):
+    """Elementwise ``|a - b| / max(1e-8, |a| + |b|)`` (STYLE.md's gradient-check metric)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))
+
+
+def central_diff(f, p, h=1e-5):
+    """Gradient of the scalar ``f()`` with respect to every element of ``p``.
+
+    ``p`` is perturbed in place and restored exactly after each element.
+    """
+    grad = np.empty(p.shape, dtype=np.float64)
+    flat = p.reshape(-1)  # a view: p is contiguous
+    assert np.shares_memory(flat, p)
+    for i in range(flat.size):
+        orig = flat[i]
+        flat[i] = orig + h
+        fp = f()
+        flat[i] = orig - h
+        fm = f()
+        flat[i] = orig
+        grad.reshape(-1)[i] = (fp - fm) / (2 * h)
+    return grad
+
+
+def tol(dtype):
+    """(rtol, atol) for comparing a result of ``dtype`` with the float64 reference."""
+    return (2e-5, 2e-5) if np.dtype(dtype) == np.float32 else (1e-12, 1e-12)
