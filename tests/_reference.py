@@ -81,6 +81,20 @@ def rel_err(a, b):
     return np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))
 
 
+def assert_grad_close(analytic, numeric, rtol=1e-6, atol=1e-10):
+    """Every element: ``|a - n| <= rtol * (|a| + |n|) + atol``.
+
+    ``atol`` only matters for gradients near zero, where central differences
+    (error ~1e-11 with h = 1e-5 on O(1) losses) have no relative accuracy.
+    """
+    a = np.asarray(analytic, np.float64)
+    n = np.asarray(numeric, np.float64)
+    assert a.shape == n.shape
+    bad = np.abs(a - n) > rtol * (np.abs(a) + np.abs(n)) + atol
+    assert not bad.any(), (f"{bad.sum()} of {bad.size} gradient elements differ; "
+                           f"max rel_err {rel_err(a, n).max():.3g}, max abs {np.abs(a - n).max():.3g}")
+
+
 def central_diff(f, p, h=1e-5):
     """Gradient of the scalar ``f()`` with respect to every element of ``p``.
 
