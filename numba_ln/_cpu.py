@@ -1,16 +1,22 @@
-"""CPU drivers: the row kernels mapped over the rows of a 2-D array.
+"""CPU drivers: LayerNorm over the rows of a C-contiguous (rows, D) array.
 
-No validation here: the public functions in :mod:`numba_ln.api` hand these
-C-contiguous ``(rows, features)`` arrays of one dtype and preallocated outputs.
+No validation here: :mod:`numba_ln.api` hands these contiguous arrays of one
+dtype and preallocated outputs.  The block functions below do, for a range of
+rows of a 2-D array, exactly what the public row kernels of
+:mod:`numba_ln.kernels` do for one row, with the same helpers and the same
+order of operations; they index the 2-D array directly because slicing a row
+out of it costs reference counting that dominates short rows.
+
 Each driver comes as a serial and a ``parallel=True`` version; the serial one
 serves small arrays, where waking the thread pool costs more than the work.
 (They are separate functions, not one function jitted twice, so that their
 on-disk caches cannot collide.)
 
 Weight and bias gradients are reduced over a fixed partition of the rows into
-``n_chunks(rows)`` chunks, each summed in float64 by one thread, then the
-chunks are added in order.  The partition depends only on the number of rows,
-so the result is bitwise identical for any thread count.
+``n_chunks(rows)`` chunks, each summed in x's precision by one thread into a
+row of a partials array; the chunks are then added in order in float64.  The
+partition depends only on the number of rows, so the result is bitwise
+identical for any thread count.
 """
 
 import threading
@@ -19,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._flags import JIT_OPTIONS
-from .kernels import ln_backward_row, ln_forward_row
+from .kernels import _centre, _finish_stats, _normalise_float64, _smallest_normal, _split
 
 #: Arrays with at most this many elements run on the calling thread alone.
 SERIAL_MAX_ELEMENTS = 1 << 15
@@ -39,39 +45,103 @@ def n_chunks(rows):
 
 
 @njit(**JIT_OPTIONS)
+def _forward_block(x, weight, bias, eps, y, mean, rstd, start, stop):
+    """``ln_forward_row`` for rows ``start:stop`` of x."""
+    n = x.shape[1]
+    T = x.dtype.type
+    for i in range(start, stop):
+        s = T(0)
+        for j in range(n):
+            s += x[i, j]
+        m1 = np.float64(s) / n
+        hi, lo = _split(m1, x)
+        sd = T(0)
+        sdd = T(0)
+        for j in range(n):
+            d = _centre(x[i, j], hi, lo)
+            sd += d
+            sdd += d * d
+        mu, rs = _finish_stats(x[i], m1, sd, sdd, eps)
+        mean[i] = mu
+        rstd[i] = rs
+        if rs < _smallest_normal(x):
+            _normalise_float64(x[i], weight, bias, mu, rs, y[i])
+            continue
+        hi, lo = _split(mu, x)
+        r = T(rs)
+        if weight is None:
+            if bias is None:
+                for j in range(n):
+                    y[i, j] = _centre(x[i, j], hi, lo) * r
+            else:
+                for j in range(n):
+                    y[i, j] = _centre(x[i, j], hi, lo) * r + bias[j]
+        else:
+            if bias is None:
+                for j in range(n):
+                    y[i, j] = _centre(x[i, j], hi, lo) * r * weight[j]
+            else:
+                for j in range(n):
+                    y[i, j] = _centre(x[i, j], hi, lo) * r * weight[j] + bias[j]
+
+
+@njit(**JIT_OPTIONS)
+def _backward_block(dy, x, mean, rstd, weight, dx, dweight, dbias, start, stop):
+    """``ln_backward_row`` for rows ``start:stop``, accumulating into the
+    1-D ``dweight`` (skipped when ``weight`` is None) and ``dbias``."""
+    n = x.shape[1]
+    T = x.dtype.type
+    inv_n = T(1) / T(n)
+    for i in range(start, stop):
+        hi, lo = _split(np.float64(mean[i]), x)
+        r = T(rstd[i])
+        a = T(0)
+        b = T(0)
+        for j in range(n):
+            xhat = _centre(x[i, j], hi, lo) * r
+            g = dy[i, j] if weight is None else dy[i, j] * weight[j]
+            a += g
+            b += g * xhat
+        a *= inv_n
+        b *= inv_n
+        for j in range(n):
+            xhat = _centre(x[i, j], hi, lo) * r
+            d = dy[i, j]
+            if weight is not None:
+                dweight[j] += d * xhat
+            dbias[j] += d
+            g = d if weight is None else d * weight[j]
+            dx[i, j] = r * (g - a - xhat * b)
+
+
+@njit(**JIT_OPTIONS)
 def _forward_serial(x, weight, bias, eps, y, mean, rstd):
-    for i in range(x.shape[0]):
-        m, r = ln_forward_row(x[i], weight, bias, eps, y[i])
-        mean[i] = m
-        rstd[i] = r
+    _forward_block(x, weight, bias, eps, y, mean, rstd, 0, x.shape[0])
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _forward_parallel(x, weight, bias, eps, y, mean, rstd):
     for i in prange(x.shape[0]):
-        m, r = ln_forward_row(x[i], weight, bias, eps, y[i])
-        mean[i] = m
-        rstd[i] = r
+        _forward_block(x, weight, bias, eps, y, mean, rstd, i, i + 1)
 
 
 @njit(**JIT_OPTIONS)
-def _backward_chunk(c, n_chunk, dy, x, mean, rstd, weight, dx, part_w, part_b):
+def _backward_chunk(c, dy, x, mean, rstd, weight, dx, part_w, part_b):
+    n_chunk = part_b.shape[0]
     rows = x.shape[0]
-    start = c * rows // n_chunk
-    stop = (c + 1) * rows // n_chunk
-    part_b[c, :] = 0.0
+    part_b[c, :] = 0
     if weight is None:
-        for i in range(start, stop):
-            ln_backward_row(dy[i], x[i], mean[i], rstd[i], None, dx[i], None, part_b[c])
+        _backward_block(dy, x, mean, rstd, None, dx, None, part_b[c],
+                        c * rows // n_chunk, (c + 1) * rows // n_chunk)
     else:
-        part_w[c, :] = 0.0
-        for i in range(start, stop):
-            ln_backward_row(dy[i], x[i], mean[i], rstd[i], weight, dx[i], part_w[c], part_b[c])
+        part_w[c, :] = 0
+        _backward_block(dy, x, mean, rstd, weight, dx, part_w[c], part_b[c],
+                        c * rows // n_chunk, (c + 1) * rows // n_chunk)
 
 
 @njit(**JIT_OPTIONS)
 def _sum_chunks(part, out):
-    """out[j] = sum over c of part[c, j], added in the order c = 0, 1, ..."""
+    """out[j] = sum over c of part[c, j] in float64, added in the order c = 0, 1, ..."""
     acc = np.zeros(part.shape[1])
     for c in range(part.shape[0]):
         for j in range(part.shape[1]):
@@ -82,9 +152,8 @@ def _sum_chunks(part, out):
 
 @njit(**JIT_OPTIONS)
 def _backward_serial(dy, x, mean, rstd, weight, dx, dweight, dbias, part_w, part_b):
-    n_chunk = part_b.shape[0]
-    for c in range(n_chunk):
-        _backward_chunk(c, n_chunk, dy, x, mean, rstd, weight, dx, part_w, part_b)
+    for c in range(part_b.shape[0]):
+        _backward_chunk(c, dy, x, mean, rstd, weight, dx, part_w, part_b)
     _sum_chunks(part_b, dbias)
     if weight is not None:
         _sum_chunks(part_w, dweight)
@@ -92,9 +161,8 @@ def _backward_serial(dy, x, mean, rstd, weight, dx, dweight, dbias, part_w, part
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _backward_parallel(dy, x, mean, rstd, weight, dx, dweight, dbias, part_w, part_b):
-    n_chunk = part_b.shape[0]
-    for c in prange(n_chunk):
-        _backward_chunk(c, n_chunk, dy, x, mean, rstd, weight, dx, part_w, part_b)
+    for c in prange(part_b.shape[0]):
+        _backward_chunk(c, dy, x, mean, rstd, weight, dx, part_w, part_b)
     _sum_chunks(part_b, dbias)
     if weight is not None:
         _sum_chunks(part_w, dweight)
@@ -113,8 +181,8 @@ def backward(dy, x, mean, rstd, weight, dx, dweight, dbias):
     """Gradients of every row; ``dweight`` is ignored when ``weight`` is None."""
     rows, d = x.shape
     chunks = n_chunks(rows)
-    part_b = np.empty((chunks, d))
-    part_w = None if weight is None else np.empty((chunks, d))
+    part_b = np.empty((chunks, d), dtype=x.dtype)
+    part_w = None if weight is None else np.empty((chunks, d), dtype=x.dtype)
     if x.size <= SERIAL_MAX_ELEMENTS:
         _backward_serial(dy, x, mean, rstd, weight, dx, dweight, dbias, part_w, part_b)
     else:

@@ -12,61 +12,135 @@ by LLVM) inside any jitted function, for instance inside a recurrent cell::
         for i in prange(x.shape[0]):
             mean[i], rstd[i] = ln_forward_row(x[i], w, b, 1e-5, y[i])
 
-Arithmetic: statistics (sums, mean, variance, ``rstd``) are accumulated in
-float64 whatever the input dtype, by two passes over the row (never
-``E[x^2] - E[x]^2``), so large common offsets and float32 values anywhere
-in the float32 range give exact, finite statistics.  Results are stored in
-the dtype of the output array.  ``weight`` and ``bias`` may be ``None``
-(numba compiles that branch away).  Each function is safe in place: an
-output may be the same array as an input.
+Numerics.  Statistics are taken by the corrected two-pass algorithm: a first
+pass gives an approximate mean, a second pass sums the deviations ``d`` from
+it and their squares, so ``mean = m1 + sum(d)/n`` and
+``var = sum(d*d)/n - (sum(d)/n)**2`` (never ``E[x^2] - E[x]^2`` of the raw
+values).  Deviations are taken from a float64 mean split into two numbers of
+x's precision, so a large common offset costs no precision.  Arithmetic is
+in x's precision (float32 stays float32 and vectorises); a row whose sums
+overflow that precision (float32 values beyond ~1e18) is redone in float64,
+and rescaled if even float64 squares overflow, so finite rows always give
+finite, correct results.  A row holding NaN or Inf gives a non-finite
+result.  The returned ``mean`` and ``rstd`` are float64.
+
+``weight`` and ``bias`` may be ``None`` (numba compiles that branch away).
+Each function is safe in place: an output may be the same array as an input.
 """
 
 import numpy as np
 from numba import njit
 
-from ._flags import JIT_OPTIONS
+from ._flags import FASTMATH, JIT_OPTIONS
 
 __all__ = ["ln_row_stats", "ln_forward_row", "ln_backward_row"]
 
+# Centring keeps ``reassoc`` out: with it LLVM may rewrite
+# ``(x - hi) - lo`` as ``x - (hi + lo)``, which rounds ``lo`` away.  Fast-math
+# flags are per instruction, so this survives inlining into the callers.
+_NO_REASSOC = dict(JIT_OPTIONS, fastmath=set(FASTMATH) - {"reassoc"})
+
+
+@njit(**_NO_REASSOC)
+def _centre(v, hi, lo):
+    """``v - (hi + lo)`` in v's precision, ``hi + lo`` being a float64 split in two."""
+    return (v - hi) - lo
+
 
 @njit(**JIT_OPTIONS)
-def _two_pass(x, scale):
-    """Sum, then centred sum of squares, of ``x / scale`` in float64."""
+def _split(value, like):
+    """float64 ``value`` as ``hi + lo``, two numbers of ``like``'s dtype."""
+    T = like.dtype.type
+    hi = T(value)
+    return hi, T(value - hi)
+
+
+@njit(**JIT_OPTIONS)
+def _finite(v):
+    """``np.isfinite`` that survives fast-math: numba lowers ``np.isfinite``
+    as ``v - v == v - v``, which ``reassoc`` folds to True."""
+    return abs(v) < np.inf
+
+
+@njit(**JIT_OPTIONS)
+def _smallest_normal(like):
+    return 1.1754943508222875e-38 if like.itemsize == 4 else 2.2250738585072014e-308
+
+
+@njit(**JIT_OPTIONS)
+def _stats_float64(x, eps):
+    """Two-pass mean and rstd all in float64, rescaled if the squares overflow."""
     n = x.shape[0]
-    s = 0.0
-    for i in range(n):
-        s += x[i] / scale
-    mean = s / n
-    ss = 0.0
-    for i in range(n):
-        d = x[i] / scale - mean
-        ss += d * d
-    return mean, ss / n
+    scale = 1.0
+    for attempt in range(2):
+        s = 0.0
+        for i in range(n):
+            s += x[i] / scale
+        mean = s / n
+        ss = 0.0
+        for i in range(n):
+            d = x[i] / scale - mean
+            ss += d * d
+        var = ss / n
+        if _finite(var) or attempt == 1:
+            break
+        # Either the row holds NaN/Inf (it stays non-finite) or the squares
+        # of huge finite values overflowed: rescale by the largest |x|.
+        amax = 0.0
+        for i in range(n):
+            a = abs(np.float64(x[i]))
+            if not a <= amax:  # also catches NaN
+                amax = a
+        if not (_finite(amax) and amax > 0.0):
+            break
+        scale = amax
+    return mean * scale, 1.0 / (scale * np.sqrt(var + eps / scale / scale))
+
+
+@njit(**JIT_OPTIONS)
+def _finish_stats(x, m1, sd, sdd, eps):
+    """Mean and rstd from the approximate mean ``m1`` and the sums of the
+    deviations from it (``sd``) and of their squares (``sdd``)."""
+    n = x.shape[0]
+    c = np.float64(sd) / n
+    var = np.float64(sdd) / n - c * c
+    if not _finite(var):
+        return _stats_float64(x, eps)
+    return m1 + c, 1.0 / np.sqrt(max(var, 0.0) + eps)
 
 
 @njit(**JIT_OPTIONS)
 def ln_row_stats(x, eps):
     """Mean and reciprocal standard deviation of one row, as float64.
 
-    ``rstd = 1 / sqrt(var + eps)`` with the biased variance.  A row holding
-    NaN or Inf gives non-finite statistics; a row of finite values gives
-    finite ones even when its squares would overflow (it is rescaled).
-    An empty row gives NaN.
+    ``rstd = 1 / sqrt(var + eps)`` with the biased variance; an empty row
+    gives NaN.  See the module docstring for the numerics.
     """
-    mean, var = _two_pass(x, 1.0)
-    if not np.isfinite(var):
-        # Either the row holds NaN/Inf (leave it non-finite) or the squares
-        # of huge finite values overflowed: rescale by the largest |x|.
-        amax = 0.0
-        for i in range(x.shape[0]):
-            a = abs(np.float64(x[i]))
-            if not a <= amax:  # also catches NaN
-                amax = a
-        if np.isfinite(amax) and amax > 0.0:
-            mean_s, var_s = _two_pass(x, amax)
-            mean = mean_s * amax
-            return mean, 1.0 / (amax * np.sqrt(var_s + eps / amax / amax))
-    return mean, 1.0 / np.sqrt(var + eps)
+    n = x.shape[0]
+    s = x.dtype.type(0)
+    for i in range(n):
+        s += x[i]
+    m1 = np.float64(s) / n
+    hi, lo = _split(m1, x)
+    sd = x.dtype.type(0)
+    sdd = x.dtype.type(0)
+    for i in range(n):
+        d = _centre(x[i], hi, lo)
+        sd += d
+        sdd += d * d
+    return _finish_stats(x, m1, sd, sdd, eps)
+
+
+@njit(**JIT_OPTIONS)
+def _normalise_float64(x, weight, bias, mean, rstd, y):
+    """The output pass in float64, for rows whose rstd x's precision cannot hold."""
+    for i in range(x.shape[0]):
+        v = (np.float64(x[i]) - mean) * rstd
+        if weight is not None:
+            v *= weight[i]
+        if bias is not None:
+            v += bias[i]
+        y[i] = v
 
 
 @njit(**JIT_OPTIONS)
@@ -85,21 +159,26 @@ def ln_forward_row(x, weight, bias, eps, y):
     mean, rstd : float64
     """
     mean, rstd = ln_row_stats(x, eps)
+    if rstd < _smallest_normal(x):
+        _normalise_float64(x, weight, bias, mean, rstd, y)
+        return mean, rstd
     n = x.shape[0]
+    hi, lo = _split(mean, x)
+    r = x.dtype.type(rstd)
     if weight is None:
         if bias is None:
             for i in range(n):
-                y[i] = (x[i] - mean) * rstd
+                y[i] = _centre(x[i], hi, lo) * r
         else:
             for i in range(n):
-                y[i] = (x[i] - mean) * rstd + bias[i]
+                y[i] = _centre(x[i], hi, lo) * r + bias[i]
     else:
         if bias is None:
             for i in range(n):
-                y[i] = (x[i] - mean) * rstd * weight[i]
+                y[i] = _centre(x[i], hi, lo) * r * weight[i]
         else:
             for i in range(n):
-                y[i] = (x[i] - mean) * rstd * weight[i] + bias[i]
+                y[i] = _centre(x[i], hi, lo) * r * weight[i] + bias[i]
     return mean, rstd
 
 
@@ -110,7 +189,8 @@ def ln_backward_row(dy, x, mean, rstd, weight, dx, dweight, dbias):
     Writes ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`` with
     ``g = weight * dy`` and ``xhat = (x - mean) * rstd``, and *adds*
     ``dy * xhat`` to ``dweight`` and ``dy`` to ``dbias`` (accumulators, so
-    a caller sums a batch by calling this once per row).
+    a caller sums a batch by calling this once per row).  Arithmetic is in
+    x's precision.
 
     Parameters
     ----------
@@ -121,29 +201,24 @@ def ln_backward_row(dy, x, mean, rstd, weight, dx, dweight, dbias):
     dweight, dbias : 1-D accumulator arrays or None (skipped)
     """
     n = x.shape[0]
-    m = np.float64(mean)
-    r = np.float64(rstd)
-    a = 0.0
-    b = 0.0
+    hi, lo = _split(np.float64(mean), x)
+    r = x.dtype.type(rstd)
+    a = x.dtype.type(0)
+    b = x.dtype.type(0)
     for i in range(n):
-        xhat = (x[i] - m) * r
-        if weight is None:
-            g = np.float64(dy[i])
-        else:
-            g = np.float64(dy[i]) * weight[i]
+        xhat = _centre(x[i], hi, lo) * r
+        g = dy[i] if weight is None else dy[i] * weight[i]
         a += g
         b += g * xhat
-    a /= n
-    b /= n
+    inv_n = x.dtype.type(1) / x.dtype.type(n)
+    a *= inv_n
+    b *= inv_n
     for i in range(n):
-        xhat = (x[i] - m) * r
-        d = np.float64(dy[i])
+        xhat = _centre(x[i], hi, lo) * r
+        d = dy[i]
         if dweight is not None:
             dweight[i] += d * xhat
         if dbias is not None:
             dbias[i] += d
-        if weight is None:
-            g = d
-        else:
-            g = d * weight[i]
+        g = d if weight is None else d * weight[i]
         dx[i] = r * (g - a - xhat * b)
