@@ -1,0 +1,315 @@
+"""Compiled time loops of the GRU and the LayerNorm-GRU (forward and BPTT).
+
+No validation here: :mod:`numba_ln.rnn.gru` hands these functions
+C-contiguous arrays of one float dtype (statistics in float64) and
+preallocated outputs.  Shapes: ``T`` steps, ``B`` sequences, ``H`` hidden
+units; gate blocks are laid out as PyTorch does, rows ``r, z, n``.
+
+The input projections of all steps (``x @ W_ih.T``) are one matrix product
+done by the caller before the loop.  Inside the loop each step does one
+recurrent product with ``np.dot`` (numba calls BLAS for it: SciPy's
+``cython_blas``) and then the elementwise and LayerNorm work with ``prange``
+over the sequences of the batch.  Every LayerNorm is numba_ln's own row
+kernel (:func:`numba_ln.kernels.ln_forward_row` /
+:func:`numba_ln.kernels.ln_backward_row`) called on one row of one step.
+
+Parameter gradients of the per-step LayerNorms are accumulated by
+``ln_backward_row`` into per-sequence float64 partial rows (row ``b`` is only
+touched by the thread that owns sequence ``b``) and summed in a fixed order
+afterwards, so results are bitwise identical for any thread count.
+
+Arithmetic follows the input dtype (constants are made with
+``dtype.type``), except LayerNorm statistics, which are float64.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .._flags import JIT_OPTIONS
+from ..kernels import ln_backward_row, ln_forward_row
+
+__all__ = []
+
+
+# --------------------------------------------------------------------------
+# One sequence, one step: the bodies the time loops map over the batch
+# --------------------------------------------------------------------------
+
+@njit(**JIT_OPTIONS)
+def _gru_step(t, b, gi, gh, b_hh, mask, states, gates, hn):
+    """Forward GRU step ``t`` of sequence ``b`` (``gh`` holds ``h W_hh^T`` of this step)."""
+    H = hn.shape[2]
+    one = gi.dtype.type(1)
+    m = mask[t, b]
+    for j in range(H):
+        r = one / (one + np.exp(-(gi[t, b, j] + gh[b, j] + b_hh[j])))
+        z = one / (one + np.exp(-(gi[t, b, H + j] + gh[b, H + j] + b_hh[H + j])))
+        ghn = gh[b, 2 * H + j] + b_hh[2 * H + j]
+        n = np.tanh(gi[t, b, 2 * H + j] + r * ghn)
+        hp = states[t, b, j]
+        hnew = n + z * (hp - n)
+        states[t + 1, b, j] = m * hnew + (one - m) * hp
+        gates[t, b, j] = r
+        gates[t, b, H + j] = z
+        gates[t, b, 2 * H + j] = n
+        hn[t, b, j] = ghn
+
+
+@njit(**JIT_OPTIONS)
+def _gru_step_backward(t, b, dhs, mask, states, gates, hn, dgi, dgh, carry, tmp):
+    """BPTT through step ``t`` of sequence ``b``.
+
+    On entry ``carry[b] + tmp[b]`` is the gradient reaching h_t from later
+    steps; on exit ``carry[b]`` holds the part of the gradient w.r.t. h_{t-1}
+    that does not go through ``W_hh`` (the caller adds ``dgh[t] @ W_hh``).
+    """
+    H = dhs.shape[2]
+    one = dhs.dtype.type(1)
+    m = mask[t, b]
+    for j in range(H):
+        g = carry[b, j] + tmp[b, j] + dhs[t, b, j]
+        r = gates[t, b, j]
+        z = gates[t, b, H + j]
+        n = gates[t, b, 2 * H + j]
+        hp = states[t, b, j]
+        dnew = m * g
+        dn = dnew * (one - z)
+        dz = dnew * (hp - n)
+        dan = dn * (one - n * n)
+        dr = dan * hn[t, b, j]
+        dar = dr * r * (one - r)
+        daz = dz * z * (one - z)
+        dgi[t, b, j] = dar
+        dgi[t, b, H + j] = daz
+        dgi[t, b, 2 * H + j] = dan
+        dgh[t, b, j] = dar
+        dgh[t, b, H + j] = daz
+        dgh[t, b, 2 * H + j] = dan * r
+        carry[b, j] = dnew * z + (one - m) * g
+
+
+@njit(**JIT_OPTIONS)
+def _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats):
+    """The two input-side LayerNorms of row ``i`` of the (T*B, 3H) projections."""
+    H = gi.shape[1] // 3
+    m, r = ln_forward_row(gi[i, :2 * H], w_g, b_g, eps, lni[i, :2 * H])
+    stats[i, 0] = m
+    stats[i, 1] = r
+    m, r = ln_forward_row(gi[i, 2 * H:], w_c, b_c, eps, lni[i, 2 * H:])
+    stats[i, 2] = m
+    stats[i, 3] = r
+
+
+@njit(**JIT_OPTIONS)
+def _lngru_step(t, b, lni, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats, lnh_c, gates,
+                lnh):
+    """Forward LN-GRU step ``t`` of sequence ``b`` (``gh[t]`` holds ``h W_hh^T``)."""
+    H = lnh_c.shape[2]
+    one = lni.dtype.type(1)
+    m1, r1 = ln_forward_row(gh[t, b, :2 * H], w_hg, b_hg, eps, lnh[b, :2 * H])
+    m2, r2 = ln_forward_row(gh[t, b, 2 * H:], w_hc, b_hc, eps, lnh[b, 2 * H:])
+    stats[t, b, 0] = m1
+    stats[t, b, 1] = r1
+    stats[t, b, 2] = m2
+    stats[t, b, 3] = r2
+    m = mask[t, b]
+    for j in range(H):
+        r = one / (one + np.exp(-(lni[t, b, j] + lnh[b, j])))
+        z = one / (one + np.exp(-(lni[t, b, H + j] + lnh[b, H + j])))
+        c = lnh[b, 2 * H + j]
+        n = np.tanh(lni[t, b, 2 * H + j] + r * c)
+        hp = states[t, b, j]
+        hnew = n + z * (hp - n)
+        states[t + 1, b, j] = m * hnew + (one - m) * hp
+        gates[t, b, j] = r
+        gates[t, b, H + j] = z
+        gates[t, b, 2 * H + j] = n
+        lnh_c[t, b, j] = c
+
+
+@njit(**JIT_OPTIONS)
+def _lngru_step_backward(t, b, dhs, mask, states, gates, lnh_c, gi, stats_i, gh, stats_h,
+                         w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw, pb):
+    """BPTT through step ``t`` of sequence ``b`` of the LN-GRU, its four
+    LayerNorms included (their gain/bias gradients are added to row ``b`` of
+    ``pw``/``pb``).  ``carry``/``tmp`` as in :func:`_gru_step_backward`."""
+    H = dhs.shape[2]
+    one = dhs.dtype.type(1)
+    m = mask[t, b]
+    for j in range(H):
+        g = carry[b, j] + tmp[b, j] + dhs[t, b, j]
+        r = gates[t, b, j]
+        z = gates[t, b, H + j]
+        n = gates[t, b, 2 * H + j]
+        hp = states[t, b, j]
+        dnew = m * g
+        dn = dnew * (one - z)
+        dz = dnew * (hp - n)
+        dan = dn * (one - n * n)
+        dr = dan * lnh_c[t, b, j]
+        dln[b, j] = dr * r * (one - r)          # d pre-sigmoid r (both LN outputs)
+        dln[b, H + j] = dz * z * (one - z)      # d pre-sigmoid z (both LN outputs)
+        dln[b, 2 * H + j] = dan                 # d LN(gi cand)
+        dln[b, 3 * H + j] = dan * r             # d LN(gh cand)
+        carry[b, j] = dnew * z + (one - m) * g
+    ln_backward_row(dln[b, :2 * H], gh[t, b, :2 * H], stats_h[t, b, 0], stats_h[t, b, 1],
+                    w_hg, dgh[t, b, :2 * H], pw[b, 3 * H:5 * H], pb[b, 3 * H:5 * H])
+    ln_backward_row(dln[b, 3 * H:], gh[t, b, 2 * H:], stats_h[t, b, 2], stats_h[t, b, 3],
+                    w_hc, dgh[t, b, 2 * H:], pw[b, 5 * H:], pb[b, 5 * H:])
+    ln_backward_row(dln[b, :2 * H], gi[t, b, :2 * H], stats_i[t, b, 0], stats_i[t, b, 1],
+                    w_ig, dgi[t, b, :2 * H], pw[b, :2 * H], pb[b, :2 * H])
+    ln_backward_row(dln[b, 2 * H:3 * H], gi[t, b, 2 * H:], stats_i[t, b, 2], stats_i[t, b, 3],
+                    w_ic, dgi[t, b, 2 * H:], pw[b, 2 * H:3 * H], pb[b, 2 * H:3 * H])
+
+
+@njit(**JIT_OPTIONS)
+def _seed_row(b, dh_last, carry, tmp, pw, pb):
+    """Start of BPTT for sequence ``b``: carry = dh_last, tmp = 0, partial sums 0."""
+    for j in range(carry.shape[1]):
+        carry[b, j] = dh_last[b, j]
+        tmp[b, j] = 0
+    if pw is not None:
+        for j in range(pw.shape[1]):
+            pw[b, j] = 0.0
+            pb[b, j] = 0.0
+
+
+@njit(**JIT_OPTIONS)
+def _finish_row(b, carry, tmp, dh0):
+    for j in range(carry.shape[1]):
+        dh0[b, j] = carry[b, j] + tmp[b, j]
+
+
+# --------------------------------------------------------------------------
+# Time loops.  Each comes as a serial and a parallel (prange over the batch)
+# driver: separate functions, so that their on-disk caches cannot collide.
+# --------------------------------------------------------------------------
+
+@njit(**JIT_OPTIONS)
+def _gru_forward_serial(gi, w_hh, b_hh, mask, states, gates, hn, gh):
+    for t in range(gi.shape[0]):
+        np.dot(states[t], w_hh.T, gh)
+        for b in range(gi.shape[1]):
+            _gru_step(t, b, gi, gh, b_hh, mask, states, gates, hn)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _gru_forward_parallel(gi, w_hh, b_hh, mask, states, gates, hn, gh):
+    for t in range(gi.shape[0]):
+        np.dot(states[t], w_hh.T, gh)
+        for b in prange(gi.shape[1]):
+            _gru_step(t, b, gi, gh, b_hh, mask, states, gates, hn)
+
+
+@njit(**JIT_OPTIONS)
+def _gru_backward_serial(dhs, dh_last, w_hh, mask, states, gates, hn, dgi, dgh, carry, tmp, dh0):
+    T, B, _ = dhs.shape
+    for b in range(B):
+        _seed_row(b, dh_last, carry, tmp, None, None)
+    for s in range(T):
+        t = T - 1 - s
+        for b in range(B):
+            _gru_step_backward(t, b, dhs, mask, states, gates, hn, dgi, dgh, carry, tmp)
+        np.dot(dgh[t], w_hh, tmp)
+    for b in range(B):
+        _finish_row(b, carry, tmp, dh0)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _gru_backward_parallel(dhs, dh_last, w_hh, mask, states, gates, hn, dgi, dgh, carry, tmp, dh0):
+    T, B, _ = dhs.shape
+    for b in prange(B):
+        _seed_row(b, dh_last, carry, tmp, None, None)
+    for s in range(T):
+        t = T - 1 - s
+        for b in prange(B):
+            _gru_step_backward(t, b, dhs, mask, states, gates, hn, dgi, dgh, carry, tmp)
+        np.dot(dgh[t], w_hh, tmp)
+    for b in prange(B):
+        _finish_row(b, carry, tmp, dh0)
+
+
+@njit(**JIT_OPTIONS)
+def _ln_input_forward_serial(gi, w_g, b_g, w_c, b_c, eps, lni, stats):
+    for i in range(gi.shape[0]):
+        _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _ln_input_forward_parallel(gi, w_g, b_g, w_c, b_c, eps, lni, stats):
+    for i in prange(gi.shape[0]):
+        _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
+
+
+@njit(**JIT_OPTIONS)
+def _lngru_forward_serial(lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats,
+                          lnh_c, gates, lnh):
+    for t in range(lni.shape[0]):
+        np.dot(states[t], w_hh.T, gh[t])
+        for b in range(lni.shape[1]):
+            _lngru_step(t, b, lni, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats, lnh_c,
+                        gates, lnh)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _lngru_forward_parallel(lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats,
+                            lnh_c, gates, lnh):
+    for t in range(lni.shape[0]):
+        np.dot(states[t], w_hh.T, gh[t])
+        for b in prange(lni.shape[1]):
+            _lngru_step(t, b, lni, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats, lnh_c,
+                        gates, lnh)
+
+
+@njit(**JIT_OPTIONS)
+def _lngru_backward_serial(dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi, stats_i, gh,
+                           stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw, pb,
+                           dh0):
+    T, B, _ = dhs.shape
+    for b in range(B):
+        _seed_row(b, dh_last, carry, tmp, pw, pb)
+    for s in range(T):
+        t = T - 1 - s
+        for b in range(B):
+            _lngru_step_backward(t, b, dhs, mask, states, gates, lnh_c, gi, stats_i, gh, stats_h,
+                                 w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw, pb)
+        np.dot(dgh[t], w_hh, tmp)
+    for b in range(B):
+        _finish_row(b, carry, tmp, dh0)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _lngru_backward_parallel(dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi, stats_i, gh,
+                             stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw, pb,
+                             dh0):
+    T, B, _ = dhs.shape
+    for b in prange(B):
+        _seed_row(b, dh_last, carry, tmp, pw, pb)
+    for s in range(T):
+        t = T - 1 - s
+        for b in prange(B):
+            _lngru_step_backward(t, b, dhs, mask, states, gates, lnh_c, gi, stats_i, gh, stats_h,
+                                 w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw, pb)
+        np.dot(dgh[t], w_hh, tmp)
+    for b in prange(B):
+        _finish_row(b, carry, tmp, dh0)
+
+
+#: name -> (serial driver, parallel driver)
+DRIVERS = {
+    "gru_forward": (_gru_forward_serial, _gru_forward_parallel),
+    "gru_backward": (_gru_backward_serial, _gru_backward_parallel),
+    "ln_input_forward": (_ln_input_forward_serial, _ln_input_forward_parallel),
+    "lngru_forward": (_lngru_forward_serial, _lngru_forward_parallel),
+    "lngru_backward": (_lngru_backward_serial, _lngru_backward_parallel),
+}
+
+@njit(**JIT_OPTIONS)
+def _sum_rows(part, out):
+    """``out[j] = sum_b part[b, j]`` in float64, added in the order b = 0, 1, ..."""
+    acc = np.zeros(part.shape[1])
+    for b in range(part.shape[0]):
+        for j in range(part.shape[1]):
+            acc[j] += part[b, j]
+    for j in range(part.shape[1]):
+        out[j] = acc[j]

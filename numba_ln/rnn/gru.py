@@ -1,0 +1,516 @@
+"""``GRU``: a (LayerNorm-)GRU layer stack with exact backpropagation through time.
+
+No deep-learning framework: the time loops are Numba-compiled
+(:mod:`numba_ln.rnn._gru_kernels`), the LayerNorms are numba_ln's own row
+kernels, and the big matrix products are NumPy/BLAS.
+"""
+
+import math
+import operator
+import threading
+
+import numpy as np
+
+from .._cpu import _PARALLEL_LOCK
+from .._validate import as_host_array, float_dtype
+from . import _gru_kernels as _k
+
+__all__ = ["GRU"]
+
+#: LayerNorm epsilon of the LN-GRU (as in the paper's code and PyTorch).
+LN_EPS = 1e-5
+
+#: Steps with at most this many state elements (B * H) run the serial time
+#: loops: below it, waking the thread pool every step costs more than the work.
+SERIAL_MAX_STEP_ELEMENTS = 1 << 13
+
+
+def _driver(name, elements):
+    serial, parallel = _k.DRIVERS[name]
+    return serial if elements <= SERIAL_MAX_STEP_ELEMENTS else parallel
+
+
+def _positive_int(name, value):
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, found {type(value).__name__}") from None
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1, found {v}")
+    return v
+
+
+def _orthogonal(rng, n):
+    """A uniformly random n x n orthogonal matrix (QR of a Gaussian, signs fixed)."""
+    a = rng.standard_normal((n, n))
+    q, r = np.linalg.qr(a)
+    return q * np.sign(np.diag(r))
+
+
+class _Cache:
+    """What :meth:`GRU.backward` needs from one :meth:`GRU.forward` call."""
+
+    __slots__ = ("owner", "shape", "layers", "mask")
+
+    def __init__(self, owner, shape, layers, mask):
+        self.owner = owner
+        self.shape = shape  # (T, B)
+        self.layers = layers  # one dict per layer
+        self.mask = mask
+
+    def __repr__(self):
+        T, B = self.shape
+        return f"<GRU cache: T={T}, B={B}, {len(self.layers)} layer(s)>"
+
+
+class GRU:
+    """A stack of GRU or LayerNorm-GRU layers over whole sequences.
+
+    ``forward`` runs all ``T`` steps of every layer and returns what
+    ``backward`` needs; ``backward`` is exact backpropagation through time and
+    returns the gradients of the inputs, of the initial state and of every
+    parameter.  There is no autograd: the caller chains gradients by hand.
+
+    Parameters
+    ----------
+    input_size : int
+        Features of each step of ``x``.
+    hidden_size : int
+        ``H``, units of each layer's state.
+    num_layers : int, default 1
+        Stacked layers; layer ``k > 0`` reads the states of layer ``k - 1``.
+    layer_norm : bool, default False
+        ``False``: PyTorch's GRU.  ``True``: the paper's LayerNorm-GRU.
+    dtype : float32 or float64, default float32
+        Dtype of the parameters; inputs must have the same dtype.
+    seed : int, numpy Generator or None
+        Seeds the weight initialisation (``np.random.default_rng(seed)``);
+        the same seed gives bitwise the same parameters.
+
+    Attributes
+    ----------
+    params : dict of str to ndarray
+        The parameters, in layer order.  Arrays may be updated in place or
+        replaced by arrays of the same shape and dtype (an optimiser's step),
+        but not between a ``forward`` and its ``backward``.
+
+    Notes
+    -----
+    **Plain GRU** (``layer_norm=False``): PyTorch's equations and layout,
+    so that ``torch.nn.GRU(...).load_state_dict`` of these arrays reproduces
+    the layer (and weights move both ways, see :meth:`load_state_dict`).
+    Per layer ``k``: ``weight_ih_l{k}`` (3H, in), ``weight_hh_l{k}`` (3H, H),
+    ``bias_ih_l{k}`` (3H,), ``bias_hh_l{k}`` (3H,), rows in the order r, z, n::
+
+        r  = sigmoid(x W_ir^T + b_ir + h W_hr^T + b_hr)
+        z  = sigmoid(x W_iz^T + b_iz + h W_hz^T + b_hz)
+        n  = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))
+        h' = (1 - z) * n + z * h
+
+    Initialisation as PyTorch: every parameter uniform in ``+-1/sqrt(H)``.
+
+    **LayerNorm-GRU** (``layer_norm=True``): the paper's four LayerNorms per
+    step (eps 1e-5), PyTorch's gate order and update convention, no additive
+    biases (the LayerNorm biases take their place).  With ``gi = x W_ih^T``
+    and ``gh = h W_hh^T``::
+
+        rz = sigmoid(LN(gi[:, :2H]; ln_ih_gates) + LN(gh[:, :2H]; ln_hh_gates))
+        r, z = rz[:, :H], rz[:, H:]
+        n  = tanh(LN(gi[:, 2H:]; ln_ih_cand) + r * LN(gh[:, 2H:]; ln_hh_cand))
+        h' = (1 - z) * n + z * h
+
+    Per layer ``k``: ``weight_ih_l{k}`` (3H, in), ``weight_hh_l{k}`` (3H, H),
+    ``ln_ih_gates_weight_l{k}``, ``ln_ih_gates_bias_l{k}``,
+    ``ln_hh_gates_weight_l{k}``, ``ln_hh_gates_bias_l{k}`` (2H each) and
+    ``ln_ih_cand_weight_l{k}``, ``ln_ih_cand_bias_l{k}``,
+    ``ln_hh_cand_weight_l{k}``, ``ln_hh_cand_bias_l{k}`` (H each).
+    Initialisation as the paper's authors did: input weights uniform in
+    ``+-0.1``; recurrent weights orthogonal, one independent random
+    orthogonal H x H matrix for each of the three gate blocks; LayerNorm gains
+    1 and biases 0.
+
+    **Masks.**  ``mask[t, b] = 0`` marks step ``t`` of sequence ``b`` as
+    padding: the state is carried unchanged, ``h_t = m * h' + (1 - m) * h_{t-1}``,
+    so ``h_last`` is the state after each sequence's last real step.
+
+    **Speed.**  The input projections of all steps are one matrix product
+    before the loop; the time loop, its recurrent products and its
+    LayerNorms run in compiled code, parallel over the batch.  Scratch
+    buffers are kept between calls (keyed by shape), so one ``GRU`` object
+    must not run two calls at once from different threads.
+
+    Examples
+    --------
+    >>> gru = GRU(3, 8, layer_norm=True, seed=0)
+    >>> x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
+    >>> hs, h_last, cache = gru.forward(x)
+    >>> hs.shape, h_last.shape
+    ((5, 2, 8), (1, 2, 8))
+    >>> dx, dh0, grads = gru.backward(np.ones_like(hs), cache)
+    >>> sorted(grads) == sorted(gru.params)
+    True
+    """
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, layer_norm=False,
+                 dtype=np.float32, seed=None):
+        self.input_size = _positive_int("input_size", input_size)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.num_layers = _positive_int("num_layers", num_layers)
+        self.layer_norm = bool(layer_norm)
+        self.dtype = float_dtype("dtype", dtype)
+        self.eps = LN_EPS
+        self._work = {}
+        self._lock = threading.Lock()
+        self._shapes = self.param_shapes()
+        self.params = self._init_params(np.random.default_rng(seed))
+
+    # ------------------------------------------------------------------
+    # parameters
+    # ------------------------------------------------------------------
+    def param_shapes(self):
+        """``{name: shape}`` of every parameter, in layer order."""
+        H = self.hidden_size
+        shapes = {}
+        for k in range(self.num_layers):
+            n_in = self.input_size if k == 0 else H
+            shapes[f"weight_ih_l{k}"] = (3 * H, n_in)
+            shapes[f"weight_hh_l{k}"] = (3 * H, H)
+            if self.layer_norm:
+                for side in ("ih", "hh"):
+                    shapes[f"ln_{side}_gates_weight_l{k}"] = (2 * H,)
+                    shapes[f"ln_{side}_gates_bias_l{k}"] = (2 * H,)
+                for side in ("ih", "hh"):
+                    shapes[f"ln_{side}_cand_weight_l{k}"] = (H,)
+                    shapes[f"ln_{side}_cand_bias_l{k}"] = (H,)
+            else:
+                shapes[f"bias_ih_l{k}"] = (3 * H,)
+                shapes[f"bias_hh_l{k}"] = (3 * H,)
+        return shapes
+
+    def _init_params(self, rng):
+        H = self.hidden_size
+        params = {}
+        for name, shape in self.param_shapes().items():
+            if not self.layer_norm:
+                bound = 1.0 / math.sqrt(H)
+                value = rng.uniform(-bound, bound, shape)
+            elif name.startswith("weight_ih"):
+                value = rng.uniform(-0.1, 0.1, shape)
+            elif name.startswith("weight_hh"):
+                value = np.concatenate([_orthogonal(rng, H) for _ in range(3)], axis=0)
+            elif "_weight_" in name:
+                value = np.ones(shape)
+            else:
+                value = np.zeros(shape)
+            params[name] = np.ascontiguousarray(value, dtype=self.dtype)
+        return params
+
+    def state_dict(self):
+        """A copy of :attr:`params` (``{name: ndarray}``).
+
+        For a plain GRU, ``torch.nn.GRU(input_size, hidden_size, num_layers)
+        .load_state_dict({k: torch.from_numpy(v) for k, v in
+        gru.state_dict().items()})`` gives the same layer in PyTorch.
+        """
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state):
+        """Copy parameters in from ``state`` (``{name: array-like}``).
+
+        Takes NumPy arrays or anything ``np.asarray`` reads, e.g. a PyTorch
+        ``state_dict()`` after ``{k: v.detach().cpu().numpy() ...}``.  Names
+        and shapes must match :attr:`params` exactly; values are cast to the
+        layer's dtype.
+        """
+        expected = self.param_shapes()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise KeyError(f"state does not match this {self._describe()}: missing {missing}, "
+                           f"unexpected {unexpected}")
+        new = {}
+        for name, shape in expected.items():
+            value = np.asarray(state[name])
+            if value.shape != shape:
+                raise ValueError(f"{name} has shape {value.shape} but this {self._describe()} "
+                                 f"needs {shape}")
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"{name} must hold real numbers, found dtype {value.dtype}")
+            new[name] = np.array(value, dtype=self.dtype, order="C", copy=True)
+        self.params = new
+
+    def _describe(self):
+        kind = "LN-GRU" if self.layer_norm else "GRU"
+        return (f"{kind}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"num_layers={self.num_layers})")
+
+    def __repr__(self):
+        return f"{self._describe()[:-1]}, dtype={self.dtype.name})"
+
+    def _param(self, name):
+        p = self.params.get(name)
+        if p is None:
+            raise KeyError(f"params has no {name!r}; it must keep every key of param_shapes()")
+        shape = self._shapes[name]
+        if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype != self.dtype:
+            found = (f"{type(p).__name__}" if not isinstance(p, np.ndarray)
+                     else f"shape {p.shape}, dtype {p.dtype}")
+            raise ValueError(f"params[{name!r}] must be an ndarray of shape {shape} and dtype "
+                             f"{self.dtype}, found {found}")
+        return np.ascontiguousarray(p)
+
+    # ------------------------------------------------------------------
+    # scratch buffers
+    # ------------------------------------------------------------------
+    def _scratch(self, key, shape, dtype=None):
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        a = self._work.get(key)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = np.empty(shape, dtype)
+            self._work[key] = a
+        return a
+
+    # ------------------------------------------------------------------
+    # validation
+    # ------------------------------------------------------------------
+    def _check_array(self, name, a, shape, what):
+        a = as_host_array(name, a)
+        if a.ndim != len(shape) or any(e is not None and s != e for s, e in zip(a.shape, shape)):
+            want = tuple("?" if e is None else e for e in shape)
+            raise ValueError(f"{name} has shape {a.shape} but must be {what} {want}")
+        if a.dtype != self.dtype:
+            raise TypeError(f"{name} is {a.dtype} but this layer is {self.dtype}; convert with "
+                            f"{name}.astype(np.{self.dtype.name}) or build the GRU with "
+                            f"dtype=np.{a.dtype.name}")
+        return np.ascontiguousarray(a)
+
+    def _check_mask(self, mask, T, B):
+        mask = np.asarray(mask)
+        if mask.shape != (T, B):
+            raise ValueError(f"mask has shape {mask.shape} but must be (T, B) = {(T, B)}, "
+                             f"one 0/1 entry per step and sequence")
+        if mask.dtype.kind not in "biuf":
+            raise TypeError(f"mask must be boolean or numeric 0/1, found dtype {mask.dtype}")
+        if mask.dtype.kind != "b":
+            bad = ~((mask == 0) | (mask == 1))
+            if bad.any():
+                t, b = np.argwhere(bad)[0]
+                raise ValueError(f"mask must hold only 0 and 1, found {mask[t, b].item()!r} at "
+                                 f"[{t}, {b}]; build it e.g. as "
+                                 f"(np.arange(T)[:, None] < lengths).astype(np.float32)")
+        return np.ascontiguousarray(mask, dtype=self.dtype)
+
+    # ------------------------------------------------------------------
+    # forward
+    # ------------------------------------------------------------------
+    def forward(self, x, h0=None, mask=None):
+        """Run every layer over all steps.
+
+        Parameters
+        ----------
+        x : ndarray (T, B, input_size)
+            The inputs, of the layer's dtype.
+        h0 : ndarray (num_layers, B, hidden_size), optional
+            Initial states (zeros by default).
+        mask : ndarray (T, B) of 0/1 (bool or numeric), optional
+            0 marks padded steps, through which each layer carries its state
+            unchanged.
+
+        Returns
+        -------
+        hs : ndarray (T, B, hidden_size)
+            The top layer's state after every step (read-only: it is the
+            same memory that ``backward`` reads).
+        h_last : ndarray (num_layers, B, hidden_size)
+            Every layer's state after the last step.
+        cache : object
+            Pass it to :meth:`backward`.
+        """
+        x = self._check_array("x", x, (None, None, self.input_size), "(T, B, input_size) =")
+        T, B, _ = x.shape
+        L, H = self.num_layers, self.hidden_size
+        if h0 is None:
+            h0 = np.zeros((L, B, H), self.dtype)
+        else:
+            h0 = self._check_array("h0", h0, (L, B, H), "(num_layers, B, hidden_size) =")
+        if mask is None:
+            mask_arr = np.ones((T, B), self.dtype)
+        else:
+            mask_arr = self._check_mask(mask, T, B)
+        h_last = np.empty((L, B, H), self.dtype)
+        layers = []
+        inp = x
+        with self._lock, _PARALLEL_LOCK:
+            for k in range(L):
+                states = np.empty((T + 1, B, H), self.dtype)
+                states[0] = h0[k]
+                if self.layer_norm:
+                    layer = self._forward_ln(k, inp, mask_arr, states)
+                else:
+                    layer = self._forward_plain(k, inp, mask_arr, states)
+                layer["x"] = inp
+                layer["states"] = states
+                layers.append(layer)
+                h_last[k] = states[T]
+                inp = states[1:]
+        hs = inp.view()
+        hs.flags.writeable = False
+        return hs, h_last, _Cache(self, (T, B), layers, mask_arr)
+
+    def _project(self, x, w_ih):
+        """``x.reshape(T*B, in) @ w_ih.T`` as a new (T, B, 3H) array."""
+        T, B, n_in = x.shape
+        gi = np.empty((T, B, w_ih.shape[0]), self.dtype)
+        np.dot(x.reshape(T * B, n_in), w_ih.T, out=gi.reshape(T * B, w_ih.shape[0]))
+        return gi
+
+    def _forward_plain(self, k, x, mask, states):
+        T, B, _ = x.shape
+        H = self.hidden_size
+        w_ih = self._param(f"weight_ih_l{k}")
+        w_hh = self._param(f"weight_hh_l{k}")
+        b_ih = self._param(f"bias_ih_l{k}")
+        b_hh = self._param(f"bias_hh_l{k}")
+        gi = self._project(x, w_ih)
+        gi += b_ih
+        gates = np.empty((T, B, 3 * H), self.dtype)
+        hn = np.empty((T, B, H), self.dtype)
+        gh = self._scratch("gh", (B, 3 * H))
+        loop = _driver("gru_forward", B * H)
+        loop(gi, w_hh, b_hh, mask, states, gates, hn, gh)
+        return {"w_ih": w_ih, "w_hh": w_hh, "gates": gates, "hn": hn}
+
+    def _forward_ln(self, k, x, mask, states):
+        T, B, _ = x.shape
+        H = self.hidden_size
+        p = {name: self._param(f"{name}_l{k}") for name in (
+            "weight_ih", "weight_hh",
+            "ln_ih_gates_weight", "ln_ih_gates_bias", "ln_ih_cand_weight", "ln_ih_cand_bias",
+            "ln_hh_gates_weight", "ln_hh_gates_bias", "ln_hh_cand_weight", "ln_hh_cand_bias")}
+        gi = self._project(x, p["weight_ih"])
+        stats_i = np.empty((T, B, 4))
+        lni = self._scratch("lni", (T, B, 3 * H))
+        ln_in = _driver("ln_input_forward", T * B * H)
+        ln_in(gi.reshape(T * B, 3 * H), p["ln_ih_gates_weight"], p["ln_ih_gates_bias"],
+              p["ln_ih_cand_weight"], p["ln_ih_cand_bias"], self.eps,
+              lni.reshape(T * B, 3 * H), stats_i.reshape(T * B, 4))
+        gh = np.empty((T, B, 3 * H), self.dtype)
+        stats_h = np.empty((T, B, 4))
+        lnh_c = np.empty((T, B, H), self.dtype)
+        gates = np.empty((T, B, 3 * H), self.dtype)
+        lnh = self._scratch("lnh", (B, 3 * H))
+        loop = _driver("lngru_forward", B * H)
+        loop(lni, p["weight_hh"], p["ln_hh_gates_weight"], p["ln_hh_gates_bias"],
+             p["ln_hh_cand_weight"], p["ln_hh_cand_bias"], self.eps, mask,
+             states, gh, stats_h, lnh_c, gates, lnh)
+        return {"p": p, "w_ih": p["weight_ih"], "w_hh": p["weight_hh"], "gi": gi,
+                "stats_i": stats_i, "gh": gh, "stats_h": stats_h, "lnh_c": lnh_c, "gates": gates}
+
+    __call__ = forward
+
+    # ------------------------------------------------------------------
+    # backward
+    # ------------------------------------------------------------------
+    def backward(self, dhs, cache, dh_last=None):
+        """Backpropagation through time.
+
+        Parameters
+        ----------
+        dhs : ndarray (T, B, hidden_size) or None
+            Gradient of the loss with respect to ``hs`` (None: zeros, e.g.
+            when the loss reads only the last state).
+        cache : object
+            From :meth:`forward` of this layer.  It can be used any number
+            of times; do not change :attr:`params` in place between
+            ``forward`` and ``backward``.
+        dh_last : ndarray (num_layers, B, hidden_size), optional
+            Gradient with respect to ``h_last``.
+
+        Returns
+        -------
+        dx : ndarray (T, B, input_size)
+        dh0 : ndarray (num_layers, B, hidden_size)
+        grads : dict of str to ndarray
+            Gradients of the parameters, keyed exactly like :attr:`params`.
+        """
+        if not isinstance(cache, _Cache):
+            raise TypeError(f"cache must be the third value returned by GRU.forward, "
+                            f"found {type(cache).__name__}")
+        if cache.owner is not self:
+            raise ValueError("cache comes from a different GRU object; pass the cache returned "
+                             "by this layer's forward")
+        T, B = cache.shape
+        L, H = self.num_layers, self.hidden_size
+        if dhs is None:
+            dhs = np.zeros((T, B, H), self.dtype)
+        else:
+            dhs = self._check_array("dhs", dhs, (T, B, H), "(T, B, hidden_size) =")
+        if dh_last is None:
+            dh_last = np.zeros((L, B, H), self.dtype)
+        else:
+            dh_last = self._check_array("dh_last", dh_last, (L, B, H),
+                                        "(num_layers, B, hidden_size) =")
+        grads = {}
+        dh0 = np.empty((L, B, H), self.dtype)
+        dcur = dhs
+        with self._lock, _PARALLEL_LOCK:
+            for k in reversed(range(L)):
+                layer = cache.layers[k]
+                if self.layer_norm:
+                    dgi, dgh = self._backward_ln(k, layer, dcur, dh_last[k], cache.mask, dh0[k],
+                                                 grads)
+                else:
+                    dgi, dgh = self._backward_plain(k, layer, dcur, dh_last[k], cache.mask,
+                                                    dh0[k], grads)
+                x = layer["x"]
+                n_in = x.shape[2]
+                dgi2 = dgi.reshape(T * B, 3 * H)
+                dgh2 = dgh.reshape(T * B, 3 * H)
+                grads[f"weight_ih_l{k}"] = np.dot(dgi2.T, x.reshape(T * B, n_in))
+                grads[f"weight_hh_l{k}"] = np.dot(dgh2.T, layer["states"][:T].reshape(T * B, H))
+                if not self.layer_norm:
+                    grads[f"bias_ih_l{k}"] = np.empty(3 * H, self.dtype)
+                    grads[f"bias_hh_l{k}"] = np.empty(3 * H, self.dtype)
+                    _k._sum_rows(dgi2, grads[f"bias_ih_l{k}"])
+                    _k._sum_rows(dgh2, grads[f"bias_hh_l{k}"])
+                dx = np.empty((T, B, n_in), self.dtype)
+                np.dot(dgi2, layer["w_ih"], out=dx.reshape(T * B, n_in))
+                dcur = dx
+        return dcur, dh0, {name: grads[name] for name in self.params}
+
+    def _backward_plain(self, k, layer, dhs, dh_last, mask, dh0, grads):
+        T, B, H = dhs.shape
+        dgi = self._scratch("dgi", (T, B, 3 * H))
+        dgh = self._scratch("dgh", (T, B, 3 * H))
+        carry = self._scratch("carry", (B, H))
+        tmp = self._scratch("tmp", (B, H))
+        loop = _driver("gru_backward", B * H)
+        loop(dhs, dh_last, layer["w_hh"], mask, layer["states"], layer["gates"], layer["hn"],
+             dgi, dgh, carry, tmp, dh0)
+        return dgi, dgh
+
+    def _backward_ln(self, k, layer, dhs, dh_last, mask, dh0, grads):
+        T, B, H = dhs.shape
+        p = layer["p"]
+        dgi = self._scratch("dgi", (T, B, 3 * H))
+        dgh = self._scratch("dgh", (T, B, 3 * H))
+        carry = self._scratch("carry", (B, H))
+        tmp = self._scratch("tmp", (B, H))
+        dln = self._scratch("dln", (B, 4 * H))
+        pw = self._scratch("pw", (B, 6 * H), np.float64)
+        pb = self._scratch("pb", (B, 6 * H), np.float64)
+        loop = _driver("lngru_backward", B * H)
+        loop(dhs, dh_last, p["weight_hh"], mask, layer["states"], layer["gates"], layer["lnh_c"],
+             layer["gi"], layer["stats_i"], layer["gh"], layer["stats_h"],
+             p["ln_ih_gates_weight"], p["ln_ih_cand_weight"], p["ln_hh_gates_weight"],
+             p["ln_hh_cand_weight"], dgi, dgh, carry, tmp, dln, pw, pb, dh0)
+        dw = np.empty(6 * H, self.dtype)
+        db = np.empty(6 * H, self.dtype)
+        _k._sum_rows(pw, dw)
+        _k._sum_rows(pb, db)
+        cols = {"ih_gates": (0, 2 * H), "ih_cand": (2 * H, 3 * H),
+                "hh_gates": (3 * H, 5 * H), "hh_cand": (5 * H, 6 * H)}
+        for part, (a, b) in cols.items():
+            grads[f"ln_{part}_weight_l{k}"] = dw[a:b].copy()
+            grads[f"ln_{part}_bias_l{k}"] = db[a:b].copy()
+        return dgi, dgh
