@@ -54,13 +54,20 @@ def ln_ref(x, weight=None, bias=None, axis=-1, eps=1e-5):
     return y, mean.reshape(squeeze), rstd.reshape(squeeze)
 
 
-def ln_backward_ref(dy, x, weight=None, axis=-1, eps=1e-5):
-    """Float64 gradients ``(dx, dweight or None, dbias)`` by PAPER.md's formulas."""
+def ln_backward_ref(dy, x, weight=None, axis=-1, eps=1e-5, mean=None, rstd=None):
+    """Float64 gradients ``(dx, dweight or None, dbias)`` by PAPER.md's formulas.
+
+    ``mean``/``rstd``, when given, replace the exact statistics (e.g. the
+    rounded float32 ones a forward pass returned), so the result is the
+    exact gradient formula evaluated at those statistics.
+    """
     x = np.asarray(x, dtype=np.float64)
     dy = np.asarray(dy, dtype=np.float64)
     axes = axes_of(axis, x.ndim)
     kept = tuple(a for a in range(x.ndim) if a not in axes)
-    _, mean, rstd = ln_ref(x, axis=axes, eps=eps)
+    _, m_exact, r_exact = ln_ref(x, axis=axes, eps=eps)
+    mean = m_exact if mean is None else np.asarray(mean, np.float64)
+    rstd = r_exact if rstd is None else np.asarray(rstd, np.float64)
     keep = [1 if a in axes else n for a, n in enumerate(x.shape)]
     mean = mean.reshape(keep)
     rstd = rstd.reshape(keep)
