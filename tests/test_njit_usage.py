@@ -5,6 +5,10 @@ only checks the file of the cached function, so a cached copy could keep
 stale inlined kernels after numba_ln changes.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit, prange
@@ -181,3 +185,21 @@ def test_strided_rows_in_user_code():
     user_columns(x, y)
     np.testing.assert_allclose(y, ln_ref(x, axis=0)[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(y, layer_norm(x, axis=0), rtol=1e-13, atol=1e-13)
+
+
+# --------------------------------------------------------------------------
+# The examples run and check themselves
+# --------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["quickstart.py", "njit_training.py"])
+def test_example_runs(script):
+    path = EXAMPLES / script
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "passed" in proc.stdout or "trained" in proc.stdout
