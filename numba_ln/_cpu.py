@@ -13,7 +13,7 @@ serves small arrays, where waking the thread pool costs more than the work.
 on-disk caches cannot collide.)
 
 Weight and bias gradients are reduced over a fixed partition of the rows into
-``n_chunks(rows)`` chunks, each summed in x's precision by one thread into a
+``n_chunks(x)`` chunks, each summed in x's precision by one thread into a
 row of a partials array; the chunks are then added in order in float64.  The
 partition depends only on the number of rows, so the result is bitwise
 identical for any thread count.
@@ -39,9 +39,15 @@ MAX_CHUNKS = 64
 _PARALLEL_LOCK = threading.Lock()
 
 
-def n_chunks(rows):
-    """Number of row chunks of the gradient reduction (depends on rows only)."""
-    return min(rows, MAX_CHUNKS)
+def is_serial(x):
+    """Whether the drivers run ``x`` (rows, D) on the calling thread alone."""
+    return x.size <= SERIAL_MAX_ELEMENTS
+
+
+def n_chunks(x):
+    """Number of row chunks of the gradient reduction: one for a serial call,
+    else up to MAX_CHUNKS.  It depends on the shape only, never on threads."""
+    return min(1 if is_serial(x) else x.shape[0], MAX_CHUNKS)
 
 
 @njit(**JIT_OPTIONS)
@@ -170,7 +176,7 @@ def _backward_parallel(dy, x, mean, rstd, weight, dx, dweight, dbias, part_w, pa
 
 def forward(x, weight, bias, eps, y, mean, rstd):
     """LayerNorm of every row of ``x`` (rows, D) into ``y``, ``mean``, ``rstd``."""
-    if x.size <= SERIAL_MAX_ELEMENTS:
+    if is_serial(x):
         _forward_serial(x, weight, bias, eps, y, mean, rstd)
     else:
         with _PARALLEL_LOCK:
@@ -179,11 +185,10 @@ def forward(x, weight, bias, eps, y, mean, rstd):
 
 def backward(dy, x, mean, rstd, weight, dx, dweight, dbias):
     """Gradients of every row; ``dweight`` is ignored when ``weight`` is None."""
-    rows, d = x.shape
-    chunks = n_chunks(rows)
-    part_b = np.empty((chunks, d), dtype=x.dtype)
-    part_w = None if weight is None else np.empty((chunks, d), dtype=x.dtype)
-    if x.size <= SERIAL_MAX_ELEMENTS:
+    shape = (n_chunks(x), x.shape[1])
+    part_b = np.empty(shape, dtype=x.dtype)
+    part_w = None if weight is None else np.empty(shape, dtype=x.dtype)
+    if is_serial(x):
         _backward_serial(dy, x, mean, rstd, weight, dx, dweight, dbias, part_w, part_b)
     else:
         with _PARALLEL_LOCK:

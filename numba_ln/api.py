@@ -5,6 +5,8 @@ arrays, PyTorch CUDA tensors) go to :mod:`numba_ln.gpu`; everything else runs
 on the CPU kernels of :mod:`numba_ln._cpu`.
 """
 
+import math
+
 import numpy as np
 
 from . import _cpu
@@ -14,8 +16,45 @@ from ._validate import (Layout, as_host_array, check_eps, check_param, check_sha
 __all__ = ["layer_norm", "layer_norm_backward"]
 
 
+_NATIVE_FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+
+
+def _plain(a, dtype, shape):
+    """True when ``a`` is None or already in the kernels' form (no checks needed)."""
+    return a is None or (type(a) is np.ndarray and a.dtype is dtype and a.shape == shape
+                         and a.flags.c_contiguous)
+
+
+def _common_case(x, axis, eps, params):
+    """True for the common call that needs no coercion: a native float32/64
+    C-contiguous non-empty ndarray normalised over its last axis, plain
+    parameters and a float eps.  Such a call passes every general check, and
+    skipping them saves microseconds on small arrays."""
+    if not (type(x) is np.ndarray and axis == -1 and type(eps) is float and 0.0 <= eps < math.inf
+            and x.dtype in _NATIVE_FLOATS and x.ndim and x.size and x.flags.c_contiguous):
+        return False
+    shape = x.shape[-1:]
+    for p in params:
+        if not _plain(p, x.dtype, shape):
+            return False
+    return True
+
+
+def _as_rows(a):
+    """A C-contiguous array as (rows, last axis), a view."""
+    return a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
+
+
+def _unflatten(stat, x):
+    """Per-row statistics (1-D) in the shape of x's leading axes."""
+    return stat if x.ndim == 2 else stat.reshape(x.shape[:-1])
+
+
 def _on_device(*arrays):
-    return any(hasattr(a, "__cuda_array_interface__") for a in arrays if a is not None)
+    # __cuda_ndarray__: numba device arrays, including the CUDA simulator's,
+    # which have no __cuda_array_interface__.
+    return any(hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False)
+               for a in arrays if a is not None)
 
 
 def _rows_view(a, layout):
@@ -127,6 +166,14 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
     if stream is not None:
         raise ValueError("stream= applies to GPU arrays only, but x is a host array; "
                          "pass a device array (numba.cuda.to_device(x)) or drop stream=")
+    if out is None and _common_case(x, axis, eps, (weight, bias)):
+        x2 = _as_rows(x)
+        y = np.empty_like(x)
+        mean = np.empty(x2.shape[0], dtype=x.dtype)
+        rstd = np.empty(x2.shape[0], dtype=x.dtype)
+        _cpu.forward(x2, weight, bias, eps, _as_rows(y), mean, rstd)
+        return (y, _unflatten(mean, x), _unflatten(rstd, x)) if return_stats else y
+
     x = as_host_array("x", x)
     layout = Layout(x.shape, normalize_axes(axis, x.ndim))
     eps = check_eps(eps)
@@ -193,6 +240,18 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
         return gpu.layer_norm_backward(dy, x, mean, rstd, weight, axis=axis, out=out, stream=stream)
     if stream is not None:
         raise ValueError("stream= applies to GPU arrays only, but the inputs are host arrays")
+    if out is None and _common_case(x, axis, 0.0, (weight,)):
+        stats = x.shape[:-1]
+        if (dy is not None and _plain(dy, x.dtype, x.shape) and mean is not None
+                and _plain(mean, x.dtype, stats) and rstd is not None and _plain(rstd, x.dtype, stats)):
+            d = x.shape[-1]
+            dx = np.empty_like(x)
+            dweight = None if weight is None else np.empty(d, dtype=x.dtype)
+            dbias = np.empty(d, dtype=x.dtype)
+            _cpu.backward(_as_rows(dy), _as_rows(x), mean.reshape(-1), rstd.reshape(-1),
+                          weight, _as_rows(dx), dweight, dbias)
+            return dx, dweight, dbias
+
     x = as_host_array("x", x)
     layout = Layout(x.shape, normalize_axes(axis, x.ndim))
     dtype = x.dtype
@@ -212,7 +271,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
     m = np.ascontiguousarray(mean, dtype=dtype).reshape(-1)
     r = np.ascontiguousarray(rstd, dtype=dtype).reshape(-1)
     w = _flat_param(weight, dtype)
-    dx2 = None if out is None else _direct_target(out, layout, (x2, dy2, w))
+    dx2 = None if out is None else _direct_target(out, layout, (x2, dy2, w, m, r))
     direct = dx2 is not None
     if not direct:
         dx2 = np.empty((layout.rows, layout.features), dtype=dtype)
