@@ -265,6 +265,26 @@ def test_out_partially_overlapping(shift, rows, d):
     np.testing.assert_allclose(db, dbr, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("stat", ["mean", "rstd"])
+@pytest.mark.parametrize("rows,d", [(6, 5), (300, 200)])
+def test_out_overlapping_the_statistics(stat, rows, d):
+    """out sharing memory with mean or rstd: every statistic is read before
+    it is overwritten (or the kernel writes elsewhere first)."""
+    x = _rand((rows, d))
+    dy = _rand((rows, d))
+    _, m, r = layer_norm(x, return_stats=True)
+    dxr, _, dbr = ln_backward_ref(dy, x)
+    buf = np.zeros(rows * d + rows)
+    view = buf[:rows]
+    view[:] = m if stat == "mean" else r
+    out = buf[rows - 3:rows - 3 + rows * d].reshape(rows, d)
+    args = (view, r) if stat == "mean" else (m, view)
+    dx, _, db = layer_norm_backward(dy, x, *args, out=out)
+    assert dx is out
+    np.testing.assert_allclose(out, dxr, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, dbr, rtol=1e-12, atol=1e-12)
+
+
 def test_out_strided():
     dy, x, m, r, w, (dxr, _, _) = _setup((6, 10))
     big = np.zeros((6, 20))
