@@ -31,6 +31,10 @@ class LayerNorm:
 
     Notes
     -----
+    On a GPU: :meth:`to_device` moves the parameters to the device; then
+    ``forward`` takes device arrays (numba, CuPy, PyTorch CUDA) and the
+    gradients are device arrays.  :meth:`to_host` moves them back.
+
     ``forward`` keeps a reference to ``x`` (no copy): do not modify ``x`` in
     place between ``forward`` and ``backward``.
 
@@ -58,6 +62,7 @@ class LayerNorm:
         self.grad_weight = None
         self.grad_bias = None
         self._saved = None
+        self._stream = None
 
     @property
     def axis(self):
@@ -72,6 +77,48 @@ class LayerNorm:
         grads = {"weight": self.grad_weight, "bias": self.grad_bias}
         return {k: grads[k] for k in self.parameters()}
 
+    @property
+    def on_device(self):
+        """True after :meth:`to_device` (until :meth:`to_host`)."""
+        return any(hasattr(p, "__cuda_array_interface__") or getattr(p, "__cuda_ndarray__", False)
+                   for p in self.parameters().values())
+
+    def to_device(self, stream=None):
+        """Move the parameters (and gradients) to the GPU; returns ``self``.
+
+        ``stream``: a numba CUDA stream the copies and every later
+        forward/backward use (default: the default stream).  Needs numba-cuda
+        and a GPU (or the CUDA simulator).
+        """
+        from numba import cuda
+
+        from .gpu import require_gpu
+
+        require_gpu()
+        s = 0 if stream is None else stream
+        for name in ("weight", "bias", "grad_weight", "grad_bias"):
+            v = getattr(self, name)
+            if isinstance(v, np.ndarray):
+                setattr(self, name, cuda.to_device(np.ascontiguousarray(v), stream=s))
+        self._stream = stream
+        self._saved = None
+        return self
+
+    def to_host(self):
+        """Move the parameters (and gradients) back to NumPy arrays; returns ``self``."""
+        for name in ("weight", "bias", "grad_weight", "grad_bias"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, np.ndarray):
+                setattr(self, name, v.copy_to_host(stream=0 if self._stream is None else self._stream))
+        if self._stream is not None:
+            self._stream.synchronize()
+        self._stream = None
+        self._saved = None
+        return self
+
+    def _stream_kw(self):
+        return {"stream": self._stream} if self._stream is not None else {}
+
     def forward(self, x):
         shape = getattr(x, "shape", None) or np.shape(x)
         k = len(self.normalized_shape)
@@ -79,7 +126,7 @@ class LayerNorm:
             raise ValueError(f"x has shape {tuple(shape)}, whose trailing axes should be "
                              f"{self.normalized_shape}")
         y, mean, rstd = layer_norm(x, self.weight, self.bias, axis=self.axis, eps=self.eps,
-                                   return_stats=True)
+                                   return_stats=True, **self._stream_kw())
         self._saved = (x, mean, rstd)
         return y
 
@@ -89,7 +136,8 @@ class LayerNorm:
         if self._saved is None:
             raise RuntimeError("backward() called before forward(); call forward(x) first")
         x, mean, rstd = self._saved
-        dx, dweight, dbias = layer_norm_backward(dy, x, mean, rstd, self.weight, axis=self.axis)
+        dx, dweight, dbias = layer_norm_backward(dy, x, mean, rstd, self.weight, axis=self.axis,
+                                                 **self._stream_kw())
         if self.weight is not None:
             self.grad_weight = dweight
         if self.bias is not None:

@@ -1,0 +1,107 @@
+"""GPU LayerNorm: ``numba.cuda`` kernels behind the same API as the CPU path.
+
+:func:`numba_ln.layer_norm` and :func:`numba_ln.layer_norm_backward` call
+:func:`layer_norm` / :func:`layer_norm_backward` here when an argument is a
+GPU array (a numba device array, or any object with
+``__cuda_array_interface__``: CuPy arrays, PyTorch CUDA tensors, used
+zero-copy).  Importing :mod:`numba_ln` never imports this module; importing
+it imports :mod:`numba.cuda` but does not create a CUDA context.
+
+Kernels (see :mod:`numba_ln.gpu._kernels` for the design):
+
+- ``layer_norm_forward``: rows of ``D <= 1024`` take a warp or less, many
+  rows a block; longer rows a block each.  The row stays in registers while it
+  fits (``D <= 8192``) so it is read from DRAM once; longer rows loop.
+- ``layer_norm_backward``: fused ``dx`` and per-block partial
+  ``dweight``/``dbias``; ``layer_norm_backward_rowsums`` first when a row
+  spans several column windows (``D > 8192``);
+  ``layer_norm_backward_colsum`` adds the partials in a fixed order.  No
+  atomics: the gradients are bitwise reproducible.
+
+:func:`compile_ptx` compiles every kernel for every dtype to PTX with no GPU.
+"""
+
+import contextlib
+import types
+
+from . import _kernels
+from ._api import is_available, layer_norm, layer_norm_backward, require_gpu
+
+__all__ = ["layer_norm", "layer_norm_backward", "compile_ptx", "signatures", "is_available",
+           "require_gpu", "DTYPES"]
+
+#: The dtypes every kernel is compiled for.
+DTYPES = ("float32", "float64")
+
+
+def signatures(dtype):
+    """``{kernel name: numba signature string}`` for one dtype name."""
+    t = {"float32": "float32", "float64": "float64"}[dtype]
+    m, v = f"{t}[:, ::1]", f"{t}[::1]"
+    return {
+        "layer_norm_forward": f"void({m}, {v}, {v}, int32, {t}, {m}, {v}, {v})",
+        "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {v}, {v})",
+        "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {v}, {v}, {m}, {m}, {m})",
+        "layer_norm_backward_colsum": f"void({m}, {v})",
+    }
+
+
+def compile_ptx(cc=(9, 0)):
+    """PTX of every GPU kernel in every dtype, compiled with no GPU present.
+
+    Parameters
+    ----------
+    cc : tuple of int, default (9, 0)
+        The compute capability to compile for (``(8, 0)`` for A100,
+        ``(9, 0)`` for H100/H200).
+
+    Returns
+    -------
+    dict
+        ``{"layer_norm_forward[float32]": ptx_text, ...}``: every name of
+        :data:`numba_ln.gpu._kernels.KERNELS` with every dtype of
+        :data:`DTYPES`.
+
+    Needs numba-cuda's NVVM (``pip install "numba-cuda[cu13]"``); not
+    available under the CUDA simulator (which has no compiler).
+    """
+    if _kernels.SIM:
+        raise RuntimeError("compile_ptx needs NVVM; it does not run under the CUDA simulator "
+                           "(unset NUMBA_ENABLE_CUDASIM)")
+    from numba import cuda
+
+    out = {}
+    with _assume_device(cc):
+        for dtype in DTYPES:
+            for name, sig in signatures(dtype).items():
+                fn = _kernels.KERNELS[name].py_func
+                try:
+                    ptx, _ = cuda.compile_ptx(fn, sig, cc=tuple(cc),
+                                              launch_bounds=(_kernels.MAX_THREADS,))
+                except TypeError:  # numba-cuda without launch_bounds
+                    ptx, _ = cuda.compile_ptx(fn, sig, cc=tuple(cc))
+                out[f"{name}[{dtype}]"] = ptx
+    return out
+
+
+@contextlib.contextmanager
+def _assume_device(cc):
+    """Let device functions compile with no GPU present.
+
+    numba-cuda compiles a ``cuda.jit(device=True)`` function called from a
+    kernel by asking the current GPU for its compute capability, even inside
+    ``compile_ptx(cc=...)``.  With no usable GPU, answer with ``cc`` for the
+    duration of the call (device functions are linked as LLVM IR and compiled
+    with the kernel, for the kernel's ``cc``).  With a GPU, change nothing.
+    """
+    import numba.cuda.dispatcher as dispatcher
+
+    original = getattr(dispatcher, "get_current_device", None)
+    if original is None or is_available():
+        yield
+        return
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=tuple(cc))
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = original

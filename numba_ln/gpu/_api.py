@@ -1,0 +1,298 @@
+"""The GPU front end: validate, reshape, allocate, launch.
+
+Mirrors :mod:`numba_ln.api` for device arrays.  Every input must already be
+on the GPU: a numba device array or any object with
+``__cuda_array_interface__`` (CuPy, PyTorch CUDA tensors, ...), taken
+zero-copy with :func:`numba.cuda.as_cuda_array` (which keeps its owner
+alive).  Outputs are numba device arrays.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from .._validate import Layout, check_eps, check_shape, float_dtype, normalize_axes
+from . import _kernels as K
+from . import _launch
+
+__all__ = ["layer_norm", "layer_norm_backward", "is_available", "require_gpu"]
+
+
+def is_available():
+    """True when numba can use a CUDA GPU here (or the simulator is on)."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver install counts as no GPU
+        return False
+
+
+def require_gpu():
+    """RuntimeError, saying why, unless a CUDA GPU (or the simulator) is usable."""
+    if K.SIM:
+        return
+    reason = None
+    try:
+        if cuda.is_available():
+            cuda.current_context()
+            return
+    except Exception as exc:  # CudaSupportError, CudaDriverError, ...
+        reason = f"{type(exc).__name__}: {exc}"
+    if reason is None:
+        reason = ("numba.cuda.is_available() is False (no NVIDIA driver, no GPU, or "
+                  "CUDA_VISIBLE_DEVICES hides it)")
+    raise RuntimeError(
+        f"numba_ln got GPU arrays but no usable CUDA GPU: {reason}. "
+        "Install numba-cuda with a CUDA toolkit (pip install 'numba-cuda[cu13]'), or pass "
+        "NumPy arrays to run on the CPU.")
+
+
+def _is_device(a):
+    return getattr(a, "__cuda_ndarray__", False) or hasattr(a, "__cuda_array_interface__")
+
+
+def _no_mixing(*named):
+    """TypeError unless every given (name, array) is on the device."""
+    on = [n for n, a in named if a is not None and _is_device(a)]
+    for name, a in named:
+        if a is None or _is_device(a):
+            continue
+        where = "a NumPy array" if isinstance(a, np.ndarray) else f"a host {type(a).__name__}"
+        if not on:
+            raise TypeError(f"{name} is {where}: numba_ln.gpu needs GPU arrays (numba device "
+                            f"arrays, CuPy, PyTorch CUDA); call numba_ln.layer_norm / "
+                            f"layer_norm_backward to run host arrays on the CPU")
+        raise TypeError(
+            f"{name} is {where} but {on[0]} is on the GPU: one call cannot mix host and "
+            f"device arrays; move it with numba.cuda.to_device({name}) (or cupy.asarray / "
+            f"tensor.cuda()), or pass host arrays only to run on the CPU")
+
+
+def _as_device(name, a):
+    """``a`` as a numba device array (zero-copy), with a clear error otherwise."""
+    if getattr(a, "__cuda_ndarray__", False):
+        arr = a
+    elif hasattr(a, "__cuda_array_interface__"):
+        try:
+            arr = cuda.as_cuda_array(a)
+        except Exception as exc:
+            raise TypeError(f"{name} exposes __cuda_array_interface__ but numba cannot use it: "
+                            f"{exc}") from None
+    else:
+        _no_mixing((name, a))
+    dtype = arr.dtype
+    if dtype.byteorder not in "=|" and dtype != dtype.newbyteorder("="):
+        raise TypeError(f"{name} is a non-native byte order device array ({dtype}); "
+                        f"convert it to native {dtype.newbyteorder('=')} first")
+    float_dtype(name, dtype)
+    if any(s < 0 for s in arr.strides):
+        raise ValueError(f"{name} has negative strides {tuple(arr.strides)}; pass a "
+                         f"contiguous copy (e.g. cupy.ascontiguousarray({name}))")
+    return arr
+
+
+def _stream(stream):
+    return 0 if stream is None else stream
+
+
+def _ptr(a):
+    if K.SIM:
+        return a._ary.__array_interface__["data"][0]
+    return a.__cuda_array_interface__["data"][0]
+
+
+def _byte_range(a):
+    lo = _ptr(a)
+    span = sum((n - 1) * abs(s) for n, s in zip(a.shape, a.strides)) + a.dtype.itemsize
+    return lo, lo + (span if a.size else 0)
+
+
+def _overlaps(a, b):
+    (a0, a1), (b0, b1) = _byte_range(a), _byte_range(b)
+    return a0 < b1 and b0 < a1
+
+
+def _same_view(a, b):
+    return (_ptr(a) == _ptr(b) and tuple(a.shape) == tuple(b.shape)
+            and tuple(a.strides) == tuple(b.strides))
+
+
+def _is_c_contiguous(a):
+    return bool(a.is_c_contiguous()) if a.size else True
+
+
+def _rows(a, layout, dtype, stream):
+    """``a`` as C-contiguous (rows, features) of ``dtype``: a view when it
+    is already so, else a gather (transpose, compaction and/or cast)."""
+    if layout.trailing and a.dtype == dtype and _is_c_contiguous(a):
+        return a.reshape(layout.rows, layout.features)
+    g = _launch.gather(a, layout.perm, dtype, stream)
+    return g.reshape(layout.rows, layout.features)
+
+
+def _flat(a, n, dtype, stream):
+    """A 1-D C-contiguous array of ``dtype`` with the ``n`` elements of ``a``."""
+    if a.dtype == dtype and _is_c_contiguous(a):
+        return a.reshape(n)
+    return _launch.gather(a, tuple(range(a.ndim)), dtype, stream).reshape(n)
+
+
+def _param(name, p, layout, dtype, stream):
+    if p is None:
+        return None
+    p = _as_device(name, p)
+    check_shape(name, p.shape, layout.norm_shape, "the normalized shape")
+    return _flat(p, layout.features, dtype, stream)
+
+
+def _check_out(out, shape, dtype, name="out"):
+    out = _as_device(name, out)
+    check_shape(name, out.shape, shape, "the result's shape")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype} but the result is {dtype}; pass "
+                        f"out=numba.cuda.device_array({tuple(shape)}, dtype=np.{dtype.name})")
+    return out
+
+
+def _target(out, layout, reads, stream, dtype):
+    """``(y2, direct)``: the (rows, features) array the kernel writes.
+
+    ``direct``: it is ``out`` itself (a view); else a fresh array that
+    :func:`_finish` then puts into ``out`` (or returns).  A fresh one is used
+    when ``out`` is strided, not in trailing layout, or overlaps an input other
+    than by being exactly it.
+    """
+    if out is not None and layout.trailing and _is_c_contiguous(out):
+        y2 = out.reshape(layout.rows, layout.features)
+        if all(r is None or not _overlaps(y2, r) or _same_view(y2, r) for r in reads):
+            return y2, True
+    return cuda.device_array((layout.rows, layout.features), dtype, stream=stream), False
+
+
+def _finish(y2, out, layout, stream):
+    if out is None:
+        if layout.trailing:
+            return y2.reshape(layout.shape)
+        out = cuda.device_array(layout.shape, y2.dtype, stream=stream)
+    _launch.scatter(y2.reshape(layout.permuted_shape), out, layout.perm, stream)
+    return out
+
+
+def _dummy(dtype, stream):
+    return cuda.device_array(1, dtype, stream=stream)
+
+
+def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
+               return_stats=False, stream=None):
+    """Layer normalisation of a GPU array over ``axis``, on the GPU.
+
+    The GPU twin of :func:`numba_ln.layer_norm` (which calls this for GPU
+    input), with the same arguments, results and errors.
+
+    Parameters
+    ----------
+    x : device array, float32 or float64
+        A numba device array or any object with ``__cuda_array_interface__``
+        (CuPy array, PyTorch CUDA tensor), used zero-copy.  Any strides >= 0.
+    weight, bias : device arrays or None
+        Of the normalised shape; converted to x's dtype on the device.
+    axis : int or tuple of ints, default -1
+        Axes to normalise over.  Trailing axes of a C-contiguous ``x`` are
+        the fast path; any other layout costs a strided copy of ``x`` to
+        ``(rows, features)`` (and of the result back).
+    eps : float, default 1e-5
+    out : device array, optional
+        Receives ``y`` (``out=x`` normalises in place).
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd`` (device arrays of x's dtype, of the
+        shape of the axes that are not normalised).
+    stream : numba CUDA stream, optional
+        Every kernel and allocation goes on it; default: the default stream.
+        Nothing synchronises with the host.
+
+    Returns
+    -------
+    y : numba device array
+        Or ``(y, mean, rstd)``.
+    """
+    _no_mixing(("x", x), ("weight", weight), ("bias", bias), ("out", out))
+    require_gpu()
+    stream = _stream(stream)
+    x = _as_device("x", x)
+    layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
+    eps = check_eps(eps)
+    dtype = float_dtype("x", x.dtype)
+    w = _param("weight", weight, layout, dtype, stream)
+    b = _param("bias", bias, layout, dtype, stream)
+    if out is not None:
+        out = _check_out(out, layout.shape, dtype)
+
+    x2 = _rows(x, layout, dtype, stream)
+    y2, direct = _target(out, layout, (x2, w, b), stream, dtype)
+    mean = cuda.device_array(layout.rows, dtype, stream=stream)
+    rstd = cuda.device_array(layout.rows, dtype, stream=stream)
+    if layout.features == 0 and layout.rows > 0:
+        nan = np.full(layout.rows, np.nan, dtype)
+        mean.copy_to_device(nan, stream=stream)
+        rstd.copy_to_device(nan, stream=stream)
+    flags = (K.HAS_WEIGHT if w is not None else 0) | (K.HAS_BIAS if b is not None else 0)
+    dummy = _dummy(dtype, stream) if w is None or b is None else None
+    _launch.forward(x2, dummy if w is None else w, dummy if b is None else b, flags,
+                    dtype.type(eps), y2, mean, rstd, stream)
+
+    y = out if direct else _finish(y2, out, layout, stream)
+    if return_stats:
+        return y, _stats(mean, layout), _stats(rstd, layout)
+    return y
+
+
+def _stats(s, layout):
+    """The (rows,) statistics in the shape of the non-normalised axes."""
+    return s.reshape(layout.stats_shape)
+
+
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, stream=None):
+    """Gradients of :func:`layer_norm` on the GPU.
+
+    The GPU twin of :func:`numba_ln.layer_norm_backward`: returns
+    ``(dx, dweight or None, dbias)`` as device arrays.  ``dweight`` and
+    ``dbias`` are summed in x's dtype, per block and then over the blocks in a
+    fixed order (no atomics): bitwise identical run to run for one shape.
+    ``out`` receives ``dx`` (may be ``dy`` or ``x``).  ``stream`` as in
+    :func:`layer_norm`.
+    """
+    _no_mixing(("dy", dy), ("x", x), ("mean", mean), ("rstd", rstd), ("weight", weight),
+               ("out", out))
+    require_gpu()
+    stream = _stream(stream)
+    x = _as_device("x", x)
+    layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
+    dtype = float_dtype("x", x.dtype)
+    dy = _as_device("dy", dy)
+    check_shape("dy", dy.shape, x.shape, "x's shape")
+    stats = []
+    for name, s in (("mean", mean), ("rstd", rstd)):
+        s = _as_device(name, s)
+        expected = layout.stats_shape
+        if not (tuple(s.shape) == expected or (not expected and tuple(s.shape) in ((), (1,)))):
+            check_shape(name, s.shape, expected,
+                        f"the shape of x's axes that are not normalised (axis={axis!r})")
+        stats.append(_flat(s, layout.rows, dtype, stream))
+    m, r = stats
+    w = _param("weight", weight, layout, dtype, stream)
+    if out is not None:
+        out = _check_out(out, layout.shape, dtype)
+
+    x2 = _rows(x, layout, dtype, stream)
+    dy2 = _rows(dy, layout, dtype, stream)
+    dx2, direct = _target(out, layout, (x2, dy2, w), stream, dtype)
+    dweight = None if w is None else cuda.device_array(layout.features, dtype, stream=stream)
+    dbias = cuda.device_array(layout.features, dtype, stream=stream)
+    flags = K.HAS_WEIGHT if w is not None else 0
+    _launch.backward(dy2, x2, m, r, _dummy(dtype, stream) if w is None else w, flags,
+                     dx2, dweight, dbias, stream)
+
+    dx = out if direct else _finish(dx2, out, layout, stream)
+    if dweight is not None:
+        dweight = dweight.reshape(layout.norm_shape)
+    return dx, dweight, dbias.reshape(layout.norm_shape)

@@ -1,0 +1,476 @@
+"""The ``@cuda.jit`` kernels of the GPU path.
+
+No validation here: :mod:`numba_ln.gpu._launch` hands these kernels
+C-contiguous ``(rows, D)`` device arrays of one dtype and preallocated outputs.
+
+Thread layout
+-------------
+Every row kernel runs blocks of ``(tpr, R)`` threads: ``tpr`` threads (the
+*group*) share one row, ``R`` groups (rows) share a block.  Small rows
+(``D <= 1024``) take one warp or less per row and many rows per block
+(``tpr <= 32``, ``tpr * R = 256``); larger rows take a whole block
+(``R = 1``, ``tpr`` a multiple of 32).  Blocks walk the rows grid-stride, in
+step, so that every ``syncthreads`` is reached by every thread of the block.
+
+Thread ``tx`` of a group owns the columns ``tx + k * tpr``.  While the row
+fits (``D <= tpr * K``) those values live in a fully unrolled local array,
+which NVVM keeps in registers: the row is read from DRAM once.  Longer rows
+fall back to loops that re-read the row (from L1/L2, where a block has just
+read it).  A column is only ever read and written by the thread that owns it,
+so every kernel is safe in place (``y`` may be ``x``, ``dx`` may be ``dy``).
+
+Arithmetic
+----------
+Everything is done in the input dtype: float32 kernels contain no float64
+instruction (checked on the PTX by the tests).  Constants are built with
+``T = x.dtype.type``.  The statistics are a shifted two-pass: ``m1 = sum(x)/D``,
+then ``d = x - m1`` gives ``dm = sum(d)/D`` and ``var = sum(d*d)/D - dm*dm``;
+the mean is ``m1 + dm`` and ``y = ((x - m1) - dm) * rstd``.  ``x - m1`` is
+exact when the values sit close to their mean (a large common offset), so
+rows such as ``1e4 + 0.1 * noise`` keep float32 accuracy.  When a sum
+overflows (finite values near the top of the range), the row is redone on
+``x * 2**-100`` (``2**-600`` for float64), a power of two, so the scaling
+itself is exact; a row with NaN/Inf stays non-finite.
+
+Reductions
+----------
+On a GPU, groups reduce with warp shuffles (``shfl_xor``: every lane ends with
+the same, order-fixed sum), then across warps through shared memory.  The
+CUDA simulator has no shuffles, so with ``NUMBA_ENABLE_CUDASIM=1`` the same
+kernels use a shared-memory reduction instead (chosen once, at import).
+
+Weight and bias gradients: each thread accumulates its columns over the rows
+its group visits, the groups of a block are summed through shared memory in
+``ty`` order, and every block writes one row of partials; :func:`_col_sum`
+then adds the partials in a fixed order.  No atomics anywhere: the gradients
+are bitwise reproducible for a given shape.
+"""
+
+import math
+
+from numba import config, cuda
+
+__all__ = ["SIM", "K_FWD", "K_BWD", "MAX_THREADS", "KERNELS"]
+
+#: True under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``).
+SIM = bool(config.ENABLE_CUDASIM)
+
+#: Values of a row each thread holds in registers (forward / backward),
+#: window columns per thread summed through shared memory at a time, and
+#: threads per block of every kernel (the compiled launch bound).
+#: The simulator runs a Python thread per CUDA thread: there the same code
+#: runs with small constants, so that small shapes reach every path (warp and
+#: block groups, registers and loops, several column windows).
+if SIM:
+    K_FWD = 4
+    K_BWD = 4
+    _KC = 2
+    MAX_THREADS = 64
+else:
+    K_FWD = 32
+    K_BWD = 32
+    _KC = 8
+    MAX_THREADS = 256
+
+#: Size of the shared reduction scratch: one slot per warp on a GPU, one
+#: per thread in the simulator.
+_RED = MAX_THREADS if SIM else MAX_THREADS // 32
+
+#: Size of the shared buffer of the block's column sums in the backward.
+_COLBUF = MAX_THREADS * _KC
+
+#: Columns x rows of the column-reduction block.
+COL_TX = 32
+COL_TY = MAX_THREADS // COL_TX
+
+#: Bits of the ``flags`` argument.
+HAS_WEIGHT = 1
+HAS_BIAS = 2
+
+_FULL_MASK = 0xFFFFFFFF
+
+
+def _jit_kernel(fn):
+    """``cuda.jit`` with the package's launch bound and on-disk cache.
+
+    Older numba-cuda releases lack ``launch_bounds``: then plain ``cuda.jit``
+    (every launch here stays at ``MAX_THREADS`` threads anyway).
+    """
+    if SIM:
+        return cuda.jit(fn)
+    try:
+        return cuda.jit(launch_bounds=(MAX_THREADS,), cache=True)(fn)
+    except TypeError:
+        return cuda.jit(cache=True)(fn)
+
+
+_device = cuda.jit(device=True)
+
+
+# --------------------------------------------------------------------------
+# Group reductions.  ``red`` is a shared array of ``_RED`` elements; every
+# thread of the block must call these together (they may synchronise).
+# --------------------------------------------------------------------------
+
+@_device
+def _group_sum_shfl(v, red):
+    tpr = cuda.blockDim.x
+    if tpr <= 32:
+        off = tpr >> 1
+        while off > 0:
+            v += cuda.shfl_xor_sync(_FULL_MASK, v, off)
+            off >>= 1
+        return v
+    # A block per row (blockDim.y == 1): warps first, then the warp sums in
+    # warp order, read by every thread.
+    off = 16
+    while off > 0:
+        v += cuda.shfl_xor_sync(_FULL_MASK, v, off)
+        off >>= 1
+    tid = cuda.threadIdx.x
+    cuda.syncthreads()  # the previous reduction's readers are done with red
+    if tid % 32 == 0:
+        red[tid // 32] = v
+    cuda.syncthreads()
+    t = red[0]
+    for i in range(1, tpr // 32):
+        t += red[i]
+    return t
+
+
+@_device
+def _group_sum_smem(v, red):
+    tpr = cuda.blockDim.x
+    base = cuda.threadIdx.y * tpr
+    cuda.syncthreads()
+    red[base + cuda.threadIdx.x] = v
+    cuda.syncthreads()
+    t = red[base]
+    for i in range(1, tpr):
+        t += red[base + i]
+    return t
+
+
+@_device
+def _any_shfl(flag):
+    # Groups decide alone: their reductions never wait on other groups
+    # (warp shuffles; or a block-wide group, which is uniform anyway).
+    return flag
+
+
+@_device
+def _any_smem(flag):
+    # The simulator's reductions synchronise the whole block, so every group
+    # must take the same branch: any group's flag counts for all.
+    return cuda.syncthreads_or(flag) != 0
+
+
+_group_sum = _group_sum_smem if SIM else _group_sum_shfl
+_block_any = _any_smem if SIM else _any_shfl
+
+
+# --------------------------------------------------------------------------
+# Row statistics.
+# --------------------------------------------------------------------------
+
+@_device
+def _load_row(xr, xv, n, tx, tpr):
+    """Registers ``xv[k] = xr[tx + k*tpr]`` (zero past the end)."""
+    T = xr.dtype.type
+    for k in range(K_FWD):
+        j = tx + k * tpr
+        if j < n:
+            xv[k] = xr[j]
+        else:
+            xv[k] = T(0)
+
+
+@_device
+def _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, c):
+    """This thread's ``sum(x*s - c)`` and ``sum((x*s - c)**2)`` over its columns."""
+    T = xr.dtype.type
+    a = T(0)
+    q = T(0)
+    if in_regs:
+        for k in range(K_FWD):
+            if tx + k * tpr < n:
+                d = xv[k] * s - c
+                a += d
+                q += d * d
+    else:
+        for j in range(tx, n, tpr):
+            d = xr[j] * s - c
+            a += d
+            q += d * d
+    return a, q
+
+
+@_device
+def _row_stats(xr, xv, in_regs, n, red):
+    """``(s, m1, dm, var)`` of a row: its mean is ``(m1 + dm) / s`` and the
+    biased variance ``var / s**2``; ``x*s - m1`` is exact near the mean."""
+    T = xr.dtype.type
+    tx = cuda.threadIdx.x
+    tpr = cuda.blockDim.x
+    nf = T(n)
+    s = T(1)
+    m1 = T(0)
+    dm = T(0)
+    var = T(0)
+    for attempt in range(2):
+        a, _q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, T(0))
+        m1 = _group_sum(a, red) / nf
+        a, q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, m1)
+        sd = _group_sum(a, red)
+        sq = _group_sum(q, red)
+        dm = sd / nf
+        var = sq / nf - dm * dm
+        if var < T(0):
+            var = T(0)
+        bad = not (m1 - m1 == T(0) and var - var == T(0))
+        if attempt == 0:
+            if not _block_any(bad):
+                break
+            if bad:
+                # Overflow (or NaN/Inf in the row): redo on scaled values.
+                if T(1e-300) > T(0):
+                    s = T(2.0 ** -600)  # float64
+                else:
+                    s = T(2.0 ** -100)  # float32
+    return s, m1, dm, var
+
+
+# --------------------------------------------------------------------------
+# Forward.
+# --------------------------------------------------------------------------
+
+@_jit_kernel
+def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
+    """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``, ``rstd``."""
+    T = x.dtype.type
+    red = cuda.shared.array(_RED, x.dtype)
+    xv = cuda.local.array(K_FWD, x.dtype)
+    rows = x.shape[0]
+    n = x.shape[1]
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tpr = cuda.blockDim.x
+    R = cuda.blockDim.y
+    in_regs = n <= tpr * K_FWD
+    has_w = (flags & HAS_WEIGHT) != 0
+    has_b = (flags & HAS_BIAS) != 0
+    for base in range(cuda.blockIdx.x * R, rows, cuda.gridDim.x * R):
+        row = base + ty
+        active = row < rows
+        r = row if active else rows - 1
+        xr = x[r]
+        if in_regs:
+            _load_row(xr, xv, n, tx, tpr)
+        s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red)
+        mu = (m1 + dm) / s
+        v = var / s / s  # (s * s would underflow)
+        if v - v == T(0) or not (var - var == T(0)):
+            rs = T(1) / math.sqrt(v + eps)
+            mult = rs / s
+        else:
+            mult = T(1) / math.sqrt(var)
+            rs = mult * s
+        if active:
+            if tx == 0:
+                mean[r] = mu
+                rstd[r] = rs
+            yr = y[r]
+            if in_regs:
+                for k in range(K_FWD):
+                    j = tx + k * tpr
+                    if j < n:
+                        h = ((xv[k] * s - m1) - dm) * mult
+                        if has_w:
+                            h = h * w[j]
+                        if has_b:
+                            h = h + b[j]
+                        yr[j] = h
+            else:
+                for j in range(tx, n, tpr):
+                    h = ((xr[j] * s - m1) - dm) * mult
+                    if has_w:
+                        h = h * w[j]
+                    if has_b:
+                        h = h + b[j]
+                    yr[j] = h
+
+
+# --------------------------------------------------------------------------
+# Backward.
+# --------------------------------------------------------------------------
+
+@_device
+def _g(dyv, w, j, has_w):
+    if has_w:
+        return dyv * w[j]
+    return dyv
+
+
+@_jit_kernel
+def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
+    """``sa = mean(g)`` and ``sb = mean(g * xhat)`` of every row (``g = w*dy``).
+
+    Only for rows wider than one window of :func:`_ln_bwd`.
+    """
+    T = x.dtype.type
+    red = cuda.shared.array(_RED, x.dtype)
+    rows = x.shape[0]
+    n = x.shape[1]
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tpr = cuda.blockDim.x
+    R = cuda.blockDim.y
+    has_w = (flags & HAS_WEIGHT) != 0
+    nf = T(n)
+    for base in range(cuda.blockIdx.x * R, rows, cuda.gridDim.x * R):
+        row = base + ty
+        active = row < rows
+        r = row if active else rows - 1
+        m = mean[r]
+        rs = rstd[r]
+        a = T(0)
+        q = T(0)
+        for j in range(tx, n, tpr):
+            g = _g(dy[r, j], w, j, has_w)
+            a += g
+            q += g * ((x[r, j] - m) * rs)
+        a = _group_sum(a, red)
+        q = _group_sum(q, red)
+        if active and tx == 0:
+            sa[r] = a / nf
+            sb[r] = q / nf
+
+
+@_jit_kernel
+def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
+    """``dx`` of every row and per-block partial sums of ``dy*xhat`` and ``dy``.
+
+    The grid is ``G * nwin`` blocks: block ``i`` handles the column window
+    ``i % nwin`` (``tpr * K_BWD`` columns) of the rows ``g*R + ty + t*G*R``
+    with ``g = i // nwin``, and writes ``part_w[g, window]``,
+    ``part_b[g, window]``.  With one window the row means of ``g`` and
+    ``g*xhat`` are computed here (``sa``, ``sb`` unused); otherwise they come
+    from :func:`_ln_bwd_rowsums`.
+    """
+    T = x.dtype.type
+    red = cuda.shared.array(_RED, x.dtype)
+    colbuf = cuda.shared.array(_COLBUF, x.dtype)
+    accw = cuda.local.array(K_BWD, x.dtype)
+    accb = cuda.local.array(K_BWD, x.dtype)
+    rows = x.shape[0]
+    n = x.shape[1]
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tpr = cuda.blockDim.x
+    R = cuda.blockDim.y
+    cw = tpr * K_BWD
+    nwin = (n + cw - 1) // cw
+    win = cuda.blockIdx.x % nwin
+    g0 = cuda.blockIdx.x // nwin
+    G = cuda.gridDim.x // nwin
+    c0 = win * cw
+    has_w = (flags & HAS_WEIGHT) != 0
+    nf = T(n)
+    for k in range(K_BWD):
+        accw[k] = T(0)
+        accb[k] = T(0)
+    for base in range(g0 * R, rows, G * R):
+        row = base + ty
+        active = row < rows
+        r = row if active else rows - 1
+        m = mean[r]
+        rs = rstd[r]
+        if nwin == 1:
+            a = T(0)
+            q = T(0)
+            for k in range(K_BWD):
+                j = tx + k * tpr
+                if j < n:
+                    g = _g(dy[r, j], w, j, has_w)
+                    a += g
+                    q += g * ((x[r, j] - m) * rs)
+            a = _group_sum(a, red) / nf
+            q = _group_sum(q, red) / nf
+        else:
+            a = sa[r]
+            q = sb[r]
+        if active:
+            for k in range(K_BWD):
+                j = c0 + tx + k * tpr
+                if j < n:
+                    d = dy[r, j]
+                    xhat = (x[r, j] - m) * rs
+                    accw[k] += d * xhat
+                    accb[k] += d
+                    dx[r, j] = rs * (_g(d, w, j, has_w) - a - xhat * q)
+    if R == 1:  # a block per row: the thread's sums are the block's
+        for k in range(K_BWD):
+            j = c0 + tx + k * tpr
+            if j < n:
+                part_w[g0, j] = accw[k]
+                part_b[g0, j] = accb[k]
+        return
+    # Sum the R groups of the block in ty order, _KC window columns of a
+    # thread at a time (bounded shared memory), one column per thread.
+    nt = tpr * R
+    tid = ty * tpr + tx
+    cc = tpr * _KC
+    for which in range(2):
+        for kc in range(K_BWD // _KC):
+            cuda.syncthreads()
+            for kk in range(_KC):
+                if which == 0:
+                    colbuf[ty * cc + kk * tpr + tx] = accw[kc * _KC + kk]
+                else:
+                    colbuf[ty * cc + kk * tpr + tx] = accb[kc * _KC + kk]
+            cuda.syncthreads()
+            for c in range(tid, cc, nt):
+                j = c0 + kc * cc + c
+                if j < n:
+                    t = colbuf[c]
+                    for i in range(1, R):
+                        t += colbuf[i * cc + c]
+                    if which == 0:
+                        part_w[g0, j] = t
+                    else:
+                        part_b[g0, j] = t
+
+
+@_jit_kernel
+def _col_sum(part, out):
+    """``out[j] = sum(part[:, j])`` in a fixed order (no atomics).
+
+    Blocks of ``(COL_TX, COL_TY)``: ``ty`` sums the rows ``ty, ty+COL_TY, ...``
+    of its column, then the ``COL_TY`` sums are added in ``ty`` order.
+    """
+    T = part.dtype.type
+    buf = cuda.shared.array(MAX_THREADS, part.dtype)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    j = cuda.blockIdx.x * COL_TX + tx
+    P = part.shape[0]
+    n = part.shape[1]
+    t = T(0)
+    if j < n:
+        for p in range(ty, P, COL_TY):
+            t += part[p, j]
+    buf[ty * COL_TX + tx] = t
+    cuda.syncthreads()
+    if ty == 0 and j < n:
+        for i in range(1, COL_TY):
+            t += buf[i * COL_TX + tx]
+        out[j] = t
+
+
+#: Name -> kernel.  The public names of :func:`numba_ln.gpu.compile_ptx`.
+KERNELS = {
+    "layer_norm_forward": _ln_fwd,
+    "layer_norm_backward_rowsums": _ln_bwd_rowsums,
+    "layer_norm_backward": _ln_bwd,
+    "layer_norm_backward_colsum": _col_sum,
+}

@@ -1,0 +1,212 @@
+"""Launch configurations and drivers of the GPU kernels.
+
+Like :mod:`numba_ln._cpu`: no validation, C-contiguous ``(rows, D)`` device
+arrays of one dtype, outputs given.  Everything is launched on ``stream`` and
+allocated on it; nothing here synchronises with the host.
+
+Also the strided copies the front end needs: :func:`gather` (any layout,
+any permutation of the axes, any float dtype -> a C-contiguous array of the
+permuted shape) and :func:`scatter` (the reverse).  They cost one read and
+one write of the array, at the speed of an uncoalesced copy when the
+permutation moves the last axis.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import _kernels as K
+
+#: Upper bound of the blocks (row slots) of the backward kernel per window;
+#: a constant, so the partial sums and their order depend on the shape only.
+BWD_BLOCKS = 8 if K.SIM else 1024
+
+#: Threads per block of the strided copies.
+_COPY_THREADS = 256
+
+
+def _pow2ceil(n):
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def row_geometry(d, k):
+    """``(tpr, R)``: threads per row and rows per block for rows of ``d``.
+
+    ``d <= 32*k``: a warp or less per row (about 4 values per thread,
+    a power of two of threads), ``256 / tpr`` rows a block.  Longer rows: one
+    block per row, a multiple of 32 threads, about 16 values per thread
+    (at most ``MAX_THREADS``).
+    """
+    if d <= 32 * k:
+        tpr = min(32, _pow2ceil(-(-max(d, 1) // 4)))
+        return tpr, K.MAX_THREADS // tpr
+    tpr = 32 * -(-d // (16 * 32))
+    return max(64, min(K.MAX_THREADS, tpr)), 1
+
+
+def forward_launch(rows, d):
+    """``(grid, (tpr, R))`` of :func:`_ln_fwd`."""
+    tpr, R = row_geometry(d, K.K_FWD)
+    return -(-rows // R), (tpr, R)
+
+
+def backward_launch(rows, d):
+    """``(G, nwin, (tpr, R))`` of :func:`_ln_bwd`: G row slots, nwin windows."""
+    tpr, R = row_geometry(d, K.K_BWD)
+    nwin = -(-d // (tpr * K.K_BWD))
+    G = max(1, min(-(-rows // R), BWD_BLOCKS // nwin))
+    return G, nwin, (tpr, R)
+
+
+def forward(x, w, b, flags, eps, y, mean, rstd, stream):
+    """LayerNorm of every row of ``x`` (rows, D) into ``y``, ``mean``, ``rstd``.
+
+    ``w`` and ``b`` are 1-D arrays (a 1-element dummy when absent; ``flags``
+    says which are real); ``eps`` a scalar of x's dtype.
+    """
+    rows, d = x.shape
+    if rows == 0 or d == 0:
+        return
+    grid, block = forward_launch(rows, d)
+    K._ln_fwd[grid, block, stream](x, w, b, np.int32(flags), eps, y, mean, rstd)
+
+
+def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None):
+    """``dx`` of every row and the column sums ``dweight``, ``dbias``.
+
+    Launches :func:`_ln_bwd_rowsums` when a row spans several windows, then
+    :func:`_ln_bwd`, then :func:`_col_sum` for each gradient (``dweight``
+    may be None).  ``work``: a dict in which to keep the scratch buffers for
+    the next call with the same shape (on the same stream), else they are
+    allocated per call.
+    """
+    rows, d = x.shape
+    if d == 0:
+        return
+    dtype = x.dtype
+    G, nwin, block = backward_launch(rows, d)
+    key = (rows, d, dtype.str)
+    if work is not None and key in work:
+        sa, sb, part_w, part_b = work[key]
+    else:
+        n_sums = rows if nwin > 1 else 1
+        sa = cuda.device_array(n_sums, dtype, stream=stream)
+        sb = cuda.device_array(n_sums, dtype, stream=stream)
+        part_w = cuda.device_array((G, d), dtype, stream=stream)
+        part_b = cuda.device_array((G, d), dtype, stream=stream)
+        if work is not None:
+            work[key] = (sa, sb, part_w, part_b)
+    if nwin > 1 and rows > 0:
+        grid, rblock = forward_launch(rows, d)
+        K._ln_bwd_rowsums[grid, rblock, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb)
+    if rows > 0:
+        K._ln_bwd[G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb, dx,
+                                           part_w, part_b)
+    else:  # no rows: the sums are zero
+        zeros = np.zeros((G, d), dtype)
+        part_w.copy_to_device(zeros, stream=stream)
+        part_b.copy_to_device(zeros, stream=stream)
+    cgrid = -(-d // K.COL_TX)
+    cblock = (K.COL_TX, K.COL_TY)
+    K._col_sum[cgrid, cblock, stream](part_b, dbias)
+    if dweight is not None:
+        K._col_sum[cgrid, cblock, stream](part_w, dweight)
+
+
+# --------------------------------------------------------------------------
+# Strided copies between any device array and a C-contiguous one.
+# --------------------------------------------------------------------------
+
+@cuda.jit
+def _gather_kernel(src, base, shape, strides, dst):
+    """``dst[i] = src[base + sum(idx_k * strides[k])]`` with ``idx`` the
+    C-order multi-index of ``i`` over ``shape``; casts to dst's dtype."""
+    T = dst.dtype.type
+    i = cuda.grid(1)
+    n = dst.shape[0]
+    step = cuda.gridsize(1)
+    nd = shape.shape[0]
+    while i < n:
+        rem = i
+        off = base
+        for k in range(nd - 1, -1, -1):
+            off += (rem % shape[k]) * strides[k]
+            rem //= shape[k]
+        dst[i] = T(src[off])
+        i += step
+
+
+@cuda.jit
+def _scatter_kernel(src, dst, base, shape, strides):
+    """The reverse of :func:`_gather_kernel`."""
+    T = dst.dtype.type
+    i = cuda.grid(1)
+    n = src.shape[0]
+    step = cuda.gridsize(1)
+    nd = shape.shape[0]
+    while i < n:
+        rem = i
+        off = base
+        for k in range(nd - 1, -1, -1):
+            off += (rem % shape[k]) * strides[k]
+            rem //= shape[k]
+        dst[off] = T(src[i])
+        i += step
+
+
+def flat_view(a):
+    """``(flat, base, strides)``: a 1-D view of the memory of device array
+    ``a`` and the element offset/strides of ``a`` in it.
+
+    Negative strides are not supported (the caller reports them).
+    """
+    item = a.dtype.itemsize
+    strides = tuple(int(s) // item for s in a.strides)
+    extent = 1 + sum((n - 1) * s for n, s in zip(a.shape, strides)) if a.size else 0
+    if K.SIM:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        host = np.lib.stride_tricks.as_strided(a._ary, shape=(extent,), strides=(item,))
+        return FakeCUDAArray(host), 0, strides
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    flat = DeviceNDArray(shape=(extent,), strides=(item,), dtype=a.dtype,
+                         gpu_data=a.gpu_data, stream=a.stream)
+    return flat, 0, strides
+
+
+def _copy_launch(n, stream):
+    blocks = max(1, min(-(-n // _COPY_THREADS), 65536))
+    return blocks, _COPY_THREADS, stream
+
+
+def _index_arrays(shape, strides, stream):
+    return (cuda.to_device(np.asarray(shape, dtype=np.int64), stream=stream),
+            cuda.to_device(np.asarray(strides, dtype=np.int64), stream=stream))
+
+
+def gather(a, perm, dtype, stream):
+    """A new C-contiguous device array of dtype ``dtype`` holding
+    ``a.transpose(perm)`` (a cast where the dtypes differ)."""
+    shape = tuple(a.shape[p] for p in perm)
+    out = cuda.device_array(shape, dtype, stream=stream)
+    n = math.prod(shape)
+    if n == 0:
+        return out
+    flat, base, strides = flat_view(a)
+    pstrides = tuple(strides[p] for p in perm)
+    sh, st = _index_arrays(shape, pstrides, stream)
+    _gather_kernel[_copy_launch(n, stream)](flat, base, sh, st, out.reshape(n))
+    return out
+
+
+def scatter(src, dst, perm, stream):
+    """``dst.transpose(perm)[...] = src`` for C-contiguous ``src`` of the
+    permuted shape and ``dst`` of any layout (a cast where dtypes differ)."""
+    n = src.size
+    if n == 0:
+        return
+    flat, base, strides = flat_view(dst)
+    shape = tuple(dst.shape[p] for p in perm)
+    pstrides = tuple(strides[p] for p in perm)
+    sh, st = _index_arrays(shape, pstrides, stream)
+    _scatter_kernel[_copy_launch(n, stream)](src.reshape(n), flat, base, sh, st)

@@ -1,0 +1,121 @@
+"""The GPU kernels compile to PTX with no GPU present, and float32 kernels do
+float32 arithmetic only; importing numba_ln and running on the CPU never
+touches CUDA.
+
+Runs in the normal (non-simulator) test process; the PTX tests skip when
+numba-cuda's NVVM is not installed (``pip install "numba-cuda[cu13]"``).
+"""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _nvvm_missing():
+    if SIM:
+        return "the CUDA simulator has no compiler (unset NUMBA_ENABLE_CUDASIM)"
+    try:
+        from numba.cuda.cudadrv import nvvm
+
+        nvvm.NVVM()
+    except Exception as exc:  # ImportError, NvvmSupportError, ...
+        return f"numba-cuda's NVVM is not available: {exc}"
+    return None
+
+
+needs_nvvm = pytest.mark.skipif(_nvvm_missing() is not None, reason=str(_nvvm_missing()))
+
+CCS = [(8, 0), (9, 0)]
+
+# A float64 instruction: any PTX opcode with a .f64 type (add.f64, fma.rn.f64,
+# cvt.f64.f32, ld.global.f64, setp.gt.f64, ...).
+F64 = re.compile(r"^\s*(?:@!?%p\d+\s+)?[a-z]+(?:\.[a-z0-9]+)*\.f64\b", re.M)
+
+ATOMIC = re.compile(r"^\s*(?:@!?%p\d+\s+)?(?:atom|red)\.", re.M)
+
+
+@pytest.fixture(scope="module", params=CCS, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
+def ptx(request):
+    from numba_ln import gpu
+
+    return request.param, gpu.compile_ptx(cc=request.param)
+
+
+@needs_nvvm
+def test_every_kernel_in_every_dtype(ptx):
+    from numba_ln import gpu
+    from numba_ln.gpu import _kernels
+
+    cc, table = ptx
+    expected = {f"{name}[{dt}]" for name in _kernels.KERNELS for dt in gpu.DTYPES}
+    assert set(table) == expected
+    for name, text in table.items():
+        assert f".target sm_{cc[0]}{cc[1]}" in text, name
+        assert ".entry" in text, name
+
+
+@needs_nvvm
+def test_float32_kernels_have_no_float64_arithmetic(ptx):
+    _, table = ptx
+    for name, text in table.items():
+        f64 = F64.findall(text)
+        if name.endswith("[float32]"):
+            assert not f64, f"{name} has float64 instructions: {sorted(set(f64))[:10]}"
+            assert ".f64" not in text, name
+        else:
+            assert f64, f"{name} should compute in float64"
+
+
+@needs_nvvm
+def test_row_kernels_use_shuffles_and_registers(ptx):
+    """On a GPU the reductions are warp shuffles; the row values and the
+    gradient accumulators live in registers (no local-memory arrays)."""
+    _, table = ptx
+    for dt in ("float32", "float64"):
+        for name in ("layer_norm_forward", "layer_norm_backward", "layer_norm_backward_rowsums"):
+            text = table[f"{name}[{dt}]"]
+            assert "shfl.sync.bfly" in text, name
+            assert ".local" not in text, f"{name}[{dt}] spills an array to local memory"
+            assert not ATOMIC.search(text), f"{name}[{dt}] uses atomics"
+
+
+@needs_nvvm
+def test_signatures_match_the_launchers():
+    from numba_ln import gpu
+
+    for dt in gpu.DTYPES:
+        sigs = gpu.signatures(dt)
+        assert all(s.startswith("void(") for s in sigs.values())
+        assert all(dt in s for s in sigs.values())
+
+
+def test_import_and_cpu_calls_do_not_touch_cuda():
+    """In a fresh process: import numba_ln, run every CPU entry point; no
+    numba.cuda module is imported (so no CUDA context can exist)."""
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import numba_ln
+        x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+        y, m, r = numba_ln.layer_norm(x, np.ones(8, np.float32), return_stats=True)
+        numba_ln.layer_norm(x, axis=0)
+        numba_ln.layer_norm_backward(np.ones_like(x), x, m, r, np.ones(8, np.float32))
+        ln = numba_ln.LayerNorm(8)
+        ln.backward(ln.forward(x))
+        loaded = sorted(m for m in sys.modules
+                        if m == "numba.cuda" or m.startswith(("numba.cuda.", "numba_cuda",
+                                                              "cuda.bindings", "numba_ln.gpu")))
+        print(loaded)
+        assert not loaded, loaded
+    """)
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,434 @@
+"""The GPU kernels under the CUDA simulator: equal to the CPU path and to a
+float64 reference, with device arrays in and out.
+
+Run in its own process (``make test-sim``)::
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest -q -m cudasim tests/test_gpu_sim.py
+
+Under the simulator the kernels run with small constants (64-thread blocks,
+4 values a thread, see :mod:`numba_ln.gpu._kernels`), so the small shapes
+below reach every path: a warp-or-less group per row (D <= 128) with several
+rows per block, a block per row with the row in registers (D <= 256) or
+looped (D > 256), several column windows in the backward (D > 256), several
+blocks, D not a multiple of the block size.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cudasim
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 (set before numba is imported); "
+                "run with: NUMBA_ENABLE_CUDASIM=1 pytest -m cudasim tests/test_gpu_sim.py",
+                allow_module_level=True)
+
+from numba import cuda  # noqa: E402
+
+import numba_ln  # noqa: E402
+from numba_ln import gpu  # noqa: E402
+from numba_ln.gpu import _kernels, _launch  # noqa: E402
+
+
+# --------------------------------------------------------------------------
+# Naive float64 reference.
+# --------------------------------------------------------------------------
+
+def ref_forward(x, w, b, axes, eps=1e-5):
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = (x - mean) * rstd
+    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
+    if w is not None:
+        y = y * np.asarray(w, np.float64).reshape(shape)
+    if b is not None:
+        y = y + np.asarray(b, np.float64).reshape(shape)
+    return y, mean.squeeze(axis=axes), rstd.squeeze(axis=axes)
+
+
+def ref_backward(dy, x, w, axes, eps=1e-5):
+    x = np.asarray(x, np.float64)
+    dy = np.asarray(dy, np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    xhat = (x - mean) * rstd
+    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
+    g = dy if w is None else dy * np.asarray(w, np.float64).reshape(shape)
+    dx = rstd * (g - g.mean(axis=axes, keepdims=True)
+                 - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+    kept = tuple(a for a in range(x.ndim) if a not in axes)
+    return dx, (dy * xhat).sum(axis=kept), dy.sum(axis=kept)
+
+
+def _axes(axis, ndim):
+    axis = axis if isinstance(axis, tuple) else (axis,)
+    return tuple(sorted(a % ndim for a in axis))
+
+
+def _tol(dtype):
+    return dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+
+
+def _host(a):
+    return a.copy_to_host()
+
+
+RNG = np.random.default_rng(20160721)
+
+# (shape, axis): every kernel path and layout, see the module docstring.
+CASES = [
+    ((5, 1), -1),          # one thread a row, 64 rows a block
+    ((70, 7), -1),         # 2 threads a row, several rows of a block inactive
+    ((9, 100), -1),        # 32 threads a row (D not a multiple), 2 rows a block
+    ((21, 33), -1),        # several blocks of warp groups
+    ((3, 200), -1),        # a block per row, row in registers
+    ((4, 300), -1),        # a block per row, looped; two backward windows
+    ((2, 3, 4, 7), (2, 3)),  # two trailing axes
+    ((6, 5, 3), 0),        # a leading axis: transposed on the device
+    ((4, 6, 5), (0, 2)),   # non-adjacent axes
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_forward_backward_match_cpu_and_reference(shape, axis, dtype):
+    axes = _axes(axis, len(shape))
+    ns = tuple(shape[a] for a in axes)
+    x = (RNG.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    w = RNG.standard_normal(ns).astype(dtype)
+    b = RNG.standard_normal(ns).astype(dtype)
+    dy = RNG.standard_normal(shape).astype(dtype)
+
+    y, mean, rstd = numba_ln.layer_norm(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b),
+                                        axis=axis, return_stats=True)
+    assert isinstance(y, type(cuda.to_device(x)))
+    assert y.shape == x.shape and y.dtype == dtype
+    assert mean.dtype == dtype and rstd.dtype == dtype
+    yr, mr, rr = ref_forward(x, w, b, axes)
+    np.testing.assert_allclose(_host(y), yr, **_tol(dtype))
+    np.testing.assert_allclose(_host(mean), mr, **_tol(dtype))
+    np.testing.assert_allclose(_host(rstd), rr, rtol=_tol(dtype)["rtol"])
+    yc, mc, rc = numba_ln.layer_norm(x, w, b, axis=axis, return_stats=True)
+    np.testing.assert_allclose(_host(y), yc, **_tol(dtype))
+    assert mean.shape == mc.shape
+
+    dx, dw, db = numba_ln.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), mean, rstd,
+                                              cuda.to_device(w), axis=axis)
+    dxr, dwr, dbr = ref_backward(dy, x, w, axes)
+    np.testing.assert_allclose(_host(dx), dxr, **_tol(dtype))
+    np.testing.assert_allclose(_host(dw), dwr, rtol=_tol(dtype)["rtol"] * 10,
+                               atol=_tol(dtype)["atol"] * shape[0] * 10)
+    np.testing.assert_allclose(_host(db), dbr, rtol=_tol(dtype)["rtol"] * 10,
+                               atol=_tol(dtype)["atol"] * shape[0] * 10)
+    assert dw.shape == ns and db.shape == ns
+    # The CPU path's statistics work with the GPU's and vice versa.
+    dxc, _, _ = numba_ln.layer_norm_backward(dy, x, _host(mean), _host(rstd), w, axis=axis)
+    np.testing.assert_allclose(_host(dx), dxc, **_tol(dtype))
+
+
+@pytest.mark.parametrize("with_w,with_b", [(False, False), (True, False), (False, True)])
+def test_without_weight_or_bias(with_w, with_b):
+    x = RNG.standard_normal((5, 40))
+    w = RNG.standard_normal(40) if with_w else None
+    b = RNG.standard_normal(40) if with_b else None
+    dev = (lambda a: None if a is None else cuda.to_device(a))
+    y = gpu.layer_norm(dev(x), dev(w), dev(b))
+    np.testing.assert_allclose(_host(y), ref_forward(x, w, b, (1,))[0], rtol=1e-12, atol=1e-12)
+    _, m, r = gpu.layer_norm(dev(x), return_stats=True)
+    dy = RNG.standard_normal(x.shape)
+    dx, dw, db = gpu.layer_norm_backward(dev(dy), dev(x), m, r, dev(w))
+    dxr, dwr, dbr = ref_backward(dy, x, w, (1,))
+    np.testing.assert_allclose(_host(dx), dxr, rtol=1e-11, atol=1e-11)
+    assert (dw is None) == (w is None)
+    np.testing.assert_allclose(_host(db), dbr, rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_by_central_differences():
+    """float64, every element: dx, dweight, dbias against the loss sum(y * c)."""
+    shape = (2, 6)
+    x = RNG.standard_normal(shape)
+    w = RNG.standard_normal(6)
+    b = RNG.standard_normal(6)
+    c = RNG.standard_normal(shape)
+
+    def loss(x_, w_, b_):
+        y = gpu.layer_norm(cuda.to_device(x_), cuda.to_device(w_), cuda.to_device(b_))
+        return float((_host(y) * c).sum())
+
+    _, m, r = gpu.layer_norm(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b),
+                             return_stats=True)
+    dx, dw, db = gpu.layer_norm_backward(cuda.to_device(c), cuda.to_device(x), m, r,
+                                         cuda.to_device(w))
+    h = 1e-6
+    for name, arr, grad in (("x", x, _host(dx)), ("w", w, _host(dw)), ("b", b, _host(db))):
+        for idx in np.ndindex(arr.shape):
+            args = {"x": x.copy(), "w": w.copy(), "b": b.copy()}
+            args[name][idx] += h
+            up = loss(args["x"], args["w"], args["b"])
+            args[name][idx] -= 2 * h
+            down = loss(args["x"], args["w"], args["b"])
+            num = (up - down) / (2 * h)
+            rel = abs(grad[idx] - num) / max(1e-8, abs(grad[idx]) + abs(num))
+            assert rel < 1e-5, (name, idx, grad[idx], num)
+
+
+# --------------------------------------------------------------------------
+# Numerics of the float32 kernels (float32 arithmetic only).
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("d", [100, 200, 300])
+def test_large_offset_float32(d):
+    """1e4 + 0.1*noise: the shifted two-pass keeps float32 accuracy."""
+    x = (1e4 + 0.1 * RNG.standard_normal((3, d))).astype(np.float32)
+    y, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    yr, mr, rr = ref_forward(x, None, None, (1,))
+    assert np.abs(_host(y) - yr).max() < 5e-3
+    np.testing.assert_allclose(_host(r), rr, rtol=1e-3)
+
+
+@pytest.mark.parametrize("d", [5, 100, 300])
+def test_huge_values_float32_do_not_overflow(d):
+    """|x| ~ 1e30: the squares overflow float32, the row is redone scaled."""
+    x = (RNG.standard_normal((3, d)) * 1e30).astype(np.float32)
+    x[1] = np.float32(3e38) * np.sign(RNG.standard_normal(d)).astype(np.float32)
+    x[2] = np.float32(1e38)  # constant huge row: the sum overflows, var = 0
+    y, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    y = _host(y)
+    assert np.isfinite(y).all() and np.isfinite(_host(m)).all() and np.isfinite(_host(r)).all()
+    yr, mr, rr = ref_forward(x, None, None, (1,))
+    np.testing.assert_allclose(y[:2], yr[:2], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(y[2], 0)
+    np.testing.assert_allclose(_host(m), mr, rtol=1e-5)
+    np.testing.assert_allclose(_host(r), rr, rtol=1e-4)
+    np.testing.assert_allclose(_host(r)[2], 1 / np.sqrt(np.float32(1e-5)), rtol=1e-6)
+
+
+def test_huge_and_normal_rows_share_a_block():
+    """A row that needs rescaling does not disturb its block's other rows."""
+    x = RNG.standard_normal((8, 20)).astype(np.float32) * 1e-20
+    x[3] = RNG.standard_normal(20).astype(np.float32) * 1e30
+    y = _host(gpu.layer_norm(cuda.to_device(x)))
+    np.testing.assert_allclose(y, ref_forward(x, None, None, (1,))[0], rtol=1e-4, atol=1e-4)
+
+
+def test_non_finite_rows_stay_non_finite():
+    x = RNG.standard_normal((4, 30))
+    x[1, 3] = np.nan
+    x[2, 5] = np.inf
+    y, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    y = _host(y)
+    assert np.isnan(y[1]).all() and not np.isfinite(y[2]).any()
+    np.testing.assert_allclose(y[[0, 3]], ref_forward(x[[0, 3]], None, None, (1,))[0],
+                               rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# Outputs, layouts, streams.
+# --------------------------------------------------------------------------
+
+def test_out_direct_in_place_and_strided():
+    x = RNG.standard_normal((6, 50)).astype(np.float32)
+    yr = ref_forward(x, None, None, (1,))[0]
+    out = cuda.device_array_like(x)
+    y = numba_ln.layer_norm(cuda.to_device(x), out=out)
+    assert y is out
+    np.testing.assert_allclose(_host(out), yr, rtol=1e-5, atol=1e-5)
+    # In place.
+    dx = cuda.to_device(x)
+    assert numba_ln.layer_norm(dx, out=dx) is dx
+    np.testing.assert_allclose(_host(dx), yr, rtol=1e-5, atol=1e-5)
+    # A strided out (every other column of a wider array).
+    wide = cuda.to_device(np.full((6, 100), 7, np.float32))
+    view = wide[:, ::2]
+    numba_ln.layer_norm(cuda.to_device(x), out=view)
+    host = _host(wide)
+    np.testing.assert_allclose(host[:, ::2], yr, rtol=1e-5, atol=1e-5)
+    assert (host[:, 1::2] == 7).all()
+    # out overlapping x other than exactly: computed aside, then copied.
+    both = cuda.to_device(np.concatenate([x, x], axis=1))
+    numba_ln.layer_norm(both[:, :50], out=both[:, 1:51])
+    np.testing.assert_allclose(_host(both)[:, 1:51], yr, rtol=1e-5, atol=1e-5)
+    # Backward in place into dy.
+    _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    dy = RNG.standard_normal(x.shape).astype(np.float32)
+    ddy = cuda.to_device(dy)
+    dxo, _, _ = gpu.layer_norm_backward(ddy, cuda.to_device(x), m, r, out=ddy)
+    assert dxo is ddy
+    np.testing.assert_allclose(_host(ddy), ref_backward(dy, x, None, (1,))[0], rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_out_with_leading_axis():
+    x = RNG.standard_normal((7, 3, 4))
+    out = cuda.device_array(x.shape, np.float64)
+    numba_ln.layer_norm(cuda.to_device(x), axis=0, out=out)
+    np.testing.assert_allclose(_host(out), ref_forward(x, None, None, (0,))[0], rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_strided_input_and_params():
+    base = RNG.standard_normal((5, 80))
+    wb = RNG.standard_normal(80)
+    x = cuda.to_device(base)[:, ::2]
+    w = cuda.to_device(wb)[::2]
+    y = numba_ln.layer_norm(x, w)
+    np.testing.assert_allclose(_host(y), ref_forward(base[:, ::2], wb[::2], None, (1,))[0],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_params_and_stats_are_cast_to_x_dtype():
+    x = RNG.standard_normal((4, 30)).astype(np.float32)
+    w = RNG.standard_normal(30)  # float64
+    y, m, r = numba_ln.layer_norm(cuda.to_device(x), cuda.to_device(w), return_stats=True)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(_host(y), ref_forward(x, w, None, (1,))[0], rtol=1e-5, atol=1e-5)
+    m64 = cuda.to_device(_host(m).astype(np.float64))
+    dx, dw, db = numba_ln.layer_norm_backward(cuda.to_device(np.ones_like(x)), cuda.to_device(x),
+                                              m64, r, cuda.to_device(w))
+    assert dx.dtype == dw.dtype == db.dtype == np.float32
+
+
+def test_stream_is_honoured():
+    s = cuda.stream()
+    x = RNG.standard_normal((9, 40)).astype(np.float32)
+    dx = cuda.to_device(x, stream=s)
+    y, m, r = numba_ln.layer_norm(dx, axis=-1, return_stats=True, stream=s)
+    g, _, _ = numba_ln.layer_norm_backward(cuda.to_device(x, stream=s), dx, m, r, stream=s)
+    s.synchronize()
+    np.testing.assert_allclose(y.copy_to_host(stream=s), ref_forward(x, None, None, (1,))[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_are_bitwise_reproducible():
+    x = RNG.standard_normal((100, 33)).astype(np.float32)  # several row slots
+    dy = RNG.standard_normal(x.shape).astype(np.float32)
+    w = RNG.standard_normal(33).astype(np.float32)
+    _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    runs = [gpu.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), m, r,
+                                    cuda.to_device(w)) for _ in range(2)]
+    for a, b in zip(runs[0], runs[1]):
+        assert np.array_equal(_host(a), _host(b))
+    G, nwin, (tpr, R) = _launch.backward_launch(100, 33)
+    assert G > 1  # the partials really go through the column reduction
+
+
+def test_empty_shapes():
+    y, m, r = gpu.layer_norm(cuda.to_device(np.zeros((0, 5), np.float32)), return_stats=True)
+    assert y.shape == (0, 5) and m.shape == (0,)
+    y, m, r = gpu.layer_norm(cuda.to_device(np.zeros((3, 0))), return_stats=True)
+    assert y.shape == (3, 0) and np.isnan(_host(m)).all()
+    dx, dw, db = gpu.layer_norm_backward(cuda.to_device(np.zeros((0, 4))),
+                                         cuda.to_device(np.zeros((0, 4))),
+                                         cuda.to_device(np.zeros(0)), cuda.to_device(np.zeros(0)),
+                                         cuda.to_device(np.ones(4)))
+    assert dx.shape == (0, 4)
+    np.testing.assert_array_equal(_host(dw), 0)
+    np.testing.assert_array_equal(_host(db), 0)
+
+
+def test_all_axes():
+    x = RNG.standard_normal((3, 4))
+    y, m, r = numba_ln.layer_norm(cuda.to_device(x), axis=(0, 1), return_stats=True)
+    yc, mc, rc = numba_ln.layer_norm(x, axis=(0, 1), return_stats=True)
+    assert m.shape == np.shape(mc)
+    np.testing.assert_allclose(_host(y), yc, rtol=1e-12, atol=1e-12)
+    dx, _, _ = numba_ln.layer_norm_backward(cuda.to_device(x), cuda.to_device(x), m, r,
+                                            axis=(0, 1))
+    np.testing.assert_allclose(_host(dx), ref_backward(x, x, None, (0, 1))[0], atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# Errors.
+# --------------------------------------------------------------------------
+
+def test_mixing_host_and_device_is_a_clear_error():
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    with pytest.raises(TypeError, match="weight is a NumPy array but x is on the GPU"):
+        numba_ln.layer_norm(cuda.to_device(x), np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="x is a NumPy array but weight is on the GPU"):
+        numba_ln.layer_norm(x, cuda.to_device(np.ones(4, np.float32)))
+    with pytest.raises(TypeError, match="out is a NumPy array but x is on the GPU"):
+        numba_ln.layer_norm(cuda.to_device(x), out=np.empty_like(x))
+    _, m, r = numba_ln.layer_norm(x, return_stats=True)
+    with pytest.raises(TypeError, match="mean is a NumPy array but dy is on the GPU"):
+        numba_ln.layer_norm_backward(cuda.to_device(x), cuda.to_device(x), m, r)
+
+
+def test_bad_input_errors():
+    dx = cuda.to_device(np.ones((3, 4), np.float32))
+    with pytest.raises(TypeError, match="x must be float32 or float64, found int64"):
+        gpu.layer_norm(cuda.to_device(np.ones((3, 4), np.int64)))
+    with pytest.raises(ValueError, match=r"weight has shape \(5,\) but the normalized shape is"):
+        gpu.layer_norm(dx, cuda.to_device(np.ones(5, np.float32)))
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        gpu.layer_norm(dx, eps=-1.0)
+    with pytest.raises(ValueError, match="axis=2 is out of range"):
+        gpu.layer_norm(dx, axis=2)
+    with pytest.raises(TypeError, match="out has dtype float64 but the result is float32"):
+        gpu.layer_norm(dx, out=cuda.device_array((3, 4), np.float64))
+    with pytest.raises(ValueError, match=r"out has shape \(4, 3\)"):
+        gpu.layer_norm(dx, out=cuda.device_array((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"mean has shape \(4,\)"):
+        gpu.layer_norm_backward(dx, dx, cuda.to_device(np.ones(4, np.float32)),
+                                cuda.to_device(np.ones(3, np.float32)))
+    with pytest.raises(ValueError, match=r"dy has shape"):
+        gpu.layer_norm_backward(cuda.to_device(np.ones((3, 5), np.float32)), dx,
+                                cuda.to_device(np.ones(3, np.float32)),
+                                cuda.to_device(np.ones(3, np.float32)))
+
+
+def test_inputs_are_not_modified():
+    x = RNG.standard_normal((4, 10))
+    w = RNG.standard_normal(10)
+    dxa, dwa = cuda.to_device(x), cuda.to_device(w)
+    numba_ln.layer_norm(dxa, dwa, axis=-1)
+    numba_ln.layer_norm(dxa, axis=0)
+    assert np.array_equal(_host(dxa), x) and np.array_equal(_host(dwa), w)
+
+
+# --------------------------------------------------------------------------
+# LayerNorm on the device; the benchmark script's logic.
+# --------------------------------------------------------------------------
+
+def test_layernorm_module_on_device():
+    x = RNG.standard_normal((6, 2, 5)).astype(np.float32)
+    dy = RNG.standard_normal(x.shape).astype(np.float32)
+    cpu = numba_ln.LayerNorm((2, 5))
+    cpu.weight[:] = RNG.standard_normal((2, 5))
+    dev = numba_ln.LayerNorm((2, 5))
+    dev.weight[:] = cpu.weight
+    dev.to_device()
+    assert dev.on_device and not cpu.on_device
+    yc = cpu.forward(x)
+    dxc = cpu.backward(dy)
+    yd = dev.forward(cuda.to_device(x))
+    dxd = dev.backward(cuda.to_device(dy))
+    np.testing.assert_allclose(_host(yd), yc, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_host(dxd), dxc, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_host(dev.grad_weight), cpu.grad_weight, rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="x is a NumPy array but weight is on the GPU"):
+        dev.forward(x)
+    dev.to_host()
+    assert isinstance(dev.weight, np.ndarray) and isinstance(dev.grad_bias, np.ndarray)
+    np.testing.assert_allclose(dev.forward(x), yc, rtol=1e-6, atol=1e-6)
+
+
+def test_bench_quick_runs(tmp_path):
+    from numba_ln.gpu import bench
+
+    rc = bench.main(["--quick", "--out", str(tmp_path), "--repeats", "2"])
+    assert rc == 0
+    import json
+
+    data = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert data["results"] and all("error" not in r for r in data["results"]), data
+    assert (tmp_path / "gpu_bench.md").read_text().count("|") > 10
+
+
+def test_kernel_table_is_complete():
+    names = set(_kernels.KERNELS)
+    assert names == set(gpu.signatures("float32")) == set(gpu.signatures("float64"))
