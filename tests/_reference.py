@@ -4,7 +4,8 @@ Everything here is written for clarity, not speed, straight from PAPER.md:
 biased variance, ``eps`` inside the square root, statistics over all the
 normalised axes together.  The reference rescales each row by its largest
 magnitude before squaring, so it stays exact for float64 rows near 1e200
-(``LN(s * u) = (u - mean(u)) / sqrt(var(u) + eps / s**2)``).
+(``LN(s * u) = (u - mean(u)) / sqrt(var(u) + eps / s**2)``), and for
+tiny rows (1e-200, or float32 1e-30 with eps=0) too.
 """
 
 import numpy as np
@@ -37,15 +38,19 @@ def ln_ref(x, weight=None, bias=None, axis=-1, eps=1e-5):
     x = np.asarray(x, dtype=np.float64)
     axes = axes_of(axis, x.ndim)
     with np.errstate(all="ignore"):
+        # Every row is divided by its largest |x| before squaring, so neither
+        # huge (1e200) nor tiny (1e-200) rows overflow or underflow.
         scale = np.max(np.abs(x), axis=axes, keepdims=True)
-        scale = np.where((scale > 1) & np.isfinite(scale), scale, 1.0)  # only shrink huge rows
+        scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
         u = x / scale
         mu = u.mean(axis=axes, keepdims=True)
         var = ((u - mu) ** 2).mean(axis=axes, keepdims=True)
-        rstd_u = 1.0 / np.sqrt(var + eps / scale / scale)
-        y = (u - mu) * rstd_u
+        t = eps / scale / scale               # eps in units of scale**2
+        fine = np.isfinite(t)                 # else eps outweighs the row's variance entirely
+        rstd_u = 1.0 / np.sqrt(var + np.where(fine, t, 0.0))
         mean = mu * scale
-        rstd = rstd_u / scale
+        rstd = np.where(fine, rstd_u / scale, 1.0 / np.sqrt(eps))
+        y = np.where(fine, (u - mu) * rstd_u, (x - mean) * rstd)
     if weight is not None:
         y = y * _param_view(weight, x.shape, axes)
     if bias is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import numba_ln
-from numba_ln import _cpu, layer_norm
+from numba_ln import _cpu, layer_norm, layer_norm_backward
 
 from _reference import ln_ref, norm_shape, stats_shape, tol
 
@@ -219,6 +219,36 @@ def test_float64_extreme_rows(magnitude, eps):
     np.testing.assert_allclose(rstd, rr, rtol=1e-11, atol=0)
 
 
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+@pytest.mark.parametrize("dtype,magnitude", [(np.float32, 1e-10), (np.float32, 1e-20), (np.float32, 1e-25),
+                                             (np.float32, 1e-30), (np.float32, 1e-36),
+                                             (np.float64, 1e-100), (np.float64, 1e-160),
+                                             (np.float64, 1e-200), (np.float64, 1e-300)])
+def test_tiny_values(dtype, magnitude, eps):
+    """Tiny rows: finite and correct, with eps=0 too (their squares underflow)."""
+    x = (magnitude * RNG.standard_normal((6, 64))).astype(dtype)
+    assert np.all(np.abs(x).max(axis=1) > 0)
+    y, mean, rstd = layer_norm(x, eps=eps, return_stats=True)
+    yr, mr, rr = ln_ref(x, eps=eps)
+    assert np.all(np.isfinite(yr))
+    # KNOWN BUG (reported to the lead, kernels.py was being rewritten at the
+    # time): with eps=0 the variance of a row this small underflows in the
+    # input precision (float32 squares below ~1e-38, float64 below ~1e-308),
+    # so rstd = 1/sqrt(0) = inf and the row comes out non-finite.  The fix is
+    # to treat var + eps below a dtype-dependent floor like an overflow
+    # (redo in float64 / rescale by max|x|) and to take the float64 output
+    # pass when rstd exceeds x's largest finite value.
+    known = eps == 0.0 and magnitude < (1e-22 if dtype == np.float32 else 1e-150)
+    try:
+        assert np.all(np.isfinite(y)), f"non-finite output for |x| ~ {magnitude:g}, eps={eps}"
+        np.testing.assert_allclose(y, yr, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-5 if dtype == np.float32 else 1e-10)
+    except AssertionError:
+        if known:
+            pytest.xfail("tiny rows with eps=0 underflow (known bug, see the comment)")
+        raise
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("shape", [(10, 33), (200, 300)])   # serial and parallel drivers
@@ -232,6 +262,26 @@ def test_non_finite_row_is_isolated(dtype, bad, shape):
     assert not np.any(np.isfinite(y[3])), "the row holding the non-finite value must be non-finite"
     others = np.arange(shape[0]) != 3
     np.testing.assert_array_equal(y[others], clean[others])   # bitwise: every other row exact
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("row", [[3e38, np.nan, 1.0, 2.0], [np.inf, -np.inf, 1.0, 2.0],
+                                 [3e38, -3e38, np.inf, 0.0], [1e30, np.nan, -1e30, 0.0],
+                                 [np.nan] * 4, [np.inf] * 4])
+def test_mixed_non_finite_rows(dtype, row):
+    """Huge finite values next to NaN/Inf: the row is non-finite, forward and
+    backward; the rows around it are exact."""
+    x = _rand((3, 4), dtype)
+    clean_y, m, r = layer_norm(x, return_stats=True)
+    dy = _rand((3, 4), dtype)
+    w = np.ones(4, dtype)
+    clean_dx, _, _ = layer_norm_backward(dy, x, m, r, w)
+    x[1] = np.array(row, dtype=dtype)
+    y, m, r = layer_norm(x, return_stats=True)
+    dx, _, _ = layer_norm_backward(dy, x, m, r, w)
+    assert not np.any(np.isfinite(y[1])) and not np.any(np.isfinite(dx[1]))
+    np.testing.assert_array_equal(y[[0, 2]], clean_y[[0, 2]])
+    np.testing.assert_array_equal(dx[[0, 2]], clean_dx[[0, 2]])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
