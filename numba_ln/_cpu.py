@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._flags import JIT_OPTIONS
-from .kernels import _centre, _finish_stats, _normalise_float64, _smallest_normal, _split
+from .kernels import _centre, _combine, _normalise_float64, _smallest_normal, _split, _stats_float64
 
 #: Arrays with at most this many elements run on the calling thread alone.
 SERIAL_MAX_ELEMENTS = 1 << 15
@@ -67,7 +67,9 @@ def _forward_block(x, weight, bias, eps, y, mean, rstd, start, stop):
             d = _centre(x[i, j], hi, lo)
             sd += d
             sdd += d * d
-        mu, rs = _finish_stats(x[i], m1, sd, sdd, eps)
+        mu, rs, exact = _combine(m1, sd, sdd, n, eps)
+        if not exact:
+            mu, rs = _stats_float64(x[i], eps)
         mean[i] = mu
         rstd[i] = rs
         if rs < _smallest_normal(x):

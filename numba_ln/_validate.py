@@ -93,6 +93,12 @@ class Layout:
     ``axes`` are the normalised axes.  ``perm`` puts the other axes first (in
     order) and the normalised axes last; ``trailing`` says that ``perm`` is the
     identity, the fast path where the array reshapes to ``(rows, features)``.
+    ``middle`` says that the normalised axes are one run of neighbouring axes
+    that does not reach the end (channels-first, e.g. axis=1 of NCHW): the
+    array then reshapes to ``(A, features, M)`` with no copy.  Either way the
+    kernels work in x's own layout (``direct``); other sets of axes are
+    transposed into rows first.  ``kernel_shape`` is the shape the CPU drivers
+    take.
     """
 
     def __init__(self, shape, axes):
@@ -106,6 +112,13 @@ class Layout:
         self.stats_shape = tuple(shape[a] for a in kept)
         self.rows = math.prod(self.stats_shape)
         self.features = math.prod(self.norm_shape)
+        first, last = axes[0], axes[-1] + 1
+        self.middle = axes == tuple(range(first, last)) and last < ndim
+        self.direct = self.trailing or self.middle
+        if self.middle:
+            self.kernel_shape = (math.prod(shape[:first]), self.features, math.prod(shape[last:]))
+        else:
+            self.kernel_shape = (self.rows, self.features)
 
     @property
     def permuted_shape(self):

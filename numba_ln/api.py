@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from . import _cpu
+from . import _cpu, _cpu_strided
 from ._validate import (Layout, as_host_array, check_eps, check_param, check_shape,
                         normalize_axes)
 
@@ -57,11 +57,29 @@ def _on_device(*arrays):
                for a in arrays if a is not None)
 
 
-def _rows_view(a, layout):
-    """``a`` as a C-contiguous (rows, features) array; a copy only when needed."""
-    if not layout.trailing:
+def _kernel_view(a, layout):
+    """``a`` as the C-contiguous array the drivers take, (rows, features) or
+    (A, features, M); a copy only when ``a`` is not contiguous or its
+    normalised axes are neither trailing nor one run of neighbours."""
+    if not layout.direct:
         a = a.transpose(layout.perm)
-    return np.ascontiguousarray(a).reshape(layout.rows, layout.features)
+    return np.ascontiguousarray(a).reshape(layout.kernel_shape)
+
+
+def _forward(x, w, b, eps, y, mean, rstd):
+    if x.ndim == 3:
+        _cpu_strided.forward(x, w, b, eps, y, mean.reshape(x.shape[0], x.shape[2]),
+                             rstd.reshape(x.shape[0], x.shape[2]))
+    else:
+        _cpu.forward(x, w, b, eps, y, mean, rstd)
+
+
+def _backward(dy, x, mean, rstd, w, dx, dweight, dbias):
+    if x.ndim == 3:
+        _cpu_strided.backward(dy, x, mean.reshape(x.shape[0], x.shape[2]),
+                              rstd.reshape(x.shape[0], x.shape[2]), w, dx, dweight, dbias)
+    else:
+        _cpu.backward(dy, x, mean, rstd, w, dx, dweight, dbias)
 
 
 def _flat_param(p, dtype):
@@ -83,15 +101,15 @@ def _check_out(out, shape, dtype, name="out"):
 
 
 def _direct_target(out, layout, reads):
-    """The (rows, features) view of ``out`` the kernel may write, or None.
+    """The view of ``out`` in the drivers' shape that they may write, or None.
 
     None means: compute into a fresh array, then copy into ``out``.  That is
-    needed when ``out`` has no such view (strided, or not trailing axes) or
-    when it overlaps an input in any way other than being exactly it.
+    needed when ``out`` has no such view (strided, or axes that are
+    transposed) or when it overlaps an input other than by being exactly it.
     """
-    if not layout.trailing or not out.flags.c_contiguous:
+    if not layout.direct or not out.flags.c_contiguous:
         return None
-    target = out.reshape(layout.rows, layout.features)
+    target = out.reshape(layout.kernel_shape)
     for r in reads:
         if r is None or not np.may_share_memory(out, r):
             continue
@@ -102,13 +120,17 @@ def _direct_target(out, layout, reads):
     return target
 
 
-def _finish(result2d, out, layout):
-    """Put the (rows, features) result into ``out`` (or a new array) in x's layout."""
-    permuted = result2d.reshape(layout.permuted_shape)
+def _finish(result, out, layout):
+    """Put the drivers' result into ``out`` (or a new array) in x's layout."""
+    if layout.direct:
+        result = result.reshape(layout.shape)
+        if out is None:
+            return result
+        np.copyto(out, result)
+        return out
+    permuted = result.reshape(layout.permuted_shape)
     if out is None:
-        if layout.trailing:
-            return permuted
-        out = np.empty(layout.shape, dtype=result2d.dtype)
+        out = np.empty(layout.shape, dtype=result.dtype)
     np.copyto(out.transpose(layout.perm), permuted)
     return out
 
@@ -132,8 +154,11 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
         (``tuple(x.shape[a] for a in axes)``).  They are converted to x's
         dtype: the result always has x's dtype.
     axis : int or tuple of ints, default -1
-        The axes to normalise over.  The last k axes are the fast path; any
-        other set works and costs about one extra copy of x.
+        The axes to normalise over.  The last k axes are the fast path.  A
+        run of neighbouring axes in the middle (channels-first, e.g.
+        ``axis=1`` of an NCHW array) runs in place on x's own layout, with
+        no copy.  Any other set works by transposing x into rows first,
+        which costs a copy in and a copy out.
     eps : float, default 1e-5
         Added to the variance inside the square root; finite and >= 0.
     out : ndarray, optional
@@ -183,16 +208,16 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
     if out is not None:
         _check_out(out, x.shape, dtype)
 
-    x2 = _rows_view(x, layout)
+    x2 = _kernel_view(x, layout)
     w = _flat_param(weight, dtype)
     b = _flat_param(bias, dtype)
     y2 = None if out is None else _direct_target(out, layout, (x2, w, b))
     direct = y2 is not None
     if not direct:
-        y2 = np.empty((layout.rows, layout.features), dtype=dtype)
+        y2 = np.empty(layout.kernel_shape, dtype=dtype)
     mean = np.empty(layout.rows, dtype=dtype)
     rstd = np.empty(layout.rows, dtype=dtype)
-    _cpu.forward(x2, w, b, eps, y2, mean, rstd)
+    _forward(x2, w, b, eps, y2, mean, rstd)
 
     y = out if direct else _finish(y2, out, layout)
     if return_stats:
@@ -266,18 +291,18 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
     if out is not None:
         _check_out(out, x.shape, dtype)
 
-    x2 = _rows_view(x, layout)
-    dy2 = _rows_view(dy.astype(dtype, copy=False), layout)
+    x2 = _kernel_view(x, layout)
+    dy2 = _kernel_view(dy.astype(dtype, copy=False), layout)
     m = np.ascontiguousarray(mean, dtype=dtype).reshape(-1)
     r = np.ascontiguousarray(rstd, dtype=dtype).reshape(-1)
     w = _flat_param(weight, dtype)
     dx2 = None if out is None else _direct_target(out, layout, (x2, dy2, w, m, r))
     direct = dx2 is not None
     if not direct:
-        dx2 = np.empty((layout.rows, layout.features), dtype=dtype)
+        dx2 = np.empty(layout.kernel_shape, dtype=dtype)
     dweight = None if w is None else np.empty(layout.features, dtype=dtype)
     dbias = np.empty(layout.features, dtype=dtype)
-    _cpu.backward(dy2, x2, m, r, w, dx2, dweight, dbias)
+    _backward(dy2, x2, m, r, w, dx2, dweight, dbias)
 
     dx = out if direct else _finish(dx2, out, layout)
     if dweight is not None:

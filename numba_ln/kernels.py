@@ -98,15 +98,14 @@ def _stats_float64(x, eps):
 
 
 @njit(**JIT_OPTIONS)
-def _finish_stats(x, m1, sd, sdd, eps):
-    """Mean and rstd from the approximate mean ``m1`` and the sums of the
-    deviations from it (``sd``) and of their squares (``sdd``)."""
-    n = x.shape[0]
+def _combine(m1, sd, sdd, n, eps):
+    """Mean, rstd and whether they are exact, from the approximate mean ``m1``
+    and the sums of the deviations from it (``sd``) and of their squares
+    (``sdd``) over ``n`` values.  Not exact (False) when the sums overflowed
+    or met NaN/Inf: the caller then uses ``_stats_float64``."""
     c = np.float64(sd) / n
     var = np.float64(sdd) / n - c * c
-    if not _finite(var):
-        return _stats_float64(x, eps)
-    return m1 + c, 1.0 / np.sqrt(max(var, 0.0) + eps)
+    return m1 + c, 1.0 / np.sqrt(max(var, 0.0) + eps), _finite(var)
 
 
 @njit(**JIT_OPTIONS)
@@ -128,7 +127,10 @@ def ln_row_stats(x, eps):
         d = _centre(x[i], hi, lo)
         sd += d
         sdd += d * d
-    return _finish_stats(x, m1, sd, sdd, eps)
+    mean, rstd, exact = _combine(m1, sd, sdd, n, eps)
+    if exact:
+        return mean, rstd
+    return _stats_float64(x, eps)
 
 
 @njit(**JIT_OPTIONS)
