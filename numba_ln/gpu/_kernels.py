@@ -90,18 +90,26 @@ HAS_BIAS = 2
 _FULL_MASK = 0xFFFFFFFF
 
 
-def _jit_kernel(fn):
-    """``cuda.jit`` with the package's launch bound and on-disk cache.
+def _supports_launch_bounds():
+    import inspect
 
-    Older numba-cuda releases lack ``launch_bounds``: then plain ``cuda.jit``
-    (every launch here stays at ``MAX_THREADS`` threads anyway).
-    """
+    try:
+        return "launch_bounds" in inspect.signature(cuda.jit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+#: numba-cuda >= 0.12 compiles kernels for a launch bound; older ones do not.
+LAUNCH_BOUNDS = (MAX_THREADS,) if not SIM and _supports_launch_bounds() else None
+
+
+def _jit_kernel(fn):
+    """``cuda.jit`` with the package's launch bound and on-disk cache."""
     if SIM:
         return cuda.jit(fn)
-    try:
-        return cuda.jit(launch_bounds=(MAX_THREADS,), cache=True)(fn)
-    except TypeError:
-        return cuda.jit(cache=True)(fn)
+    if LAUNCH_BOUNDS is not None:
+        return cuda.jit(launch_bounds=LAUNCH_BOUNDS, cache=True)(fn)
+    return cuda.jit(cache=True)(fn)
 
 
 _device = cuda.jit(device=True)
@@ -153,8 +161,11 @@ def _group_sum_smem(v, red):
 
 @_device
 def _any_shfl(flag):
-    # Groups decide alone: their reductions never wait on other groups
-    # (warp shuffles; or a block-wide group, which is uniform anyway).
+    # Groups of a warp or less must agree for the warp's shuffles (a warp
+    # vote); a block-wide group is uniform already (its flag comes from a
+    # block reduction).  Groups never wait on other warps.
+    if cuda.blockDim.x <= 32:
+        return cuda.any_sync(_FULL_MASK, flag) != 0
     return flag
 
 

@@ -254,8 +254,8 @@ def markdown(data):
     for r in data["results"]:
         shape = "x".join(str(s) for s in r["shape"])
         if "error" in r:
-            lines.append(f"| {shape} | {r['dtype']} | {r['pass']} | error: "
-                         f"{r['error'][:80]} | | | | | |")
+            msg = " ".join(str(r["error"]).split()).replace("|", "/")[:100]
+            lines.append(f"| {shape} | {r['dtype']} | {r['pass']} | error: {msg} | | | | | |")
             continue
         lines.append(
             f"| {shape} | {r['dtype']} | {r['pass']} | {_fmt(r.get('kernel_ms'), '.4f')} | "
@@ -278,7 +278,24 @@ def main(argv=None):
     torch = _torch()
     data = {"environment": _environment(torch), "repeats": args.repeats, "results": []}
     t0 = time.perf_counter()
-    for shape, dtype in (QUICK_SHAPES if args.quick else FULL_SHAPES):
+
+    def write():
+        data["seconds"] = time.perf_counter() - t0
+        with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
+            json.dump(data, f, indent=1, default=str)
+        md = markdown(data)
+        with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
+            f.write(md)
+        return md
+
+    from . import is_available
+
+    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    if not is_available():
+        data["results"].append({"shape": [], "dtype": "", "pass": "all",
+                                "error": "no usable CUDA GPU (numba.cuda.is_available() is False)"})
+        shapes = []
+    for shape, dtype in shapes:
         if time.perf_counter() - t0 > args.time_limit:
             data["results"].append({"shape": list(shape), "dtype": dtype, "pass": "all",
                                     "error": "skipped: time limit"})
@@ -288,14 +305,9 @@ def main(argv=None):
         except Exception as exc:  # allocation of the inputs, ...
             data["results"].append({"shape": list(shape), "dtype": dtype, "pass": "all",
                                     "error": f"{type(exc).__name__}: {exc}"})
+        write()  # after every shape: a timeout still leaves the results so far
         print(f"bench {shape} {dtype}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    data["seconds"] = time.perf_counter() - t0
-    with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    md = markdown(data)
-    with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
-        f.write(md)
-    print(md)
+    print(write())
     return 0
 
 

@@ -1,0 +1,226 @@
+"""The GPU path on a real GPU (skipped where there is none, and under the
+simulator): the real kernels with their real constants (warp shuffles,
+256-thread blocks, 32 values a thread in registers).
+
+Run by ``scripts/gpu_check.sh`` on a GPU machine::
+
+    PYTHONPATH=. python -m pytest -q tests/test_gpu_real.py
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    pytest.skip("real-GPU tests; the simulator runs tests/test_gpu_sim.py", allow_module_level=True)
+
+from numba import cuda  # noqa: E402
+
+if not cuda.is_available():
+    pytest.skip("no CUDA GPU here (numba.cuda.is_available() is False)", allow_module_level=True)
+
+import numba_ln  # noqa: E402
+from numba_ln import gpu  # noqa: E402
+from numba_ln.gpu import _launch  # noqa: E402
+
+
+def ref_forward(x, w, b, axes, eps=1e-5):
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    y = (x - mean) * rstd
+    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
+    if w is not None:
+        y = y * np.asarray(w, np.float64).reshape(shape)
+    if b is not None:
+        y = y + np.asarray(b, np.float64).reshape(shape)
+    return y, mean.squeeze(axis=axes), rstd.squeeze(axis=axes)
+
+
+def ref_backward(dy, x, w, axes, eps=1e-5):
+    x = np.asarray(x, np.float64)
+    dy = np.asarray(dy, np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    xhat = (x - mean) * rstd
+    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
+    g = dy if w is None else dy * np.asarray(w, np.float64).reshape(shape)
+    dx = rstd * (g - g.mean(axis=axes, keepdims=True)
+                 - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+    kept = tuple(a for a in range(x.ndim) if a not in axes)
+    return dx, (dy * xhat).sum(axis=kept), dy.sum(axis=kept)
+
+
+RNG = np.random.default_rng(1607)
+
+# Every geometry: warp-or-less groups (D <= 1024), block rows in registers
+# (D <= 8192), looped rows, several backward windows (D > 8192), D > 65536.
+SHAPES = [(1, 1), (7, 3), (1000, 32), (513, 100), (4096, 1024), (300, 1000), (100, 1025),
+          (64, 4096), (17, 8192), (9, 8193), (5, 20000), (3, 65537), (2, 100000)]
+
+
+def _tol(dtype, d):
+    if dtype == np.float32:
+        return dict(rtol=1e-4, atol=1e-4 * max(1.0, np.sqrt(d) / 30))
+    return dict(rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_cpu_path(shape, dtype):
+    rows, d = shape
+    x = (RNG.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    w = RNG.standard_normal(d).astype(dtype)
+    b = RNG.standard_normal(d).astype(dtype)
+    dy = RNG.standard_normal(shape).astype(dtype)
+    y, m, r = numba_ln.layer_norm(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b),
+                                  return_stats=True)
+    yc, mc, rc = numba_ln.layer_norm(x, w, b, return_stats=True)
+    tol = _tol(dtype, d)
+    np.testing.assert_allclose(y.copy_to_host(), yc, **tol)
+    np.testing.assert_allclose(m.copy_to_host(), mc, **tol)
+    np.testing.assert_allclose(r.copy_to_host(), rc, rtol=tol["rtol"])
+    dx, dw, db = numba_ln.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), m, r,
+                                              cuda.to_device(w))
+    dxc, dwc, dbc = numba_ln.layer_norm_backward(dy, x, mc, rc, w)
+    np.testing.assert_allclose(dx.copy_to_host(), dxc, **tol)
+    red = dict(rtol=tol["rtol"] * 10, atol=tol["atol"] * max(1.0, np.sqrt(rows)) * 10)
+    np.testing.assert_allclose(dw.copy_to_host(), dwc, **red)
+    np.testing.assert_allclose(db.copy_to_host(), dbc, **red)
+
+
+@pytest.mark.parametrize("shape,axis", [((6, 50, 7), 1), ((4, 30, 40), (0, 2)),
+                                        ((3, 5, 7, 11), (1, 2, 3)), ((2000, 3), 0)])
+def test_non_trailing_and_multiple_axes(shape, axis):
+    axes = tuple(sorted(a % len(shape) for a in (axis if isinstance(axis, tuple) else (axis,))))
+    ns = tuple(shape[a] for a in axes)
+    x = RNG.standard_normal(shape)
+    w = RNG.standard_normal(ns)
+    dy = RNG.standard_normal(shape)
+    y, m, r = numba_ln.layer_norm(cuda.to_device(x), cuda.to_device(w), axis=axis,
+                                  return_stats=True)
+    np.testing.assert_allclose(y.copy_to_host(), ref_forward(x, w, None, axes)[0], rtol=1e-10,
+                               atol=1e-10)
+    dx, dw, db = numba_ln.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), m, r,
+                                              cuda.to_device(w), axis=axis)
+    dxr, dwr, dbr = ref_backward(dy, x, w, axes)
+    np.testing.assert_allclose(dx.copy_to_host(), dxr, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(dw.copy_to_host(), dwr, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(db.copy_to_host(), dbr, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("d", [100, 1000, 4000, 20000])
+def test_float32_numerics(d):
+    x = (1e4 + 0.1 * RNG.standard_normal((4, d))).astype(np.float32)
+    y = gpu.layer_norm(cuda.to_device(x)).copy_to_host()
+    assert np.abs(y - ref_forward(x, None, None, (1,))[0]).max() < 5e-3
+    h = (RNG.standard_normal((4, d)) * 1e30).astype(np.float32)
+    h[3] = np.float32(1e38)
+    y, m, r = gpu.layer_norm(cuda.to_device(h), return_stats=True)
+    y = y.copy_to_host()
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y[:3], ref_forward(h[:3], None, None, (1,))[0], rtol=1e-3,
+                               atol=1e-3)
+    np.testing.assert_array_equal(y[3], 0)
+
+
+def test_huge_row_among_warp_rows():
+    """One rescaled row in a warp shared by 8 rows of 4 threads."""
+    x = RNG.standard_normal((64, 16)).astype(np.float32)
+    x[5] *= np.float32(1e30)
+    y = gpu.layer_norm(cuda.to_device(x)).copy_to_host()
+    np.testing.assert_allclose(y, ref_forward(x, None, None, (1,))[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(4096, 1024), (1000, 100), (40, 20000), (4000, 37)])
+def test_gradients_bitwise_reproducible(shape):
+    x = RNG.standard_normal(shape).astype(np.float32)
+    dy = RNG.standard_normal(shape).astype(np.float32)
+    w = RNG.standard_normal(shape[1]).astype(np.float32)
+    dx_, dx, dw = cuda.to_device(dy), cuda.to_device(x), cuda.to_device(w)
+    _, m, r = gpu.layer_norm(dx, return_stats=True)
+    first = [a.copy_to_host() for a in gpu.layer_norm_backward(dx_, dx, m, r, dw)]
+    for _ in range(3):
+        again = [a.copy_to_host() for a in gpu.layer_norm_backward(dx_, dx, m, r, dw)]
+        for a, b in zip(first, again):
+            assert np.array_equal(a, b)
+
+
+def test_out_in_place_and_stream():
+    x = RNG.standard_normal((300, 700)).astype(np.float32)
+    yr = ref_forward(x, None, None, (1,))[0]
+    s = cuda.stream()
+    d = cuda.to_device(x, stream=s)
+    assert numba_ln.layer_norm(d, out=d, stream=s) is d
+    np.testing.assert_allclose(d.copy_to_host(stream=s), yr, rtol=1e-4, atol=1e-4)
+    out = cuda.device_array((300, 1400), np.float32)[:, ::2]
+    numba_ln.layer_norm(cuda.to_device(x), out=out)
+    np.testing.assert_allclose(out.copy_to_host(), yr, rtol=1e-4, atol=1e-4)
+
+
+def test_cupy_zero_copy_in_place():
+    cp = pytest.importorskip("cupy")
+    x = cp.asarray(RNG.standard_normal((64, 256)).astype(np.float32))
+    ref = ref_forward(cp.asnumpy(x), None, None, (1,))[0]
+    ptr = x.data.ptr
+    numba_ln.layer_norm(x, out=x)
+    cp.cuda.Device().synchronize()
+    assert x.data.ptr == ptr
+    np.testing.assert_allclose(cp.asnumpy(x), ref, rtol=1e-4, atol=1e-4)
+    w = cp.ones(256, cp.float32)
+    y = numba_ln.layer_norm(cp.asarray(ref.astype(np.float32)), w)
+    assert y.shape == (64, 256)
+
+
+def test_torch_cuda_tensor_zero_copy():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    t = torch.randn(128, 512, device="cuda", dtype=torch.float32)
+    w = torch.randn(512, device="cuda")
+    b = torch.randn(512, device="cuda")
+    expect = torch.nn.functional.layer_norm(t, (512,), w, b, 1e-5)
+    y = numba_ln.layer_norm(t, w, b)
+    got = torch.as_tensor(y, device="cuda")
+    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-4)
+    numba_ln.layer_norm(t, w, b, out=t)  # in place into the tensor's memory
+    torch.cuda.synchronize()
+    torch.testing.assert_close(t, expect, rtol=1e-4, atol=1e-4)
+    # Backward against autograd.
+    x = torch.randn(64, 300, device="cuda", dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(300, device="cuda", dtype=torch.float64, requires_grad=True)
+    bt = torch.randn(300, device="cuda", dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(64, 300, device="cuda", dtype=torch.float64)
+    torch.nn.functional.layer_norm(x, (300,), wt, bt, 1e-5).backward(dy)
+    xd = x.detach()
+    _, m, r = numba_ln.layer_norm(xd, wt.detach(), bt.detach(), return_stats=True)
+    dx, dw, db = numba_ln.layer_norm_backward(dy, xd, m, r, wt.detach())
+    torch.testing.assert_close(torch.as_tensor(dx, device="cuda"), x.grad)
+    torch.testing.assert_close(torch.as_tensor(dw, device="cuda"), wt.grad)
+    torch.testing.assert_close(torch.as_tensor(db, device="cuda"), bt.grad)
+
+
+def test_layernorm_module_on_device():
+    x = RNG.standard_normal((32, 4, 64)).astype(np.float32)
+    dy = RNG.standard_normal(x.shape).astype(np.float32)
+    cpu = numba_ln.LayerNorm((4, 64))
+    dev = numba_ln.LayerNorm((4, 64)).to_device()
+    np.testing.assert_allclose(dev.forward(cuda.to_device(x)).copy_to_host(), cpu.forward(x),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dev.backward(cuda.to_device(dy)).copy_to_host(), cpu.backward(dy),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dev.grad_weight.copy_to_host(), cpu.grad_weight, rtol=1e-3,
+                               atol=1e-3)
+
+
+def test_mixing_is_an_error():
+    with pytest.raises(TypeError, match="weight is a NumPy array but x is on the GPU"):
+        numba_ln.layer_norm(cuda.to_device(np.ones((2, 3))), np.ones(3))
+
+
+def test_launch_geometry():
+    assert _launch.forward_launch(4096, 1024)[1] == (32, 8)
+    assert _launch.forward_launch(16384, 8192)[1] == (256, 1)
+    G, nwin, _ = _launch.backward_launch(32, 65536)
+    assert nwin == 8 and G == 32
