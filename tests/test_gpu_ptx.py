@@ -78,7 +78,8 @@ def test_row_kernels_use_shuffles_and_registers(ptx):
     gradient accumulators live in registers (no local-memory arrays)."""
     _, table = ptx
     for dt in ("float32", "float64"):
-        for name in ("layer_norm_forward", "layer_norm_backward", "layer_norm_backward_rowsums"):
+        for name in ("layer_norm_forward", "layer_norm_forward_split_stats", "layer_norm_backward",
+                     "layer_norm_backward_rowsums"):
             text = table[f"{name}[{dt}]"]
             assert "shfl.sync.bfly" in text, name
             assert ".local" not in text, f"{name}[{dt}] spills an array to local memory"

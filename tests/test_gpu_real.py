@@ -66,9 +66,19 @@ def _tol(dtype, d):
     return dict(rtol=1e-10, atol=1e-10)
 
 
+@pytest.fixture(params=["split", "loop"])
+def fwd_split(request, monkeypatch):
+    """Rows longer than a register window: split over blocks, or looped."""
+    if request.param == "loop":
+        monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_matches_cpu_path(shape, dtype):
+def test_matches_cpu_path(shape, dtype, fwd_split):
+    if fwd_split == "loop" and shape[1] <= 8192:
+        pytest.skip("one register window: no split")
     rows, d = shape
     x = (RNG.standard_normal(shape) * 2 + 0.5).astype(dtype)
     w = RNG.standard_normal(d).astype(dtype)
@@ -111,7 +121,7 @@ def test_non_trailing_and_multiple_axes(shape, axis):
 
 
 @pytest.mark.parametrize("d", [100, 1000, 4000, 20000])
-def test_float32_numerics(d):
+def test_float32_numerics(d, fwd_split):
     x = (1e4 + 0.1 * RNG.standard_normal((4, d))).astype(np.float32)
     y = gpu.layer_norm(cuda.to_device(x)).copy_to_host()
     assert np.abs(y - ref_forward(x, None, None, (1,))[0]).max() < 5e-3
@@ -220,7 +230,8 @@ def test_mixing_is_an_error():
 
 
 def test_launch_geometry():
-    assert _launch.forward_launch(4096, 1024)[1] == (32, 8)
-    assert _launch.forward_launch(16384, 8192)[1] == (256, 1)
+    assert _launch.forward_plan(4096, 1024, 4) == ("rows", 512, (32, 8))
+    assert _launch.forward_plan(16384, 8192, 4) == ("rows", 16384, (256, 1))
+    assert _launch.forward_plan(32, 65536, 4) == ("split", 256, (256, 1))
     G, nwin, _ = _launch.backward_launch(32, 65536)
     assert nwin == 8 and G == 32

@@ -86,16 +86,36 @@ CASES = [
     ((9, 100), -1),        # 32 threads a row (D not a multiple), 2 rows a block
     ((21, 33), -1),        # several blocks of warp groups
     ((3, 200), -1),        # a block per row, row in registers
-    ((4, 300), -1),        # a block per row, looped; two backward windows
+    ((4, 300), -1),        # rows split over two blocks; two backward windows
+    ((3, 700), -1),        # three windows
     ((2, 3, 4, 7), (2, 3)),  # two trailing axes
     ((6, 5, 3), 0),        # a leading axis: transposed on the device
     ((4, 6, 5), (0, 2)),   # non-adjacent axes
 ]
 
 
+# float64 on a few paths only: the simulator is slow (a Python thread per
+# CUDA thread) and the kernels are the same code for both dtypes.
+F64_CASES = {((9, 100), -1), ((3, 200), -1), ((4, 300), -1), ((6, 5, 3), 0)}
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,axis", CASES)
 def test_forward_backward_match_cpu_and_reference(shape, axis, dtype):
+    if dtype == np.float64 and (shape, axis) not in F64_CASES:
+        pytest.skip("float64: a few paths only (simulator time)")
+    _check_forward_backward(shape, axis, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32])
+def test_long_rows_looped_instead_of_split(dtype, monkeypatch):
+    """Rows longer than a register window, one block per row, looped."""
+    monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)
+    assert _launch.forward_plan(4, 300, 4)[0] == "rows"
+    _check_forward_backward((4, 300), -1, dtype)
+
+
+def _check_forward_backward(shape, axis, dtype):
     axes = _axes(axis, len(shape))
     ns = tuple(shape[a] for a in axes)
     x = (RNG.standard_normal(shape) * 2 + 0.5).astype(dtype)
@@ -180,7 +200,7 @@ def test_gradient_by_central_differences():
 # Numerics of the float32 kernels (float32 arithmetic only).
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("d", [100, 200, 300])
+@pytest.mark.parametrize("d", [100, 200, 300, 600])
 def test_large_offset_float32(d):
     """1e4 + 0.1*noise: the shifted two-pass keeps float32 accuracy."""
     x = (1e4 + 0.1 * RNG.standard_normal((3, d))).astype(np.float32)
@@ -190,7 +210,7 @@ def test_large_offset_float32(d):
     np.testing.assert_allclose(_host(r), rr, rtol=1e-3)
 
 
-@pytest.mark.parametrize("d", [5, 100, 300])
+@pytest.mark.parametrize("d", [5, 100, 300, 600])
 def test_huge_values_float32_do_not_overflow(d):
     """|x| ~ 1e30: the squares overflow float32, the row is redone scaled."""
     x = (RNG.standard_normal((3, d)) * 1e30).astype(np.float32)

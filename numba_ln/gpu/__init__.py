@@ -37,11 +37,13 @@ DTYPES = ("float32", "float64")
 def signatures(dtype):
     """``{kernel name: numba signature string}`` for one dtype name."""
     t = {"float32": "float32", "float64": "float64"}[dtype]
-    m, v = f"{t}[:, ::1]", f"{t}[::1]"
+    m, v, p = f"{t}[:, ::1]", f"{t}[::1]", f"{t}[:, :, ::1]"
     return {
         "layer_norm_forward": f"void({m}, {v}, {v}, int32, {t}, {m}, {v}, {v})",
-        "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {v}, {v})",
-        "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {v}, {v}, {m}, {m}, {m})",
+        "layer_norm_forward_split_stats": f"void({m}, {p})",
+        "layer_norm_forward_split_apply": f"void({m}, {v}, {v}, int32, {t}, {p}, {m}, {v}, {v})",
+        "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m})",
+        "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m}, {m}, {m}, {m})",
         "layer_norm_backward_colsum": f"void({m}, {v})",
     }
 

@@ -312,6 +312,139 @@ def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
 
 
 # --------------------------------------------------------------------------
+# Forward, a row split over several blocks (few rows, D > tpr * K_FWD).
+# --------------------------------------------------------------------------
+
+@_jit_kernel
+def _ln_fwd_part(x, part):
+    """Statistics of every column window of every row.
+
+    Grid of ``G * nwin`` blocks laid out as in :func:`_ln_bwd`; a window is
+    ``tpr * K_FWD`` columns, held in registers.  Writes
+    ``part[r, win] = (s, m1, dm, var)`` as :func:`_row_stats` gives them for
+    the window alone; :func:`_ln_fwd_apply` combines them.
+    """
+    red = cuda.shared.array(_RED, x.dtype)
+    xv = cuda.local.array(K_FWD, x.dtype)
+    rows = x.shape[0]
+    n = x.shape[1]
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tpr = cuda.blockDim.x
+    R = cuda.blockDim.y
+    cw = tpr * K_FWD
+    nwin = (n + cw - 1) // cw
+    win = cuda.blockIdx.x % nwin
+    g0 = cuda.blockIdx.x // nwin
+    G = cuda.gridDim.x // nwin
+    c0 = win * cw
+    nw = min(cw, n - c0)
+    for base in range(g0 * R, rows, G * R):
+        row = base + ty
+        active = row < rows
+        r = row if active else rows - 1
+        xr = x[r, c0:c0 + nw]
+        _load_row(xr, xv, nw, tx, tpr)
+        s, m1, dm, var = _row_stats(xr, xv, True, nw, red)
+        if active and tx == 0:
+            part[r, win, 0] = s
+            part[r, win, 1] = m1
+            part[r, win, 2] = dm
+            part[r, win, 3] = var
+
+
+@_device
+def _combine_windows(part, r, n, cw, nwin):
+    """``(s, c, lo, var)`` of row ``r`` from its windows' statistics.
+
+    Chan et al.'s pairwise update, with the shift ``c`` (window 0's ``m1``) kept
+    apart from the small correction ``lo``: the row's mean is
+    ``(c + lo) / s`` and ``x*s - c`` stays exact near the mean.  All at scale
+    1 when every window is and nothing overflows; else all at the small scale.
+    """
+    T = part.dtype.type
+    nf = T(n)
+    all_one = True
+    for i in range(nwin):
+        if part[r, i, 0] != T(1):
+            all_one = False
+    s = T(1)
+    c = T(0)
+    lo = T(0)
+    var = T(0)
+    for attempt in range(2):
+        if attempt == 0 and not all_one:
+            continue
+        if attempt == 1:
+            if T(1e-300) > T(0):
+                s = T(2.0 ** -600)
+            else:
+                s = T(2.0 ** -100)
+        c = part[r, 0, 1] * (s / part[r, 0, 0])
+        lo = T(0)
+        for i in range(nwin):
+            f = s / part[r, i, 0]
+            nwi = T(min(cw, n - i * cw))
+            lo += nwi * ((part[r, i, 1] * f - c) + part[r, i, 2] * f)
+        lo = lo / nf
+        m2 = T(0)
+        for i in range(nwin):
+            f = s / part[r, i, 0]
+            nwi = T(min(cw, n - i * cw))
+            d = ((part[r, i, 1] * f - c) + part[r, i, 2] * f) - lo
+            m2 += part[r, i, 3] * f * f * nwi + nwi * d * d
+        var = m2 / nf
+        if c - c == T(0) and lo - lo == T(0) and var - var == T(0):
+            break
+    return s, c, lo, var
+
+
+@_jit_kernel
+def _ln_fwd_apply(x, w, b, flags, eps, part, y, mean, rstd):
+    """``y`` of every column window from the combined window statistics
+    (same grid as :func:`_ln_fwd_part`); window 0 writes ``mean``, ``rstd``."""
+    T = x.dtype.type
+    rows = x.shape[0]
+    n = x.shape[1]
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tpr = cuda.blockDim.x
+    R = cuda.blockDim.y
+    cw = tpr * K_FWD
+    nwin = (n + cw - 1) // cw
+    win = cuda.blockIdx.x % nwin
+    g0 = cuda.blockIdx.x // nwin
+    G = cuda.gridDim.x // nwin
+    c0 = win * cw
+    has_w = (flags & HAS_WEIGHT) != 0
+    has_b = (flags & HAS_BIAS) != 0
+    for base in range(g0 * R, rows, G * R):
+        r = base + ty
+        if r < rows:
+            s, c, lo, var = _combine_windows(part, r, n, cw, nwin)
+            mu = (c + lo) / s
+            v = var / s / s
+            if v - v == T(0) or not (var - var == T(0)):
+                rs = T(1) / math.sqrt(v + eps)
+                mult = rs / s
+            else:
+                mult = T(1) / math.sqrt(var)
+                rs = mult * s
+            if win == 0 and tx == 0:
+                mean[r] = mu
+                rstd[r] = rs
+            for k in range(K_FWD):
+                j = c0 + tx + k * tpr
+                if j < n:
+                    h = ((x[r, j] * s - c) - lo) * mult
+                    if has_w:
+                        h = h * w[j]
+                    if has_b:
+                        h = h + b[j]
+                    y[r, j] = h
+
+
+# --------------------------------------------------------------------------
 # Backward.
 # --------------------------------------------------------------------------
 
@@ -324,9 +457,11 @@ def _g(dyv, w, j, has_w):
 
 @_jit_kernel
 def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
-    """``sa = mean(g)`` and ``sb = mean(g * xhat)`` of every row (``g = w*dy``).
+    """Per column window: ``sa[r, win] = sum(g)``, ``sb[r, win] = sum(g*xhat)``
+    (``g = w*dy``) over the window's columns of row ``r``.
 
-    Only for rows wider than one window of :func:`_ln_bwd`.
+    Only for rows wider than one window of :func:`_ln_bwd` (same windows, same
+    grid layout), which adds the windows' sums in window order.
     """
     T = x.dtype.type
     red = cuda.shared.array(_RED, x.dtype)
@@ -336,9 +471,14 @@ def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
     ty = cuda.threadIdx.y
     tpr = cuda.blockDim.x
     R = cuda.blockDim.y
+    cw = tpr * K_BWD
+    nwin = (n + cw - 1) // cw
+    win = cuda.blockIdx.x % nwin
+    g0 = cuda.blockIdx.x // nwin
+    G = cuda.gridDim.x // nwin
+    c0 = win * cw
     has_w = (flags & HAS_WEIGHT) != 0
-    nf = T(n)
-    for base in range(cuda.blockIdx.x * R, rows, cuda.gridDim.x * R):
+    for base in range(g0 * R, rows, G * R):
         row = base + ty
         active = row < rows
         r = row if active else rows - 1
@@ -346,15 +486,17 @@ def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
         rs = rstd[r]
         a = T(0)
         q = T(0)
-        for j in range(tx, n, tpr):
-            g = _g(dy[r, j], w, j, has_w)
-            a += g
-            q += g * ((x[r, j] - m) * rs)
+        for k in range(K_BWD):
+            j = c0 + tx + k * tpr
+            if j < n:
+                g = _g(dy[r, j], w, j, has_w)
+                a += g
+                q += g * ((x[r, j] - m) * rs)
         a = _group_sum(a, red)
         q = _group_sum(q, red)
         if active and tx == 0:
-            sa[r] = a / nf
-            sb[r] = q / nf
+            sa[r, win] = a
+            sb[r, win] = q
 
 
 @_jit_kernel
@@ -408,8 +550,13 @@ def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
             a = _group_sum(a, red) / nf
             q = _group_sum(q, red) / nf
         else:
-            a = sa[r]
-            q = sb[r]
+            a = T(0)
+            q = T(0)
+            for i in range(nwin):
+                a += sa[r, i]
+                q += sb[r, i]
+            a = a / nf
+            q = q / nf
         if active:
             for k in range(K_BWD):
                 j = c0 + tx + k * tpr
@@ -481,6 +628,8 @@ def _col_sum(part, out):
 #: Name -> kernel.  The public names of :func:`numba_ln.gpu.compile_ptx`.
 KERNELS = {
     "layer_norm_forward": _ln_fwd,
+    "layer_norm_forward_split_stats": _ln_fwd_part,
+    "layer_norm_forward_split_apply": _ln_fwd_apply,
     "layer_norm_backward_rowsums": _ln_bwd_rowsums,
     "layer_norm_backward": _ln_bwd,
     "layer_norm_backward_colsum": _col_sum,

@@ -22,6 +22,12 @@ from . import _kernels as K
 #: a constant, so the partial sums and their order depend on the shape only.
 BWD_BLOCKS = 8 if K.SIM else 1024
 
+#: Rows longer than one register window (``tpr * K_FWD`` values) are split
+#: over several blocks (statistics per window, then a combine-and-apply
+#: kernel that re-reads x) when x has at most this many bytes, so that the
+#: second read hits L2; larger inputs take one block per row, looping over it.
+FWD_SPLIT_MAX_BYTES = 32 << 20
+
 #: Threads per block of the strided copies.
 _COPY_THREADS = 256
 
@@ -45,12 +51,6 @@ def row_geometry(d, k):
     return max(64, min(K.MAX_THREADS, tpr)), 1
 
 
-def forward_launch(rows, d):
-    """``(grid, (tpr, R))`` of :func:`_ln_fwd`."""
-    tpr, R = row_geometry(d, K.K_FWD)
-    return -(-rows // R), (tpr, R)
-
-
 def backward_launch(rows, d):
     """``(G, nwin, (tpr, R))`` of :func:`_ln_bwd`: G row slots, nwin windows."""
     tpr, R = row_geometry(d, K.K_BWD)
@@ -59,17 +59,39 @@ def backward_launch(rows, d):
     return G, nwin, (tpr, R)
 
 
-def forward(x, w, b, flags, eps, y, mean, rstd, stream):
+def forward_plan(rows, d, itemsize):
+    """``("rows" | "split", grid, block)`` of the forward."""
+    tpr, R = row_geometry(d, K.K_FWD)
+    nwin = -(-d // (tpr * K.K_FWD))
+    if nwin > 1 and rows * d * itemsize <= FWD_SPLIT_MAX_BYTES:
+        return "split", -(-rows // R) * nwin, (tpr, R)
+    return "rows", -(-rows // R), (tpr, R)
+
+
+def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
     """LayerNorm of every row of ``x`` (rows, D) into ``y``, ``mean``, ``rstd``.
 
     ``w`` and ``b`` are 1-D arrays (a 1-element dummy when absent; ``flags``
-    says which are real); ``eps`` a scalar of x's dtype.
+    says which are real); ``eps`` a scalar of x's dtype.  ``work``: as in
+    :func:`backward`.
     """
     rows, d = x.shape
     if rows == 0 or d == 0:
         return
-    grid, block = forward_launch(rows, d)
-    K._ln_fwd[grid, block, stream](x, w, b, np.int32(flags), eps, y, mean, rstd)
+    kind, grid, block = forward_plan(rows, d, x.dtype.itemsize)
+    if kind == "rows":
+        K._ln_fwd[grid, block, stream](x, w, b, np.int32(flags), eps, y, mean, rstd)
+        return
+    nwin = -(-d // (block[0] * K.K_FWD))
+    key = ("fwd", rows, d, x.dtype.str)
+    if work is not None and key in work:
+        part = work[key]
+    else:
+        part = cuda.device_array((rows, nwin, 4), x.dtype, stream=stream)
+        if work is not None:
+            work[key] = part
+    K._ln_fwd_part[grid, block, stream](x, part)
+    K._ln_fwd_apply[grid, block, stream](x, w, b, np.int32(flags), eps, part, y, mean, rstd)
 
 
 def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None):
@@ -86,20 +108,20 @@ def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None)
         return
     dtype = x.dtype
     G, nwin, block = backward_launch(rows, d)
-    key = (rows, d, dtype.str)
+    key = ("bwd", rows, d, dtype.str)
     if work is not None and key in work:
         sa, sb, part_w, part_b = work[key]
     else:
-        n_sums = rows if nwin > 1 else 1
-        sa = cuda.device_array(n_sums, dtype, stream=stream)
-        sb = cuda.device_array(n_sums, dtype, stream=stream)
+        sums = (rows, nwin) if nwin > 1 else (1, 1)
+        sa = cuda.device_array(sums, dtype, stream=stream)
+        sb = cuda.device_array(sums, dtype, stream=stream)
         part_w = cuda.device_array((G, d), dtype, stream=stream)
         part_b = cuda.device_array((G, d), dtype, stream=stream)
         if work is not None:
             work[key] = (sa, sb, part_w, part_b)
     if nwin > 1 and rows > 0:
-        grid, rblock = forward_launch(rows, d)
-        K._ln_bwd_rowsums[grid, rblock, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb)
+        grid = -(-rows // block[1]) * nwin
+        K._ln_bwd_rowsums[grid, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb)
     if rows > 0:
         K._ln_bwd[G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb, dx,
                                            part_w, part_b)
