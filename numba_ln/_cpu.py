@@ -25,7 +25,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._flags import JIT_OPTIONS
-from .kernels import _centre, _combine, _normalise_float64, _smallest_normal, _split, _stats_float64
+from .kernels import (_centre, _combine, _normalise_float64, _holds, _split,
+                      _stats_float64, _tiny_var)
 
 #: Arrays with at most this many elements run on the calling thread alone.
 SERIAL_MAX_ELEMENTS = 1 << 15
@@ -67,12 +68,12 @@ def _forward_block(x, weight, bias, eps, y, mean, rstd, start, stop):
             d = _centre(x[i, j], hi, lo)
             sd += d
             sdd += d * d
-        mu, rs, exact = _combine(m1, sd, sdd, n, eps)
+        mu, rs, exact = _combine(m1, sd, sdd, n, eps, _tiny_var(x))
         if not exact:
             mu, rs = _stats_float64(x[i], eps)
         mean[i] = mu
         rstd[i] = rs
-        if rs < _smallest_normal(x):
+        if not _holds(x, rs):
             _normalise_float64(x[i], weight, bias, mu, rs, y[i])
             continue
         hi, lo = _split(mu, x)

@@ -21,7 +21,8 @@ from numba import njit, prange
 
 from ._cpu import _PARALLEL_LOCK, _sum_chunks
 from ._flags import JIT_OPTIONS
-from .kernels import _centre, _combine, _normalise_float64, _smallest_normal, _split, _stats_float64
+from .kernels import (_centre, _combine, _normalise_float64, _holds, _split,
+                      _stats_float64, _tiny_var)
 
 #: Bytes of one block of columns (D x mb elements), to stay in the L2 cache.
 BLOCK_BYTES = 128 * 1024
@@ -61,14 +62,14 @@ def _forward_unit(x, weight, bias, eps, y, mean, rstd, a, m0, m1):
     r = np.empty(w, dtype=x.dtype)
     slow = False
     for k in range(w):
-        mu, rs, exact = _combine(approx[k], sd[k], sdd[k], n, eps)
+        mu, rs, exact = _combine(approx[k], sd[k], sdd[k], n, eps, _tiny_var(x))
         if not exact:
             mu, rs = _stats_float64(x[a, :, m0 + k], eps)
         mean[a, m0 + k] = mu
         rstd[a, m0 + k] = rs
         hi[k], lo[k] = _split(mu, x)
         r[k] = T(rs)
-        if rs < _smallest_normal(x):
+        if not _holds(x, rs):
             slow = True
     for d in range(n):
         wd = T(1) if weight is None else weight[d]
@@ -78,7 +79,7 @@ def _forward_unit(x, weight, bias, eps, y, mean, rstd, a, m0, m1):
     if slow:
         for k in range(w):
             rs = np.float64(rstd[a, m0 + k])
-            if rs < _smallest_normal(x):
+            if not _holds(x, rs):
                 mu = np.float64(mean[a, m0 + k])
                 _normalise_float64(x[a, :, m0 + k], weight, bias, mu, rs, y[a, :, m0 + k])
 

@@ -28,6 +28,8 @@ result.  The returned ``mean`` and ``rstd`` are float64.
 Each function is safe in place: an output may be the same array as an input.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -63,49 +65,81 @@ def _finite(v):
 
 
 @njit(**JIT_OPTIONS)
-def _smallest_normal(like):
-    return 1.1754943508222875e-38 if like.itemsize == 4 else 2.2250738585072014e-308
+def _tiny_var(like):
+    """Below this variance, squares of deviations in like's precision may be
+    subnormal or zero: such rows are redone in float64, rescaled."""
+    return 1e-30 if like.itemsize == 4 else 1e-290
+
+
+@njit(**JIT_OPTIONS)
+def _holds(like, v):
+    """Whether the positive float64 ``v`` is a normal number of like's precision."""
+    if like.itemsize == 4:
+        return 1.1754943508222875e-38 <= v <= 3.4028234663852886e38
+    return 2.2250738585072014e-308 <= v <= 1.7976931348623157e308
+
+
+_EXACT_DIVISION = dict(JIT_OPTIONS, fastmath=set(FASTMATH) - {"reassoc", "arcp"})
+
+
+@njit(**_EXACT_DIVISION)
+def _rescaled_rstd(var_s, eps, scale):
+    """``1 / sqrt(var + eps)`` from the variance ``var_s`` of ``x / scale``,
+    without forming ``scale**2`` (which over- or underflows)."""
+    if var_s == 0.0:
+        return 1.0 / np.sqrt(eps)
+    e = eps / scale / scale
+    if e < np.inf:
+        return 1.0 / (scale * np.sqrt(var_s + e))
+    return 1.0 / np.sqrt(var_s * scale * scale + eps)  # tiny rows: eps dominates
+
+
+@njit(**JIT_OPTIONS)
+def _sums_float64(x, inv_scale):
+    """Mean and biased variance of ``x * inv_scale`` by two passes in float64."""
+    n = x.shape[0]
+    s = 0.0
+    for i in range(n):
+        s += x[i] * inv_scale
+    mean = s / n
+    ss = 0.0
+    for i in range(n):
+        d = x[i] * inv_scale - mean
+        ss += d * d
+    return mean, ss / n
 
 
 @njit(**JIT_OPTIONS)
 def _stats_float64(x, eps):
-    """Two-pass mean and rstd all in float64, rescaled if the squares overflow."""
-    n = x.shape[0]
-    scale = 1.0
-    for attempt in range(2):
-        s = 0.0
-        for i in range(n):
-            s += x[i] / scale
-        mean = s / n
-        ss = 0.0
-        for i in range(n):
-            d = x[i] / scale - mean
-            ss += d * d
-        var = ss / n
-        if _finite(var) or attempt == 1:
-            break
-        # Either the row holds NaN/Inf (it stays non-finite) or the squares
-        # of huge finite values overflowed: rescale by the largest |x|.
-        amax = 0.0
-        for i in range(n):
-            a = abs(np.float64(x[i]))
-            if not a <= amax:  # also catches NaN
-                amax = a
-        if not (_finite(amax) and amax > 0.0):
-            break
-        scale = amax
-    return mean * scale, 1.0 / (scale * np.sqrt(var + eps / scale / scale))
+    """Mean and rstd by two passes in float64, for rows whose sums leave x's
+    precision.  When even float64 squares overflow or underflow, the row is
+    scaled by the power of two just above its largest |x| (an exact scaling)."""
+    mean, var = _sums_float64(x, 1.0)
+    if _finite(var) and var >= 1e-290:
+        return mean, 1.0 / np.sqrt(var + eps)
+    # NaN/Inf in the row (it stays non-finite), or huge or tiny values.
+    amax = 0.0
+    for i in range(x.shape[0]):
+        a = abs(np.float64(x[i]))
+        if not a <= amax:  # also catches NaN
+            amax = a
+    if not (_finite(amax) and amax > 0.0):
+        return mean, 1.0 / np.sqrt(var + eps)
+    scale = math.ldexp(1.0, math.frexp(amax)[1])
+    mean_s, var_s = _sums_float64(x, 1.0 / scale)
+    return mean_s * scale, _rescaled_rstd(var_s, eps, scale)
 
 
 @njit(**JIT_OPTIONS)
-def _combine(m1, sd, sdd, n, eps):
+def _combine(m1, sd, sdd, n, eps, tiny):
     """Mean, rstd and whether they are exact, from the approximate mean ``m1``
     and the sums of the deviations from it (``sd``) and of their squares
-    (``sdd``) over ``n`` values.  Not exact (False) when the sums overflowed
-    or met NaN/Inf: the caller then uses ``_stats_float64``."""
+    (``sdd``) over ``n`` values.  Not exact (False) when the sums overflowed,
+    met NaN/Inf or the variance is below ``tiny`` (squares may have
+    underflowed): the caller then uses ``_stats_float64``."""
     c = np.float64(sd) / n
     var = np.float64(sdd) / n - c * c
-    return m1 + c, 1.0 / np.sqrt(max(var, 0.0) + eps), _finite(var)
+    return m1 + c, 1.0 / np.sqrt(max(var, 0.0) + eps), _finite(var) and var >= tiny
 
 
 @njit(**JIT_OPTIONS)
@@ -127,7 +161,7 @@ def ln_row_stats(x, eps):
         d = _centre(x[i], hi, lo)
         sd += d
         sdd += d * d
-    mean, rstd, exact = _combine(m1, sd, sdd, n, eps)
+    mean, rstd, exact = _combine(m1, sd, sdd, n, eps, _tiny_var(x))
     if exact:
         return mean, rstd
     return _stats_float64(x, eps)
@@ -135,7 +169,8 @@ def ln_row_stats(x, eps):
 
 @njit(**JIT_OPTIONS)
 def _normalise_float64(x, weight, bias, mean, rstd, y):
-    """The output pass in float64, for rows whose rstd x's precision cannot hold."""
+    """The output pass in float64, for rows whose rstd x's precision cannot
+    hold (rows near the top or the bottom of the float range)."""
     for i in range(x.shape[0]):
         v = (np.float64(x[i]) - mean) * rstd
         if weight is not None:
@@ -161,7 +196,7 @@ def ln_forward_row(x, weight, bias, eps, y):
     mean, rstd : float64
     """
     mean, rstd = ln_row_stats(x, eps)
-    if rstd < _smallest_normal(x):
+    if not _holds(x, rstd):
         _normalise_float64(x, weight, bias, mean, rstd, y)
         return mean, rstd
     n = x.shape[0]
