@@ -8,6 +8,8 @@ magnitude before squaring, so it stays exact for float64 rows near 1e200
 tiny rows (1e-200, or float32 1e-30 with eps=0) too.
 """
 
+import warnings
+
 import numpy as np
 
 
@@ -37,10 +39,11 @@ def ln_ref(x, weight=None, bias=None, axis=-1, eps=1e-5):
     """Float64 LayerNorm: returns ``(y, mean, rstd)``; mean/rstd have the stats shape."""
     x = np.asarray(x, dtype=np.float64)
     axes = axes_of(axis, x.ndim)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # empty rows: NaN statistics
         # Every row is divided by its largest |x| before squaring, so neither
         # huge (1e200) nor tiny (1e-200) rows overflow or underflow.
-        scale = np.max(np.abs(x), axis=axes, keepdims=True)
+        scale = np.max(np.abs(x), axis=axes, keepdims=True, initial=0.0)
         scale = np.where((scale > 0) & np.isfinite(scale), scale, 1.0)
         u = x / scale
         mu = u.mean(axis=axes, keepdims=True)
@@ -78,8 +81,10 @@ def ln_backward_ref(dy, x, weight=None, axis=-1, eps=1e-5, mean=None, rstd=None)
     rstd = rstd.reshape(keep)
     xhat = (x - mean) * rstd
     g = dy if weight is None else dy * _param_view(weight, x.shape, axes)
-    dx = rstd * (g - g.mean(axis=axes, keepdims=True)
-                 - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # empty rows
+        dx = rstd * (g - g.mean(axis=axes, keepdims=True)
+                     - xhat * (g * xhat).mean(axis=axes, keepdims=True))
     nshape = norm_shape(x.shape, axes)
     dbias = dy.sum(axis=kept).reshape(nshape)
     dweight = None if weight is None else (dy * xhat).sum(axis=kept).reshape(nshape)

@@ -6,7 +6,7 @@ import pytest
 
 from numba_ln import layer_norm, layer_norm_backward
 
-from _reference import assert_grad_close, central_diff, ln_backward_ref, norm_shape, stats_shape, tol
+from _reference import assert_grad_close, central_diff, ln_backward_ref, ln_ref, norm_shape, stats_shape, tol
 
 RNG = np.random.default_rng(20260502)
 
@@ -382,3 +382,72 @@ def test_agrees_with_torch_autograd(shape, k, dtype, affine):
         assert dw is None
         np.testing.assert_allclose(db, dy.reshape(rows, -1).sum(0).reshape(ns), rtol=rtol,
                                    atol=atol * np.sqrt(rows))
+
+
+# --------------------------------------------------------------------------
+# Channels-first and other middle axes, forward and backward, edge shapes
+# and layouts (the drivers walk x's own layout for a run of middle axes)
+# --------------------------------------------------------------------------
+
+MIDDLE_CASES = [
+    ((4, 5, 1), 1), ((1, 5, 7), 1), ((3, 1, 4), 1), ((0, 3, 4), 1), ((2, 0, 4), 1), ((2, 3, 0), 1),
+    ((2, 3, 4, 5), (1, 2)), ((5, 7, 3, 2), (-3, -2)), ((3, 4, 5, 6), 2),
+    ((64, 96, 40), 1), ((8, 16, 33, 65), 1), ((8, 16, 33, 65), (1, 2)), ((2, 300, 2), 1), ((2, 3, 20000), 1),
+]
+
+
+def _close_to(a, ref, dtype, rows=1, scale=1.0):
+    """Close relative to the reference's own scale (float32 or float64)."""
+    scale = max(scale, float(np.abs(ref).max(initial=0.0)))
+    rtol = 1e-5 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(a, ref, rtol=rtol, atol=rtol * scale * np.sqrt(rows))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant", ["C", "F", "strided", "in place", "overlap"])
+@pytest.mark.parametrize("shape,axis", MIDDLE_CASES)
+def test_middle_axes(shape, axis, variant, dtype):
+    x = _rand(shape, dtype, 2.0, 1.0)
+    ns = norm_shape(shape, axis)
+    w = _rand(ns, dtype, 0.5, 1.0)
+    b = _rand(ns, dtype)
+    dy = _rand(shape, dtype)
+    if variant == "F":
+        x = np.asfortranarray(x)
+        dy = np.asfortranarray(dy)
+    elif variant == "strided":
+        big = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)
+        big[..., ::2] = x
+        x = big[..., ::2]
+    yr = ln_ref(x, w, b, axis)[0]
+    dxr, dwr, dbr = ln_backward_ref(dy, x, w, axis)
+    _, m, r = layer_norm(x, w, b, axis=axis, return_stats=True)
+    if variant == "in place":
+        y = x.copy()
+        assert layer_norm(y, w, b, axis=axis, out=y) is y
+        dx = dy.copy()
+        _, dw, db = layer_norm_backward(dx, x, m, r, w, axis=axis, out=dx)
+    elif variant == "overlap":
+        n = x.size
+        buf = np.zeros(n + 3, dtype)
+        xv = buf[3:].reshape(shape)
+        xv[...] = x
+        y = layer_norm(xv, w, b, axis=axis, out=buf[:n].reshape(shape))
+        buf2 = np.zeros(n + 3, dtype)
+        dyv = buf2[3:].reshape(shape)
+        dyv[...] = dy
+        dx, dw, db = layer_norm_backward(dyv, x, m, r, w, axis=axis, out=buf2[:n].reshape(shape))
+    else:
+        xc = x.copy()
+        y = layer_norm(x, w, b, axis=axis)
+        dx, dw, db = layer_norm_backward(dy, x, m, r, w, axis=axis)
+        np.testing.assert_array_equal(x, xc)
+    assert y.shape == dx.shape == shape and y.dtype == dx.dtype == dtype
+    assert dw.shape == db.shape == ns
+    rows = max(1, int(np.prod(stats_shape(shape, axis))))
+    _close_to(y, yr, dtype)
+    # dx's rounding is relative to rstd * |dy * w| (dx itself may be ~0: one feature)
+    _close_to(dx, dxr, dtype, scale=float(np.max(r, initial=1.0)) * float(np.abs(dy).max(initial=0.0))
+              * float(np.abs(w).max(initial=1.0)))
+    _close_to(dw, dwr, dtype, rows)
+    _close_to(db, dbr, dtype, rows)
