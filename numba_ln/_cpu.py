@@ -102,19 +102,19 @@ def _backward_block(dy, x, mean, rstd, weight, dx, dweight, dbias, start, stop):
     T = x.dtype.type
     inv_n = T(1) / T(n)
     for i in range(start, stop):
-        hi, lo = _split(np.float64(mean[i]), x)
-        r = T(rstd[i])
+        m = mean[i]  # of x's dtype, so no split is needed to centre exactly
+        r = rstd[i]
         a = T(0)
         b = T(0)
         for j in range(n):
-            xhat = _centre(x[i, j], hi, lo) * r
+            xhat = (x[i, j] - m) * r
             g = dy[i, j] if weight is None else dy[i, j] * weight[j]
             a += g
             b += g * xhat
         a *= inv_n
         b *= inv_n
         for j in range(n):
-            xhat = _centre(x[i, j], hi, lo) * r
+            xhat = (x[i, j] - m) * r
             d = dy[i, j]
             if weight is not None:
                 dweight[j] += d * xhat
