@@ -60,6 +60,7 @@ def _forward_unit(x, weight, bias, eps, y, mean, rstd, a, m0, m1):
             sd[k] += v
             sdd[k] += v * v
     r = np.empty(w, dtype=x.dtype)
+    rs64 = np.empty(w)  # float64 rstd: the rstd array (x's dtype) may not hold it
     slow = False
     for k in range(w):
         mu, rs, exact = _combine(approx[k], sd[k], sdd[k], n, eps, _tiny_var(x))
@@ -67,6 +68,8 @@ def _forward_unit(x, weight, bias, eps, y, mean, rstd, a, m0, m1):
             mu, rs = _stats_float64(x[a, :, m0 + k], eps)
         mean[a, m0 + k] = mu
         rstd[a, m0 + k] = rs
+        approx[k] = mu
+        rs64[k] = rs
         hi[k], lo[k] = _split(mu, x)
         r[k] = T(rs)
         if not _holds(x, rs):
@@ -78,10 +81,8 @@ def _forward_unit(x, weight, bias, eps, y, mean, rstd, a, m0, m1):
             y[a, d, m0 + k] = _centre(x[a, d, m0 + k], hi[k], lo[k]) * r[k] * wd + bd
     if slow:
         for k in range(w):
-            rs = np.float64(rstd[a, m0 + k])
-            if not _holds(x, rs):
-                mu = np.float64(mean[a, m0 + k])
-                _normalise_float64(x[a, :, m0 + k], weight, bias, mu, rs, y[a, :, m0 + k])
+            if not _holds(x, rs64[k]):
+                _normalise_float64(x[a, :, m0 + k], weight, bias, approx[k], rs64[k], y[a, :, m0 + k])
 
 
 @njit(parallel=True, **JIT_OPTIONS)
