@@ -11,7 +11,13 @@ Kernels (see :mod:`numba_ln.gpu._kernels` for the design):
 
 - ``layer_norm_forward``: rows of ``D <= 1024`` take a warp or less, many
   rows a block; longer rows a block each.  The row stays in registers while it
-  fits (``D <= 8192``) so it is read from DRAM once; longer rows loop.
+  fits (``D <= 8192``) so it is read from DRAM once.
+- Longer rows: ``layer_norm_forward_split_stats`` computes the statistics of
+  every 8192-column window of every row in its own block and
+  ``layer_norm_forward_split_apply`` combines them (Chan's update) and writes
+  ``y``, re-reading x (from L2: this path is taken while x fits in 32 MiB);
+  larger inputs with long rows take ``layer_norm_forward`` looping over the
+  row (a block per row, re-reading it from L1/L2).
 - ``layer_norm_backward``: fused ``dx`` and per-block partial
   ``dweight``/``dbias``; ``layer_norm_backward_rowsums`` first when a row
   spans several column windows (``D > 8192``);

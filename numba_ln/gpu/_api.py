@@ -178,8 +178,22 @@ def _finish(y2, out, layout, stream):
     return out
 
 
+_DUMMIES = {}
+
+
 def _dummy(dtype, stream):
-    return cuda.device_array(1, dtype, stream=stream)
+    """A 1-element array standing in for an absent weight/bias (never read).
+
+    Kept per context and dtype: an allocation per call would cost more than
+    a small LayerNorm.
+    """
+    if K.SIM:
+        return cuda.device_array(1, dtype)
+    key = (id(cuda.current_context()), dtype.str)
+    arr = _DUMMIES.get(key)
+    if arr is None:
+        arr = _DUMMIES[key] = cuda.device_array(1, dtype)
+    return arr
 
 
 def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
