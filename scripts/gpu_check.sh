@@ -8,7 +8,8 @@
 # Writes OUTDIR/versions.txt, OUTDIR/tests.txt, OUTDIR/gpu_bench.json,
 # OUTDIR/gpu_bench.md and OUTDIR/summary.txt.  One failing step does not stop
 # the others; the exit status is 0 when every step succeeded, 1 otherwise.
-# Budget: tests <= 150 s, benchmark <= 150 s (about 4 minutes in all).
+# Budget: tests <= 150 s, benchmark <= 170 s (about 4 minutes in all).
+# PTX is compiled for sm_90 only here; make test compiles sm_80 and sm_90.
 set -u
 OUT="${1:?usage: scripts/gpu_check.sh OUTDIR}"
 mkdir -p "$OUT"
@@ -56,7 +57,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 echo "== tests"
 if "$PY" -c "import pytest" 2>/dev/null; then
     timeout 150 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
-        tests/test_gpu_real.py tests/test_gpu_ptx.py > "$OUT/tests.txt" 2>&1
+        tests/test_gpu_real.py tests/test_gpu_ptx.py -k "not sm_80" > "$OUT/tests.txt" 2>&1
     rc=$?
     tail -n 40 "$OUT/tests.txt"
     echo "tests: exit $rc" | tee -a "$summary"
