@@ -7,8 +7,6 @@ zero-copy with :func:`numba.cuda.as_cuda_array` (which keeps its owner
 alive).  Outputs are numba device arrays.
 """
 
-import math
-
 import numpy as np
 from numba import cuda
 

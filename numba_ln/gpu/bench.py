@@ -27,7 +27,6 @@ the times are then meaningless), which is how its logic is tested.
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
