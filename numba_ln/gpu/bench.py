@@ -105,8 +105,8 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch):
     n = rows * d
     stream = cuda.default_stream()
     rng = np.random.default_rng(0)
-    x = cuda.to_device(rng.standard_normal(shape).astype(dtype))
-    dy = cuda.to_device(rng.standard_normal(shape).astype(dtype))
+    x = cuda.to_device(rng.standard_normal(shape, dtype=dtype))
+    dy = cuda.to_device(rng.standard_normal(shape, dtype=dtype))
     w = cuda.to_device((1 + 0.1 * rng.standard_normal(d)).astype(dtype))
     b = cuda.to_device((0.1 * rng.standard_normal(d)).astype(dtype))
     y = cuda.device_array(shape, dtype)
