@@ -120,7 +120,9 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch):
     out = []
 
     # ---- forward ----
-    res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward", "bytes": 2 * n * item}
+    kind, grid, block = _launch.forward_plan(rows, d, item)
+    res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward", "bytes": 2 * n * item,
+           "plan": f"{kind} grid={grid} block={block}"}
     try:
         src = cuda.device_array(n, dtype)
         dst = cuda.device_array(n, dtype)
@@ -152,7 +154,9 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch):
     out.append(res)
 
     # ---- backward ----
-    res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward", "bytes": 3 * n * item}
+    G, nwin, block = _launch.backward_launch(rows, d)
+    res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward", "bytes": 3 * n * item,
+           "plan": f"row slots={G} windows={nwin} block={block}"}
     try:
         m = (3 * n + 1) // 2
         src = cuda.device_array(m, dtype)
@@ -271,6 +275,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny shapes (a logic check)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--shapes", default=None,
+                   help="e.g. 4096x1024:float32,32x65536:float32 instead of the default set")
     p.add_argument("--time-limit", type=float, default=200.0,
                    help="skip the remaining shapes after this many seconds")
     args = p.parse_args(argv)
@@ -291,6 +297,11 @@ def main(argv=None):
     from . import is_available
 
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    if args.shapes:
+        shapes = []
+        for item in args.shapes.split(","):
+            dims, _, dt = item.partition(":")
+            shapes.append((tuple(int(v) for v in dims.split("x")), dt or "float32"))
     if not is_available():
         data["results"].append({"shape": [], "dtype": "", "pass": "all",
                                 "error": "no usable CUDA GPU (numba.cuda.is_available() is False)"})
