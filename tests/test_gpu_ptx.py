@@ -120,3 +120,22 @@ def test_import_and_cpu_calls_do_not_touch_cuda():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_gpu_call_without_a_gpu_says_why():
+    """An array that claims to be on the GPU, on a machine with no usable GPU:
+    a RuntimeError naming the reason, not a crash."""
+    if SIM:
+        pytest.skip("the simulator always has a 'GPU'")
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a GPU is present")
+    import numba_ln
+
+    class FakeDeviceArray:
+        __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False),
+                                    "version": 3, "strides": None}
+
+    with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
+        numba_ln.layer_norm(FakeDeviceArray())
