@@ -29,16 +29,11 @@ def require_gpu():
     """RuntimeError, saying why, unless a CUDA GPU (or the simulator) is usable."""
     if K.SIM:
         return
-    reason = None
     try:
-        if cuda.is_available():
-            cuda.current_context()
-            return
+        cuda.current_context()
+        return
     except Exception as exc:  # CudaSupportError, CudaDriverError, ...
-        reason = f"{type(exc).__name__}: {exc}"
-    if reason is None:
-        reason = ("numba.cuda.is_available() is False (no NVIDIA driver, no GPU, or "
-                  "CUDA_VISIBLE_DEVICES hides it)")
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(" :.")
     raise RuntimeError(
         f"numba_ln got GPU arrays but no usable CUDA GPU: {reason}. "
         "Install numba-cuda with a CUDA toolkit (pip install 'numba-cuda[cu13]'), or pass "
