@@ -235,3 +235,14 @@ def test_launch_geometry():
     assert _launch.forward_plan(32, 65536, 4) == ("split", 256, (256, 1))
     G, nwin, _ = _launch.backward_launch(32, 65536)
     assert nwin == 8 and G == 32
+
+
+def test_all_axes_normalised():
+    x = RNG.standard_normal((3, 40))
+    y, m, r = numba_ln.layer_norm(cuda.to_device(x), axis=(0, 1), return_stats=True)
+    yc, mc, rc = numba_ln.layer_norm(x, axis=(0, 1), return_stats=True)
+    assert tuple(m.shape) == np.shape(mc)
+    np.testing.assert_allclose(y.copy_to_host(), yc, rtol=1e-12, atol=1e-12)
+    dx, _, _ = numba_ln.layer_norm_backward(cuda.to_device(x), cuda.to_device(x), m, r,
+                                            axis=(0, 1))
+    np.testing.assert_allclose(dx.copy_to_host(), ref_backward(x, x, None, (0, 1))[0], atol=1e-12)
