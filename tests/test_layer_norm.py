@@ -492,3 +492,33 @@ def test_agrees_with_torch(shape, k, dtype, affine):
         None if b is None else torch.from_numpy(b), eps=1e-5).numpy()
     rtol, atol = (1e-5, 1e-5) if dtype == np.float32 else (1e-12, 1e-12)
     np.testing.assert_allclose(y, yt, rtol=rtol, atol=atol)
+
+
+# --------------------------------------------------------------------------
+# The common call (C-contiguous native float array, axis=-1, plain
+# parameters) may take a shortcut past the general checks: same results
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(9,), (7, 16), (3, 4, 10), (300, 130)])
+@pytest.mark.parametrize("affine", ["none", "weight", "both"])
+def test_common_call_equals_general_path(shape, dtype, affine):
+    x = _rand(shape, dtype, 2.0, 1.0)
+    d = shape[-1]
+    w = _rand((d,), dtype, 0.5, 1.0) if affine != "none" else None
+    b = _rand((d,), dtype) if affine == "both" else None
+    general_axis = (len(shape) - 1,)               # same axes, spelled as a tuple
+    fast = layer_norm(x, w, b, return_stats=True)
+    general = layer_norm(x, w, b, axis=general_axis, return_stats=True)
+    for u, v in zip(fast, general):
+        np.testing.assert_array_equal(u, v, strict=True)
+    dy = _rand(shape, dtype)
+    _, m, r = fast
+    fast_b = layer_norm_backward(dy, x, m, r, w)
+    general_b = layer_norm_backward(dy, x, m, r, w, axis=general_axis)
+    for u, v in zip(fast_b, general_b):
+        if u is None:
+            assert v is None
+        else:
+            np.testing.assert_array_equal(u, v, strict=True)
+    np.testing.assert_allclose(fast[0], ln_ref(x, w, b)[0], *tol(dtype))
