@@ -26,7 +26,7 @@ test-cpu: venv
 
 # The CUDA simulator must be switched on before numba is imported: its own process.
 test-sim: venv
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim tests
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim tests/test_gpu_sim.py
 
 demo: venv
 	$(PY) -m numba_ln.demo
