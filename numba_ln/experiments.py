@@ -256,6 +256,10 @@ def _fmt(v, spec=".4f"):
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def _pct(v):
+    return "n/a" if v is None else f"{v:.0f}%"
+
+
 def format_summary(summary):
     """The summary as Markdown: settings, a table, and plain sentences."""
     s = summary["settings"]
@@ -285,8 +289,8 @@ def format_summary(summary):
             f"| {_fmt(r['best_val_loss'])} | {_fmt(1e3 * r['seconds_per_step'], '.1f')} "
             f"| {r['steps_to_target'] if reached else 'never reached'} "
             f"| {_fmt(r['seconds_to_target'], '.1f') if reached else 'never reached'} "
-            f"| {_fmt(r['percent_steps'], '.0f') + '%' if reached else '-'} "
-            f"| {_fmt(r['percent_time'], '.0f') + '%' if reached else '-'} "
+            f"| {_pct(r['percent_steps']) if reached else '-'} "
+            f"| {_pct(r['percent_time']) if reached else '-'} "
             f"| {r['seeds_reached']}/{r['seeds']} |")
     lines.append("")
     b = summary["cells"][base]
@@ -299,10 +303,10 @@ def format_summary(summary):
                          f"on their own).")
         else:
             lines.append(f"- {cell} reached {base}'s best validation loss in "
-                         f"{r['steps_to_target']} steps ({_fmt(r['percent_steps'], '.0f')}% "
+                         f"{r['steps_to_target']} steps ({_pct(r['percent_steps'])} "
                          f"of {base}'s {b['steps_to_target']}) and "
                          f"{_fmt(r['seconds_to_target'], '.1f')} s "
-                         f"({_fmt(r['percent_time'], '.0f')}% of {base}'s time).")
+                         f"({_pct(r['percent_time'])} of {base}'s time).")
         better = r["final_val_loss"] < b["final_val_loss"]
         lines.append(f"- Final validation loss: {cell} {_fmt(r['final_val_loss'])} vs {base} "
                      f"{_fmt(b['final_val_loss'])} ({'lower' if better else 'NOT lower'}); "

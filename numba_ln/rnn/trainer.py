@@ -115,6 +115,7 @@ class Trainer:
 
     Examples
     --------
+    >>> from numba_ln.rnn import Adam, Model, Trainer, load_task
     >>> task = load_task("digits-permuted")
     >>> model = Model.for_task(task, hidden_size=64, layer_norm=True, seed=0)
     >>> trainer = Trainer(model, task, Adam(model.params, lr=3e-3), seed=0)
