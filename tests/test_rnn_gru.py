@@ -44,13 +44,12 @@ def reference_forward(params, x, h0, mask, num_layers, layer_norm):
             gi = inp[t] @ p[f"weight_ih_l{k}"].T
             gh = h @ p[f"weight_hh_l{k}"].T
             if layer_norm:
-                rz = _sigmoid(_ln(gi[:, :2 * H], p[f"ln_ih_gates_weight_l{k}"], p[f"ln_ih_gates_bias_l{k}"])
-                              + _ln(gh[:, :2 * H], p[f"ln_hh_gates_weight_l{k}"],
-                                    p[f"ln_hh_gates_bias_l{k}"]))
+                def ln(a, name):
+                    return _ln(a, p[f"ln_{name}_weight_l{k}"], p[f"ln_{name}_bias_l{k}"])
+
+                rz = _sigmoid(ln(gi[:, :2 * H], "ih_gates") + ln(gh[:, :2 * H], "hh_gates"))
                 r, z = rz[:, :H], rz[:, H:]
-                n = np.tanh(_ln(gi[:, 2 * H:], p[f"ln_ih_cand_weight_l{k}"], p[f"ln_ih_cand_bias_l{k}"])
-                            + r * _ln(gh[:, 2 * H:], p[f"ln_hh_cand_weight_l{k}"],
-                                      p[f"ln_hh_cand_bias_l{k}"]))
+                n = np.tanh(ln(gi[:, 2 * H:], "ih_cand") + r * ln(gh[:, 2 * H:], "hh_cand"))
             else:
                 gi = gi + p[f"bias_ih_l{k}"]
                 gh = gh + p[f"bias_hh_l{k}"]
@@ -464,3 +463,16 @@ def test_load_state_dict_errors_and_copy():
     assert not np.any(gru.params["weight_ih_l0"] == 7.0)
     gru.load_state_dict(state)
     np.testing.assert_array_equal(gru.params["weight_ih_l0"], 7.0)
+
+
+@needs_torch
+def test_bench_runs_and_reports_ratios():
+    """The benchmark's logic on a tiny shape (no timing is asserted)."""
+    from numba_ln.rnn import bench
+
+    result = bench.run(T=3, B=2, input_size=3, hidden_size=4, repeats=1, warmup=0)
+    assert {"numba GRU", "numba LN-GRU"} <= set(result["median_s"])
+    assert any(k.startswith("torch nn.GRU") for k in result["median_s"])
+    assert len(result["ratios"]) == 3 and all(r > 0 for r in result["ratios"].values())
+    md = bench.to_markdown(result)
+    assert "| numba LN-GRU |" in md and "target >= 3" in md

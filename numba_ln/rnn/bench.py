@@ -115,14 +115,20 @@ def _make_torch_lngru():
 TorchLNGRU = _make_torch_lngru()
 
 
-def _median_times(fns, repeats, warmup):
-    """Median seconds of each of ``fns`` (a dict), runs interleaved round-robin."""
+def _median_times(fns, repeats, warmup, prepare):
+    """Median seconds of each of ``fns`` (a dict), runs interleaved round-robin.
+
+    ``prepare[name]()``, when given, runs untimed before each run of ``name``
+    (it sets PyTorch's thread count)."""
+    none = lambda: None  # noqa: E731
     for _ in range(warmup):
-        for fn in fns.values():
+        for name, fn in fns.items():
+            prepare.get(name, none)()
             fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            prepare.get(name, none)()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -149,6 +155,7 @@ def run(T=64, B=64, input_size=32, hidden_size=256, dtype="float32", repeats=15,
         ours["numba LN-GRU" if ln else "numba GRU"] = step
 
     fns = dict(ours)
+    prepare = {}
     if torch is not None:
         tdt = getattr(torch, dt.name)
         xt = torch.from_numpy(x).requires_grad_()
@@ -164,19 +171,34 @@ def run(T=64, B=64, input_size=32, hidden_size=256, dtype="float32", repeats=15,
                 out.backward(dhst)
             return step
 
-        fns["torch nn.GRU"] = torch_step(fused)
-        fns["torch LN-GRU"] = torch_step(eager)
+        # PyTorch with one thread and with its default thread count: the
+        # ratios use whichever is faster (on a small shared machine one
+        # thread often wins, as it does for numba_ln's layers)
+        default_threads = torch.get_num_threads()
+        for n in sorted({1, default_threads}):
+            def set_threads(n=n):
+                torch.set_num_threads(n)
+            for label, model in (("torch nn.GRU", fused), ("torch LN-GRU", eager)):
+                name = f"{label} ({n} thread{'s' if n > 1 else ''})"
+                fns[name] = torch_step(model)
+                prepare[name] = set_threads
 
-    medians, samples = _median_times(fns, repeats, warmup)
+    try:
+        medians, samples = _median_times(fns, repeats, warmup, prepare)
+    finally:
+        if torch is not None:
+            torch.set_num_threads(default_threads)
     ratios = {}
     if torch is not None:
+        def best(label):
+            return min(t for name, t in medians.items() if name.startswith(label))
         ratios = {
-            "torch LN-GRU / numba LN-GRU (target >= 3)":
-                medians["torch LN-GRU"] / medians["numba LN-GRU"],
-            "torch nn.GRU / numba GRU (target >= 1)":
-                medians["torch nn.GRU"] / medians["numba GRU"],
-            "torch nn.GRU / numba LN-GRU (target >= 1)":
-                medians["torch nn.GRU"] / medians["numba LN-GRU"],
+            "best torch LN-GRU / numba LN-GRU (target >= 3)":
+                best("torch LN-GRU") / medians["numba LN-GRU"],
+            "best torch nn.GRU / numba GRU (target >= 1)":
+                best("torch nn.GRU") / medians["numba GRU"],
+            "best torch nn.GRU / numba LN-GRU (target >= 1)":
+                best("torch nn.GRU") / medians["numba LN-GRU"],
         }
     import numba
 
@@ -187,6 +209,7 @@ def run(T=64, B=64, input_size=32, hidden_size=256, dtype="float32", repeats=15,
         "numba": numba.__version__, "numpy": np.__version__,
         "torch": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
+        "numba_ln_blas_threads": GRU.blas_threads,
         "machine": platform.processor() or platform.machine(),
     }
     return {"info": info, "median_s": medians, "ratios": ratios,
@@ -200,7 +223,8 @@ def to_markdown(result):
         f"Forward + backward through time, T={s['T']}, B={s['B']}, input {s['input_size']}, "
         f"hidden {s['hidden_size']}, {info['dtype']}, one layer; median of {info['repeats']} "
         f"interleaved repeats on {info['cpu_count']} cores (numba {info['numba_threads']} "
-        f"threads, torch {info['torch_threads']} threads).",
+        f"threads, BLAS {info['numba_ln_blas_threads']} thread(s) inside numba_ln's layers; "
+        f"torch timed with 1 and with its default {info['torch_threads']} threads).",
         "",
         "| implementation | median ms |",
         "| --- | ---: |",
