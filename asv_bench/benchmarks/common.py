@@ -97,7 +97,7 @@ def best_time(fn, number):
     return best
 
 
-def measure_ratio(numerator, denominator, pairs=9, min_time=0.02):
+def measure_ratio(numerator, denominator, pairs=7, min_time=0.02):
     """Median over ``pairs`` interleaved measurements of t(numerator) / t(denominator).
 
     Interleaving makes both sides see the same machine load, so the ratio is

@@ -8,15 +8,18 @@ put numba_ln and its baselines side by side for the same shape and dtype:
   without the cost of fresh pages;
 - ``copyto`` (forward): ``np.copyto`` of the same bytes into a preallocated
   array, the memory-bandwidth limit of an operation that reads x once and
-  writes y once;
+  writes y once (``copy``: ``x.copy()``, allocating, for peak memory);
 - ``2r1w`` (backward): ``np.add(dy, x, out=dx)``, the limit of an operation
-  that reads two arrays and writes one;
+  that reads two arrays and writes one (``add``: ``np.add(dy, x)``);
 - ``numpy``: the NumPy reference in x's dtype (how a NumPy user writes it);
 - ``torch``: ``torch.nn.functional.layer_norm`` and the aten backward kernel
-  autograd calls, with as many threads as numba (skipped without torch).
+  autograd calls, with as many threads as numba (skipped without torch);
+- ``LayerNorm`` and ``njit_kernel`` (latency only): the stateful layer, and
+  a user's ``@njit`` loop over the public row kernels.
 
 The JIT is warmed in ``setup`` (it loads from numba's on-disk cache, or
-compiles once), never inside a timed method.
+compiles once), never inside a timed method.  asv re-runs ``setup`` before
+every sample; :func:`common.built` makes the re-runs free.
 """
 
 import numpy as np
@@ -138,7 +141,7 @@ class Forward:
     params = [SHAPES, DTYPES, ["numba_ln", "numba_ln_out", "copyto", "numpy", "torch"]]
     param_names = ["shape", "dtype", "impl"]
     rounds = 2
-    repeat = (3, 10, 5.0)
+    repeat = (3, 8, 1.5)
     warmup_time = 0.05
 
     def setup(self, shape, dtype, impl):
@@ -157,7 +160,7 @@ class Backward:
     params = [SHAPES, DTYPES, ["numba_ln", "numba_ln_out", "2r1w", "numpy", "torch"]]
     param_names = ["shape", "dtype", "impl"]
     rounds = 2
-    repeat = (3, 10, 5.0)
+    repeat = (3, 8, 1.5)
     warmup_time = 0.05
 
     def setup(self, shape, dtype, impl):
@@ -183,7 +186,7 @@ class Latency:
     params = [["1x64", "16x256", "64x1024"],
               ["numba_ln", "LayerNorm", "njit_kernel", "numpy", "torch"]]
     param_names = ["shape", "impl"]
-    rounds = 2
+    rounds = 1
     repeat = (20, 200, 1.0)
     warmup_time = 0.05
 
@@ -256,6 +259,7 @@ class Ratios:
     params = [DTYPES]
     param_names = ["dtype"]
     unit = "ratio"
+    rounds = 1
     shape = "8192x1024"
 
     def setup(self, dtype):
@@ -285,6 +289,7 @@ class TorchRatios:
     params = [DTYPES]
     param_names = ["dtype"]
     unit = "ratio"
+    rounds = 1
     shape = "8192x1024"
 
     def setup(self, dtype):

@@ -51,7 +51,7 @@ class GRULayer:
     params = [["GRU", "LN-GRU"], ["numba_ln", "torch"]]
     param_names = ["cell", "impl"]
     rounds = 1
-    repeat = (3, 10, 5.0)
+    repeat = (3, 6, 2.0)
     warmup_time = 0.1
 
     def setup(self, cell, impl):
@@ -111,7 +111,7 @@ class TrainStep:
     params = [["GRU", "LN-GRU"], ["numba_ln", "torch"]]
     param_names = ["cell", "impl"]
     rounds = 1
-    repeat = (3, 10, 5.0)
+    repeat = (3, 6, 2.0)
     warmup_time = 0.1
 
     def setup(self, cell, impl):
