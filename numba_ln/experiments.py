@@ -343,6 +343,11 @@ def plot_curves(rows, path, cells, metric, title=""):
     axes[0].set(xlabel="step", ylabel="validation loss")
     axes[1].set(xlabel="training seconds", ylabel="validation loss")
     axes[2].set(xlabel="step", ylabel=f"validation {metric}")
+    # Losses spanning more than a decade (e.g. the adding problem) on a log scale.
+    for ax, key in ((axes[0], "val_loss"), (axes[1], "val_loss"), (axes[2], metric)):
+        vals = np.array([r[key] for r in rows], dtype=np.float64)
+        if key != "accuracy" and np.all(vals > 0) and vals.max() > 20 * vals.min():
+            ax.set_yscale("log")
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend()

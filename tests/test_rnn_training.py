@@ -589,3 +589,14 @@ def test_run_experiment_writes_curves_plot_and_summary(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
     assert main(["--task", "nope", "--out", str(tmp_path / "x")]) == 2
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_demo_presets_are_valid_experiments():
+    from numba_ln.demo import DEFAULTS, PRESETS
+    from numba_ln.experiments import CELLS
+
+    assert PRESETS["digits-permuted"] is DEFAULTS
+    for name, p in PRESETS.items():
+        assert p["task"] == name in TASKS and set(p["cells"]) <= set(CELLS)
+        assert p["cells"][0] == "gru"                  # the baseline of the summary
+        assert p["steps"] % p["eval_every"] == 0 and p["seeds"] >= 3
