@@ -36,24 +36,62 @@ __all__ = []
 # Activations
 # --------------------------------------------------------------------------
 
+@njit(**JIT_OPTIONS)
+def _tanh_f32(x):
+    """float32 tanh as a [13/6] rational function on [-7.9053, 7.9053]
+    (Eigen's ``generic_fast_tanh_float``): pure arithmetic, so LLVM
+    vectorises it (numba has no SVML here, and libm's ``tanhf`` costs ~50 ns
+    a call).  Absolute and relative error below 3e-7 (measured against
+    float64 ``np.tanh`` over [-12, 12]); NaN stays NaN."""
+    c = np.float32(7.90531110763549805)
+    x = min(max(x, -c), c)
+    x2 = x * x
+    p = np.float32(-2.76076847742355e-16)
+    p = p * x2 + np.float32(2.00018790482477e-13)
+    p = p * x2 + np.float32(-8.60467152213735e-11)
+    p = p * x2 + np.float32(5.12229709037114e-08)
+    p = p * x2 + np.float32(1.48572235717979e-05)
+    p = p * x2 + np.float32(6.37261928875436e-04)
+    p = p * x2 + np.float32(4.89352455891786e-03)
+    q = np.float32(1.19825839466702e-06)
+    q = q * x2 + np.float32(1.18534705686654e-04)
+    q = q * x2 + np.float32(2.26843463243900e-03)
+    q = q * x2 + np.float32(4.89352518554385e-03)
+    return p * x / q
+
+
 def _tanh(a):
     """tanh in the precision of ``a`` (compiled only; see the overload)."""
     return np.tanh(a)
 
 
+def _sigmoid(a):
+    """logistic sigmoid in the precision of ``a`` (compiled only)."""
+    return 1.0 / (1.0 + np.exp(-a))
+
+
 @overload(_tanh, jit_options=JIT_OPTIONS)
 def _tanh_overload(a):
-    """float32: ``2 / (1 + exp(-2a)) - 1``, about 5x faster than libm's
-    ``tanhf`` (which does not vectorise; numba has no SVML here) with an
-    absolute error below 2e-7.  float64: ``np.tanh``, exact to the last bit,
-    for the gradient checks and the equality with PyTorch."""
+    """float32: :func:`_tanh_f32`; float64: ``np.tanh``, exact to the last
+    bit, for the gradient checks and the equality with PyTorch."""
+    if isinstance(a, types.Float) and a.bitwidth == 32:
+        return lambda a: _tanh_f32(a)
+    return lambda a: np.tanh(a)
+
+
+@overload(_sigmoid, jit_options=JIT_OPTIONS)
+def _sigmoid_overload(a):
+    """float32: ``0.5 + 0.5 * tanh(a / 2)`` with :func:`_tanh_f32` (absolute
+    error below 2e-7, vectorised); float64: ``1 / (1 + exp(-a))``."""
     if isinstance(a, types.Float) and a.bitwidth == 32:
         def impl(a):
-            one = np.float32(1.0)
-            two = np.float32(2.0)
-            return two / (one + np.exp(-two * a)) - one
+            half = np.float32(0.5)
+            return half + half * _tanh_f32(half * a)
         return impl
-    return lambda a: np.tanh(a)
+
+    def impl64(a):
+        return 1.0 / (1.0 + np.exp(-a))
+    return impl64
 
 
 # --------------------------------------------------------------------------
@@ -67,8 +105,8 @@ def _gru_step(t, b, gi, gh, b_hh, mask, states, gates, hn):
     one = gi.dtype.type(1)
     m = mask[t, b]
     for j in range(H):
-        r = one / (one + np.exp(-(gi[t, b, j] + gh[b, j] + b_hh[j])))
-        z = one / (one + np.exp(-(gi[t, b, H + j] + gh[b, H + j] + b_hh[H + j])))
+        r = _sigmoid(gi[t, b, j] + gh[b, j] + b_hh[j])
+        z = _sigmoid(gi[t, b, H + j] + gh[b, H + j] + b_hh[H + j])
         ghn = gh[b, 2 * H + j] + b_hh[2 * H + j]
         n = _tanh(gi[t, b, 2 * H + j] + r * ghn)
         hp = states[t, b, j]
@@ -139,8 +177,8 @@ def _lngru_step(t, b, lni, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats,
     stats[t, b, 3] = r2
     m = mask[t, b]
     for j in range(H):
-        r = one / (one + np.exp(-(lni[t, b, j] + lnh[b, j])))
-        z = one / (one + np.exp(-(lni[t, b, H + j] + lnh[b, H + j])))
+        r = _sigmoid(lni[t, b, j] + lnh[b, j])
+        z = _sigmoid(lni[t, b, H + j] + lnh[b, H + j])
         c = lnh[b, 2 * H + j]
         n = _tanh(lni[t, b, 2 * H + j] + r * c)
         hp = states[t, b, j]
