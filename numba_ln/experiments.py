@@ -274,6 +274,10 @@ def format_summary(summary):
     if "constant_mse" in summary["task_info"]:
         lines += [f"Constant predictor (always 1): MSE {summary['task_info']['constant_mse']:.4f}"
                   f" (1/6); `mse_ratio` is the MSE divided by it (below 1 beats it).", ""]
+    if "uniform_bits_per_char" in summary["task_info"]:
+        lines += [f"A uniform guess over the {len(summary['task_info']['vocab'])} characters "
+                  f"scores {summary['task_info']['uniform_bits_per_char']:.3f} bits per "
+                  f"character.", ""]
     lines += [f"Target: the baseline ({base})'s best validation loss, "
               f"{summary['target_val_loss']:.4f} (mean over seeds, at step "
               f"{summary['baseline_best_step']}).", "",
