@@ -18,6 +18,21 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset NUMBA_ENABLE_CUDASIM
+
+# Environment workaround, not part of the library: numba-cuda 0.30 calls
+# numpy.row_stack, which NumPy 2.5 removed.  Where it is missing, a
+# sitecustomize.py in a temporary directory (first on PYTHONPATH) puts it back
+# as numpy.vstack (what row_stack always was) for this script's processes.
+if ! "${PYTHON:-python3}" -c "import numpy; numpy.row_stack" 2>/dev/null; then
+    SHIM="$(mktemp -d)"
+    cat > "$SHIM/sitecustomize.py" <<'PYEOF'
+import numpy
+if not hasattr(numpy, "row_stack"):
+    numpy.row_stack = numpy.vstack
+PYEOF
+    export PYTHONPATH="$SHIM:$PYTHONPATH"
+    echo "numpy.row_stack missing: shim in $SHIM (environment workaround)"
+fi
 status=0
 summary="$OUT/summary.txt"
 : > "$summary"
@@ -56,7 +71,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 echo "== tests"
 if "$PY" -c "import pytest" 2>/dev/null; then
-    timeout 130 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
+    timeout "${TEST_TIMEOUT:-130}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
         tests/test_gpu_real.py tests/test_gpu_ptx.py -k "not sm_80" > "$OUT/tests.txt" 2>&1
     rc=$?
     tail -n 40 "$OUT/tests.txt"
@@ -76,5 +91,34 @@ echo "bench: exit $rc" | tee -a "$summary"
 if [ -f "$OUT/gpu_bench.json" ]; then
     n_err=$(grep -c '"error"' "$OUT/gpu_bench.json" || true)
     echo "bench: $n_err result(s) with an error" | tee -a "$summary"
+fi
+
+# Optional (NCU=1): Nsight Compute counters of the main kernels, one forward
+# and one backward per shape, clocks left alone.
+if [ "${NCU:-0}" = "1" ] && command -v ncu >/dev/null 2>&1; then
+    echo "== ncu"
+    timeout "${NCU_TIMEOUT:-60}" ncu --clock-control none --csv \
+        -k 'regex:_ln_|_col_sum' \
+        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__occupancy_limit_registers,launch__grid_size,launch__block_size,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+        "$PY" - > "$OUT/ncu.csv" 2> "$OUT/ncu.err" <<'PYEOF'
+import numpy as np
+from numba import cuda
+from numba_ln.gpu import _kernels as K, _launch
+for (rows, d), dt in [((16384, 8192), np.float32), ((4096, 1024), np.float32),
+                      ((65536, 128), np.float32), ((4096, 4096), np.float32),
+                      ((32, 65536), np.float32)]:
+    rng = np.random.default_rng(0)
+    x = cuda.to_device(rng.standard_normal((rows, d), dtype=dt))
+    dy = cuda.to_device(rng.standard_normal((rows, d), dtype=dt))
+    w = cuda.to_device(np.ones(d, dt)); b = cuda.to_device(np.zeros(d, dt))
+    y = cuda.device_array_like(x); dx = cuda.device_array_like(x)
+    m = cuda.device_array(rows, dt); r = cuda.device_array(rows, dt)
+    dw = cuda.device_array(d, dt); db = cuda.device_array(d, dt)
+    s = cuda.default_stream()
+    _launch.forward(x, w, b, 3, dt(1e-5), y, m, r, s)
+    _launch.backward(dy, x, m, r, w, 1, dx, dw, db, s)
+    s.synchronize()
+PYEOF
+    echo "ncu: exit $? ($(grep -c gpu__time_duration "$OUT/ncu.csv" 2>/dev/null) rows)" | tee -a "$summary"
 fi
 exit "$status"

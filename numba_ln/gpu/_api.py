@@ -189,6 +189,44 @@ def _dummy(dtype, stream):
     return arr
 
 
+#: Scratch buffers of the kernels (partial sums), kept between calls:
+#: ``{(context id, stream handle): (context, {key: buffers})}``.  Outputs are
+#: always fresh arrays; only internal scratch is reused, and only on the
+#: stream it was last used on (stream order makes the reuse safe).
+_WORK = {}
+
+#: Shapes whose scratch a stream keeps before its cache is emptied.
+_WORK_MAX = 8
+
+
+def _stream_key(stream):
+    if isinstance(stream, int):
+        return stream
+    h = getattr(stream, "handle", None)
+    for get in (lambda: int(h), lambda: int(h.value or 0)):
+        try:
+            return get()
+        except Exception:
+            pass
+    return ("id", id(stream))
+
+
+def _workspace(stream):
+    """The scratch cache of ``stream`` in the current context (None in the
+    simulator, where allocations are free)."""
+    if K.SIM:
+        return None
+    ctx = cuda.current_context()
+    key = (id(ctx), _stream_key(stream))
+    entry = _WORK.get(key)
+    if entry is None or entry[0] is not ctx:
+        entry = _WORK[key] = (ctx, {})
+    work = entry[1]
+    if len(work) >= _WORK_MAX:
+        work.clear()
+    return work
+
+
 def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
                return_stats=False, stream=None):
     """Layer normalisation of a GPU array over ``axis``, on the GPU.
@@ -245,7 +283,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
     flags = (K.HAS_WEIGHT if w is not None else 0) | (K.HAS_BIAS if b is not None else 0)
     dummy = _dummy(dtype, stream) if w is None or b is None else None
     _launch.forward(x2, dummy if w is None else w, dummy if b is None else b, flags,
-                    dtype.type(eps), y2, mean, rstd, stream)
+                    dtype.type(eps), y2, mean, rstd, stream, work=_workspace(stream))
 
     y = out if direct else _finish(y2, out, layout, stream)
     if return_stats:
@@ -297,7 +335,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
     dbias = cuda.device_array(layout.features, dtype, stream=stream)
     flags = K.HAS_WEIGHT if w is not None else 0
     _launch.backward(dy2, x2, m, r, _dummy(dtype, stream) if w is None else w, flags,
-                     dx2, dweight, dbias, stream)
+                     dx2, dweight, dbias, stream, work=_workspace(stream))
 
     dx = out if direct else _finish(dx2, out, layout, stream)
     if dweight is not None:

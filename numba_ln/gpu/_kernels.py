@@ -72,9 +72,9 @@ else:
     _KC = 8
     MAX_THREADS = 256
 
-#: Size of the shared reduction scratch: one slot per warp on a GPU, one
-#: per thread in the simulator.
-_RED = MAX_THREADS if SIM else MAX_THREADS // 32
+#: Size of the shared reduction scratch: two slots per warp on a GPU (a pair
+#: of sums is reduced at once), two per thread in the simulator.
+_RED = 2 * MAX_THREADS if SIM else 2 * (MAX_THREADS // 32)
 
 #: Size of the shared buffer of the block's column sums in the backward.
 _COLBUF = MAX_THREADS * _KC
@@ -160,6 +160,54 @@ def _group_sum_smem(v, red):
 
 
 @_device
+def _group_sum2_shfl(a, q, red):
+    """Two sums at once: one shuffle tree and one shared round for both."""
+    tpr = cuda.blockDim.x
+    if tpr <= 32:
+        off = tpr >> 1
+        while off > 0:
+            a += cuda.shfl_xor_sync(_FULL_MASK, a, off)
+            q += cuda.shfl_xor_sync(_FULL_MASK, q, off)
+            off >>= 1
+        return a, q
+    off = 16
+    while off > 0:
+        a += cuda.shfl_xor_sync(_FULL_MASK, a, off)
+        q += cuda.shfl_xor_sync(_FULL_MASK, q, off)
+        off >>= 1
+    tid = cuda.threadIdx.x
+    nw = tpr // 32
+    cuda.syncthreads()
+    if tid % 32 == 0:
+        red[tid // 32] = a
+        red[nw + tid // 32] = q
+    cuda.syncthreads()
+    ta = red[0]
+    tq = red[nw]
+    for i in range(1, nw):
+        ta += red[i]
+        tq += red[nw + i]
+    return ta, tq
+
+
+@_device
+def _group_sum2_smem(a, q, red):
+    tpr = cuda.blockDim.x
+    base = cuda.threadIdx.y * tpr
+    half = cuda.blockDim.x * cuda.blockDim.y
+    cuda.syncthreads()
+    red[base + cuda.threadIdx.x] = a
+    red[half + base + cuda.threadIdx.x] = q
+    cuda.syncthreads()
+    ta = red[base]
+    tq = red[half + base]
+    for i in range(1, tpr):
+        ta += red[base + i]
+        tq += red[half + base + i]
+    return ta, tq
+
+
+@_device
 def _any_shfl(flag):
     # Groups of a warp or less must agree for the warp's shuffles (a warp
     # vote); a block-wide group is uniform already (its flag comes from a
@@ -177,6 +225,7 @@ def _any_smem(flag):
 
 
 _group_sum = _group_sum_smem if SIM else _group_sum_shfl
+_group_sum2 = _group_sum2_smem if SIM else _group_sum2_shfl
 _block_any = _any_smem if SIM else _any_shfl
 
 
@@ -188,12 +237,13 @@ _block_any = _any_smem if SIM else _any_shfl
 def _load_row(xr, xv, n, tx, tpr):
     """Registers ``xv[k] = xr[tx + k*tpr]`` (zero past the end)."""
     T = xr.dtype.type
+    last = n - 1
     for k in range(K_FWD):
+        # Clamped index, masked value: no branch, so every load of the row is
+        # in flight at once (a guarded load would wait for the one before).
         j = tx + k * tpr
-        if j < n:
-            xv[k] = xr[j]
-        else:
-            xv[k] = T(0)
+        v = xr[min(j, last)]
+        xv[k] = v if j < n else T(0)
 
 
 @_device
@@ -204,10 +254,10 @@ def _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, c):
     q = T(0)
     if in_regs:
         for k in range(K_FWD):
-            if tx + k * tpr < n:
-                d = xv[k] * s - c
-                a += d
-                q += d * d
+            d = xv[k] * s - c
+            d = d if tx + k * tpr < n else T(0)
+            a += d
+            q += d * d
     else:
         for j in range(tx, n, tpr):
             d = xr[j] * s - c
@@ -232,8 +282,7 @@ def _row_stats(xr, xv, in_regs, n, red):
         a, _q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, T(0))
         m1 = _group_sum(a, red) / nf
         a, q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, m1)
-        sd = _group_sum(a, red)
-        sq = _group_sum(q, red)
+        sd, sq = _group_sum2(a, q, red)
         dm = sd / nf
         var = sq / nf - dm * dm
         if var < T(0):
@@ -292,14 +341,16 @@ def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
                 rstd[r] = rs
             yr = y[r]
             if in_regs:
+                last = n - 1
                 for k in range(K_FWD):
                     j = tx + k * tpr
+                    jc = min(j, last)
+                    h = ((xv[k] * s - m1) - dm) * mult
+                    if has_w:
+                        h = h * w[jc]
+                    if has_b:
+                        h = h + b[jc]
                     if j < n:
-                        h = ((xv[k] * s - m1) - dm) * mult
-                        if has_w:
-                            h = h * w[j]
-                        if has_b:
-                            h = h + b[j]
                         yr[j] = h
             else:
                 for j in range(tx, n, tpr):
@@ -433,15 +484,19 @@ def _ln_fwd_apply(x, w, b, flags, eps, part, y, mean, rstd):
             if win == 0 and tx == 0:
                 mean[r] = mu
                 rstd[r] = rs
+            xr = x[r]
+            yr = y[r]
+            last = n - 1
             for k in range(K_FWD):
                 j = c0 + tx + k * tpr
+                jc = min(j, last)
+                h = ((xr[jc] * s - c) - lo) * mult
+                if has_w:
+                    h = h * w[jc]
+                if has_b:
+                    h = h + b[jc]
                 if j < n:
-                    h = ((x[r, j] * s - c) - lo) * mult
-                    if has_w:
-                        h = h * w[j]
-                    if has_b:
-                        h = h + b[j]
-                    y[r, j] = h
+                    yr[j] = h
 
 
 # --------------------------------------------------------------------------
@@ -478,22 +533,25 @@ def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
     G = cuda.gridDim.x // nwin
     c0 = win * cw
     has_w = (flags & HAS_WEIGHT) != 0
+    last = n - 1
     for base in range(g0 * R, rows, G * R):
         row = base + ty
         active = row < rows
         r = row if active else rows - 1
         m = mean[r]
         rs = rstd[r]
+        dyr = dy[r]
+        xr = x[r]
         a = T(0)
         q = T(0)
         for k in range(K_BWD):
             j = c0 + tx + k * tpr
-            if j < n:
-                g = _g(dy[r, j], w, j, has_w)
-                a += g
-                q += g * ((x[r, j] - m) * rs)
-        a = _group_sum(a, red)
-        q = _group_sum(q, red)
+            jc = min(j, last)
+            g = _g(dyr[jc], w, jc, has_w)
+            g = g if j < n else T(0)
+            a += g
+            q += g * ((xr[jc] - m) * rs)
+        a, q = _group_sum2(a, q, red)
         if active and tx == 0:
             sa[r, win] = a
             sb[r, win] = q
@@ -529,6 +587,7 @@ def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
     c0 = win * cw
     has_w = (flags & HAS_WEIGHT) != 0
     nf = T(n)
+    last = n - 1
     for k in range(K_BWD):
         accw[k] = T(0)
         accb[k] = T(0)
@@ -538,17 +597,21 @@ def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
         r = row if active else rows - 1
         m = mean[r]
         rs = rstd[r]
+        dyr = dy[r]
+        xr = x[r]
         if nwin == 1:
             a = T(0)
             q = T(0)
             for k in range(K_BWD):
                 j = tx + k * tpr
-                if j < n:
-                    g = _g(dy[r, j], w, j, has_w)
-                    a += g
-                    q += g * ((x[r, j] - m) * rs)
-            a = _group_sum(a, red) / nf
-            q = _group_sum(q, red) / nf
+                jc = min(j, last)
+                g = _g(dyr[jc], w, jc, has_w)
+                g = g if j < n else T(0)
+                a += g
+                q += g * ((xr[jc] - m) * rs)
+            a, q = _group_sum2(a, q, red)
+            a = a / nf
+            q = q / nf
         else:
             a = T(0)
             q = T(0)
@@ -558,14 +621,18 @@ def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
             a = a / nf
             q = q / nf
         if active:
+            dxr = dx[r]
             for k in range(K_BWD):
                 j = c0 + tx + k * tpr
+                jc = min(j, last)
+                d = dyr[jc]
+                xhat = (xr[jc] - m) * rs
+                v = rs * (_g(d, w, jc, has_w) - a - xhat * q)
+                d = d if j < n else T(0)
+                accw[k] += d * xhat
+                accb[k] += d
                 if j < n:
-                    d = dy[r, j]
-                    xhat = (x[r, j] - m) * rs
-                    accw[k] += d * xhat
-                    accb[k] += d
-                    dx[r, j] = rs * (_g(d, w, j, has_w) - a - xhat * q)
+                    dxr[j] = v
     if R == 1:  # a block per row: the thread's sums are the block's
         for k in range(K_BWD):
             j = c0 + tx + k * tpr

@@ -18,9 +18,15 @@ from numba import cuda
 
 from . import _kernels as K
 
-#: Upper bound of the blocks (row slots) of the backward kernel per window;
-#: a constant, so the partial sums and their order depend on the shape only.
+#: Upper bound of the blocks (row slots) of the backward kernel per window,
+#: and the number of slots below which rows are not packed any further; with
+#: ``BWD_ROWS_PER_SLOT`` row groups a slot in between.  Constants, so the
+#: partial sums and their order depend on the shape only.  Fewer slots mean
+#: fewer partial rows to write and re-read (each slot writes a row of D
+#: partials per gradient); enough slots keep every multiprocessor busy.
 BWD_BLOCKS = 8 if K.SIM else 1024
+BWD_MIN_BLOCKS = 2 if K.SIM else 264
+BWD_ROWS_PER_SLOT = 2 if K.SIM else 8
 
 #: Rows longer than one register window (``tpr * K_FWD`` values) are split
 #: over several blocks (statistics per window, then a combine-and-apply
@@ -36,32 +42,41 @@ def _pow2ceil(n):
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def row_geometry(d, k):
+def row_geometry(d, k, itemsize=4):
     """``(tpr, R)``: threads per row and rows per block for rows of ``d``.
 
-    ``d <= 32*k``: a warp or less per row (about 4 values per thread,
-    a power of two of threads), ``256 / tpr`` rows a block.  Longer rows: one
-    block per row, a multiple of 32 threads, about 16 values per thread
-    (at most ``MAX_THREADS``).
+    ``d <= 32*k``: a warp or less per row, ``MAX_THREADS / tpr`` rows a
+    block, a power of two of threads holding about ``k/2`` values each (more
+    values in flight per thread than a thread per 4 values; on a GPU at least
+    32 bytes of a row per load instruction, a full DRAM sector).  Longer
+    rows: one block per row, a multiple of 32 threads, about 16 values per
+    thread (at most ``MAX_THREADS``).
     """
     if d <= 32 * k:
-        tpr = min(32, _pow2ceil(-(-max(d, 1) // 4)))
+        per = max(4, k // 2) if not K.SIM else 4
+        tpr = min(32, _pow2ceil(-(-max(d, 1) // per)))
+        if not K.SIM:
+            tpr = max(tpr, min(max(1, 32 // itemsize), _pow2ceil(d)))
         return tpr, K.MAX_THREADS // tpr
     tpr = 32 * -(-d // (16 * 32))
     return max(64, min(K.MAX_THREADS, tpr)), 1
 
 
-def backward_launch(rows, d):
-    """``(G, nwin, (tpr, R))`` of :func:`_ln_bwd`: G row slots, nwin windows."""
-    tpr, R = row_geometry(d, K.K_BWD)
+def backward_launch(rows, d, itemsize=4):
+    """``(G, nwin, (tpr, R))`` of :func:`_ln_bwd`: G row slots, nwin windows.
+
+    ``G`` is at most ``BWD_BLOCKS // nwin`` and aims at ``BWD_ROWS_PER_SLOT``
+    row groups a slot, but no fewer than ``BWD_MIN_BLOCKS`` blocks in all.
+    """
+    tpr, R = row_geometry(d, K.K_BWD, itemsize)
     nwin = -(-d // (tpr * K.K_BWD))
-    G = max(1, min(-(-rows // R), BWD_BLOCKS // nwin))
+    groups = -(-rows // R)
+    want = max(-(-groups // BWD_ROWS_PER_SLOT), -(-BWD_MIN_BLOCKS // nwin))
+    G = max(1, min(groups, BWD_BLOCKS // nwin, want))
     return G, nwin, (tpr, R)
-
-
 def forward_plan(rows, d, itemsize):
     """``("rows" | "split", grid, block)`` of the forward."""
-    tpr, R = row_geometry(d, K.K_FWD)
+    tpr, R = row_geometry(d, K.K_FWD, itemsize)
     nwin = -(-d // (tpr * K.K_FWD))
     if nwin > 1 and rows * d * itemsize <= FWD_SPLIT_MAX_BYTES:
         return "split", -(-rows // R) * nwin, (tpr, R)
@@ -107,7 +122,7 @@ def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None)
     if d == 0:
         return
     dtype = x.dtype
-    G, nwin, block = backward_launch(rows, d)
+    G, nwin, block = backward_launch(rows, d, dtype.itemsize)
     key = ("bwd", rows, d, dtype.str)
     if work is not None and key in work:
         sa, sb, part_w, part_b = work[key]

@@ -6,18 +6,26 @@
 
 Writes ``OUTDIR/gpu_bench.json`` and ``OUTDIR/gpu_bench.md``.
 
-For every shape and pass it measures, with CUDA events on one stream, after
-warm-up, the median of ``--repeats`` runs of:
+For every shape and pass it measures, after warm-up, the median of
+``--repeats`` runs of:
 
-- ``kernel``: numba_ln's kernels on preallocated buffers (what the kernels
-  cost; the public functions add numba's per-call allocations);
+- ``kernel``: numba_ln's kernels on preallocated buffers, GPU time per call.
+  numba's Python launch path costs tens of microseconds a kernel, more than a
+  small LayerNorm takes on the GPU, so GPU time is measured with the queue
+  kept full: a spin kernel holds the GPU while ``--batch`` calls are enqueued,
+  and CUDA events bracket the batch, which then runs back to back.  The host
+  time of one call (enqueueing its launches) is reported apart
+  (``kernel_host_us``);
 - ``api``: the public :func:`numba_ln.layer_norm` /
-  :func:`numba_ln.layer_norm_backward` with fresh outputs;
+  :func:`numba_ln.layer_norm_backward` (which allocate their outputs), wall
+  time per call of back-to-back calls, the host's and the GPU's work together;
 - ``copy``: a device-to-device copy of the pass's minimal traffic in the same
-  run (forward: read x + write y; backward: read x and dy + write dx), the
-  bandwidth baseline;
+  run (forward: read x + write y; backward: read x and dy + write dx), GPU
+  time measured like ``kernel``; the best of ``cuMemcpyDtoDAsync``, a numba
+  copy kernel and ``torch`` ``Tensor.copy_`` (the one used is named);
 - ``torch``: ``torch.nn.functional.layer_norm`` on CUDA (forward) and its
-  autograd backward (dx, dweight, dbias), when torch with CUDA is importable.
+  autograd backward (dx, dweight, dbias), GPU time measured like ``kernel``,
+  when torch with CUDA is importable.
 
 Effective bandwidth is the minimal traffic divided by the time.  One failure
 (a compile error on this numba-cuda, an out-of-memory) is recorded in the
@@ -41,40 +49,176 @@ FULL_SHAPES = [((4096, 1024), "float32"), ((4096, 4096), "float32"), ((16384, 81
 QUICK_SHAPES = [((16, 40), "float32"), ((2, 300), "float32"), ((4, 40), "float64")]
 
 
-def _median_ms(fn, repeats, warmup, stream):
-    """Median time of ``fn()`` in milliseconds, by CUDA events on ``stream``."""
+_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+_SPIN = None
+_SPIN_NS = [None]  # measured nanoseconds of one spin iteration
+
+
+def _spin_kernel():
+    global _SPIN
+    if _SPIN is None:
+        from numba import cuda
+
+        @cuda.jit
+        def spin(n):
+            # One thread sleeps n microseconds (about): holds the GPU while the
+            # host enqueues the work to be timed.
+            if cuda.grid(1) == 0:
+                for _ in range(n):
+                    cuda.nanosleep(1000)
+
+        _SPIN = spin
+    return _SPIN
+
+
+def _spin(ms, stream):
+    """Enqueue a kernel that keeps the GPU busy for about ``ms`` ms."""
     from numba import cuda
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return  # the simulator runs every launch to completion when it is made
+    spin = _spin_kernel()
+    if _SPIN_NS[0] is None:  # calibrate once
+        spin[1, 1, stream](10)
+        stream.synchronize()
+        a, b = cuda.event(), cuda.event()
+        a.record(stream)
+        spin[1, 1, stream](2000)
+        b.record(stream)
+        b.synchronize()
+        _SPIN_NS[0] = max(100.0, a.elapsed_time(b) * 1e6 / 2000)
+    spin[1, 1, stream](max(1, int(ms * 1e6 / _SPIN_NS[0])))
+
+
+def _gpu_ms(fn, repeats, warmup, stream, batch, record=None):
+    """``(gpu_ms, host_us)``: median GPU time of one call of ``fn`` and the
+    median host time to enqueue it.
+
+    Each repeat: a spin kernel holds the GPU, an event, ``batch`` calls of
+    ``fn``, an event; the GPU then runs the calls back to back, and the time
+    between the events is the GPU's alone, provided the host finished
+    enqueueing before the spin ended (the spin is made 3x the enqueue time of
+    the previous repeat, and a repeat where it was not long enough is redone).
+    ``record(stream)`` returns an event recorded on the stream of ``fn``'s
+    work (torch's events for torch), default numba's.
+    """
+    from numba import cuda
+
+    if record is None:
+        def record(s):
+            e = cuda.event()
+            e.record(s)
+            return e
 
     for _ in range(warmup):
         fn()
     stream.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = cuda.event(), cuda.event()
-        start.record(stream)
+    t0 = time.perf_counter()
+    for _ in range(batch):
         fn()
-        end.record(stream)
+    enqueue_ms = (time.perf_counter() - t0) * 1e3
+    stream.synchronize()
+    gpu, host = [], []
+    tries = 0
+    while len(gpu) < repeats and tries < 3 * repeats:
+        tries += 1
+        spin_ms = max(1.0, 3.0 * enqueue_ms)
+        _spin(spin_ms, stream)
+        start = record(stream)
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        enqueue_ms = (time.perf_counter() - t0) * 1e3
+        end = record(stream)
         end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+        if enqueue_ms > 0.8 * spin_ms and not _SIM:  # the queue ran dry: not GPU time
+            continue
+        gpu.append(start.elapsed_time(end) / batch)
+        host.append(enqueue_ms * 1e3 / batch)
+    if not gpu:
+        return None, None
+    return statistics.median(gpu), statistics.median(host)
 
 
-def _torch_median_ms(fn, repeats, warmup):
-    import torch
-
+def _wall_ms(fn, repeats, warmup, stream, sync):
+    """Median wall time per call of ``repeats`` back-to-back calls, synced."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
-    times = []
+    sync()
+    t0 = time.perf_counter()
     for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
         fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    sync()
+    return (time.perf_counter() - t0) * 1e3 / repeats
+
+
+_COPY = None
+
+
+def _copy_kernel():
+    global _COPY
+    if _COPY is None:
+        from numba import cuda
+
+        @cuda.jit
+        def copy(src, dst):
+            # 4 elements a thread a step, each of them coalesced over the warp.
+            n = src.shape[0]
+            i = cuda.blockIdx.x * cuda.blockDim.x * 4 + cuda.threadIdx.x
+            step = cuda.gridDim.x * cuda.blockDim.x * 4
+            bd = cuda.blockDim.x
+            while i < n:
+                for k in range(4):
+                    j = i + k * bd
+                    if j < n:
+                        dst[j] = src[j]
+                i += step
+
+        _COPY = copy
+    return _COPY
+
+
+def _copy_ms(m, dtype, repeats, warmup, stream, batch, torch):
+    """``(ms, how)``: the fastest device-to-device copy of ``m`` elements."""
+    from numba import cuda
+
+    src = cuda.device_array(m, dtype)
+    dst = cuda.device_array(m, dtype)
+    src.copy_to_device(np.zeros(m, dtype), stream=stream)
+    found = {}
+    try:
+        found["cuMemcpyDtoDAsync"] = _gpu_ms(
+            lambda: dst.copy_to_device(src, stream=stream), repeats, warmup, stream, batch)[0]
+    except Exception:
+        pass
+    try:
+        kernel = _copy_kernel()
+        blocks = max(1, min(-(-m // 1024), 132 * 16))
+        found["numba copy kernel"] = _gpu_ms(lambda: kernel[blocks, 256, stream](src, dst),
+                                             repeats, warmup, stream, batch)[0]
+    except Exception:
+        pass
+    if torch is not None:
+        try:
+            ts = torch.as_tensor(src, device="cuda")
+            td = torch.as_tensor(dst, device="cuda")
+            found["torch copy_"] = _gpu_ms(lambda: td.copy_(ts), repeats, warmup, stream, batch,
+                                           record=_torch_record(torch))[0]
+        except Exception:
+            pass
+    found = {k: v for k, v in found.items() if v}
+    if not found:
+        return None, None, found
+    how = min(found, key=found.get)
+    return found[how], how, found
+
+
+def _torch_record(torch):
+    def record(_stream):
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+    return record
 
 
 def _torch():
@@ -91,7 +235,7 @@ def _gbps(nbytes, ms):
     return nbytes / (ms * 1e-3) / 1e9 if ms and ms > 0 else None
 
 
-def bench_shape(shape, dtype_name, repeats, warmup, torch):
+def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20):
     """Results (a list of dicts, one per pass) for one shape and dtype."""
     from numba import cuda
 
@@ -124,17 +268,14 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch):
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward", "bytes": 2 * n * item,
            "plan": f"{kind} grid={grid} block={block}"}
     try:
-        src = cuda.device_array(n, dtype)
-        dst = cuda.device_array(n, dtype)
-        res["copy_ms"] = _median_ms(lambda: dst.copy_to_device(src, stream=stream), repeats,
-                                    warmup, stream)
-        del src, dst
+        res["copy_ms"], res["copy_how"], res["copy_all_ms"] = _copy_ms(
+            n, dtype, repeats, warmup, stream, batch, torch)
         fwork = {}
-        res["kernel_ms"] = _median_ms(
+        res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(
             lambda: _launch.forward(x, w, b, flags, eps, y, mean, rstd, stream, work=fwork),
-            repeats, warmup, stream)
-        res["api_ms"] = _median_ms(lambda: numba_ln.layer_norm(x, w, b, stream=stream),
-                                   repeats, warmup, stream)
+            repeats, warmup, stream, batch)
+        res["api_ms"] = _wall_ms(lambda: numba_ln.layer_norm(x, w, b, stream=stream),
+                                 repeats, warmup, stream, stream.synchronize)
         # Correctness against the CPU path on a few rows.
         k = min(rows, 8)
         ref = numba_ln.layer_norm(x[:k].copy_to_host(), w.copy_to_host(), b.copy_to_host())
@@ -148,31 +289,31 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch):
             tw = torch.as_tensor(w, device="cuda")
             tb = torch.as_tensor(b, device="cuda")
             f = torch.nn.functional.layer_norm
-            res["torch_ms"] = _torch_median_ms(lambda: f(tx, (d,), tw, tb, 1e-5), repeats, warmup)
+            res["torch_ms"], res["torch_host_us"] = _gpu_ms(
+                lambda: f(tx, (d,), tw, tb, 1e-5), repeats, warmup, stream, batch,
+                record=_torch_record(torch))
+            res["torch_api_ms"] = _wall_ms(lambda: f(tx, (d,), tw, tb, 1e-5), repeats, warmup,
+                                           stream, torch.cuda.synchronize)
         except Exception as exc:
             res["torch_error"] = f"{type(exc).__name__}: {exc}"
     out.append(res)
 
     # ---- backward ----
-    G, nwin, block = _launch.backward_launch(rows, d)
+    G, nwin, block = _launch.backward_launch(rows, d, item)
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward", "bytes": 3 * n * item,
            "plan": f"row slots={G} windows={nwin} block={block}"}
     try:
-        m = (3 * n + 1) // 2
-        src = cuda.device_array(m, dtype)
-        dst = cuda.device_array(m, dtype)
-        res["copy_ms"] = _median_ms(lambda: dst.copy_to_device(src, stream=stream), repeats,
-                                    warmup, stream)
-        del src, dst
+        res["copy_ms"], res["copy_how"], res["copy_all_ms"] = _copy_ms(
+            (3 * n + 1) // 2, dtype, repeats, warmup, stream, batch, torch)
         _launch.forward(x, w, b, flags, eps, y, mean, rstd, stream)
         work = {}
-        res["kernel_ms"] = _median_ms(
+        res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(
             lambda: _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, dw, db, stream,
                                      work=work),
-            repeats, warmup, stream)
-        res["api_ms"] = _median_ms(
+            repeats, warmup, stream, batch)
+        res["api_ms"] = _wall_ms(
             lambda: numba_ln.layer_norm_backward(dy, x, mean, rstd, w, stream=stream),
-            repeats, warmup, stream)
+            repeats, warmup, stream, stream.synchronize)
         first = (dw.copy_to_host(), db.copy_to_host())
         _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, dw, db, stream, work=work)
         res["bitwise_reproducible"] = bool(np.array_equal(first[0], dw.copy_to_host())
@@ -193,9 +334,12 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch):
             tb = torch.as_tensor(b, device="cuda").detach().requires_grad_(True)
             tdy = torch.as_tensor(dy, device="cuda")
             ty = torch.nn.functional.layer_norm(tx, (d,), tw, tb, 1e-5)
-            res["torch_ms"] = _torch_median_ms(
-                lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True),
-                repeats, warmup)
+            def tb_fn():
+                return torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True)
+            res["torch_ms"], res["torch_host_us"] = _gpu_ms(
+                tb_fn, repeats, warmup, stream, batch, record=_torch_record(torch))
+            res["torch_api_ms"] = _wall_ms(tb_fn, repeats, warmup, stream,
+                                           torch.cuda.synchronize)
         except Exception as exc:
             res["torch_error"] = f"{type(exc).__name__}: {exc}"
     out.append(res)
@@ -207,6 +351,8 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch):
             r["pct_of_copy"] = 100.0 * r["kernel_GBps"] / r["copy_GBps"]
         if r.get("torch_ms") and r.get("kernel_ms"):
             r["speedup_vs_torch"] = r["torch_ms"] / r["kernel_ms"]
+        if r.get("torch_api_ms") and r.get("api_ms"):
+            r["api_speedup_vs_torch"] = r["torch_api_ms"] / r["api_ms"]
     return out
 
 
@@ -238,6 +384,22 @@ def _environment(torch):
     return env
 
 
+def _kernel_info():
+    """``{kernel[signature]: "regs/local bytes"}`` of the kernels compiled so far."""
+    from . import _kernels as K
+
+    info = {}
+    for name, k in K.KERNELS.items():
+        try:
+            for args, ov in k.overloads.items():
+                dt = str(args[0].dtype) if args else "?"
+                info[f"{name}[{dt}]"] = (f"{ov.regs_per_thread}/"
+                                         f"{getattr(ov, 'local_mem_per_thread', '?')}")
+        except Exception:
+            pass
+    return info
+
+
 def _fmt(v, spec):
     return "" if v is None else format(v, spec)
 
@@ -247,25 +409,36 @@ def markdown(data):
     lines = [f"GPU: {env.get('gpu')} (cc {env.get('compute_capability')}), numba "
              f"{env.get('numba')}, numba-cuda {env.get('numba_cuda')}, torch {env.get('torch')}.",
              "",
-             "Median of %d runs (CUDA events). GB/s = minimal traffic / time (forward: read x, "
-             "write y; backward: read x and dy, write dx); copy = device-to-device copy of the "
-             "same bytes in the same run; kernel = numba_ln's kernels on preallocated buffers; "
-             "api = the public function (allocates its outputs)." % data["repeats"],
+             "Median of %d repeats. GPU ms: CUDA events around a batch of %d calls that the "
+             "GPU runs back to back (a spin kernel holds it while Python enqueues them), per "
+             "call, so numba's Python launch overhead is excluded; host us: the Python time to "
+             "enqueue one call (reported apart). GB/s = minimal traffic / GPU time (forward: "
+             "read x, write y; backward: read x and dy, write dx). copy: the fastest "
+             "device-to-device copy of the same bytes in the same run (named in the JSON). "
+             "api ms: wall time per call of the public function (allocates its outputs) "
+             "back to back, host and GPU together; torch api likewise."
+             % (data["repeats"], data.get("batch", 0)),
              "",
-             "| shape | dtype | pass | kernel ms | GB/s | % of copy | api ms | torch ms "
-             "| speedup vs torch |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| shape | dtype | pass | GPU ms | GB/s | copy GB/s | % of copy | torch GPU ms "
+             "| vs torch | host us | api ms | torch api ms |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in data["results"]:
         shape = "x".join(str(s) for s in r["shape"])
         if "error" in r:
             msg = " ".join(str(r["error"]).split()).replace("|", "/")[:100]
-            lines.append(f"| {shape} | {r['dtype']} | {r['pass']} | error: {msg} | | | | | |")
+            lines.append(f"| {shape} | {r['dtype']} | {r['pass']} | error: {msg} "
+                         "| | | | | | | | |")
             continue
         lines.append(
             f"| {shape} | {r['dtype']} | {r['pass']} | {_fmt(r.get('kernel_ms'), '.4f')} | "
-            f"{_fmt(r.get('kernel_GBps'), '.0f')} | {_fmt(r.get('pct_of_copy'), '.0f')} | "
-            f"{_fmt(r.get('api_ms'), '.4f')} | {_fmt(r.get('torch_ms'), '.4f')} | "
-            f"{_fmt(r.get('speedup_vs_torch'), '.2f')} |")
+            f"{_fmt(r.get('kernel_GBps'), '.0f')} | {_fmt(r.get('copy_GBps'), '.0f')} | "
+            f"{_fmt(r.get('pct_of_copy'), '.0f')} | {_fmt(r.get('torch_ms'), '.4f')} | "
+            f"{_fmt(r.get('speedup_vs_torch'), '.2f')} | {_fmt(r.get('kernel_host_us'), '.0f')} | "
+            f"{_fmt(r.get('api_ms'), '.4f')} | {_fmt(r.get('torch_api_ms'), '.4f')} |")
+    kinfo = data.get("kernels")
+    if kinfo:
+        lines += ["", "Kernels (registers per thread / local bytes per thread): " + "; ".join(
+            f"{k}: {v}" for k, v in sorted(kinfo.items()))]
     return "\n".join(lines) + "\n"
 
 
@@ -275,6 +448,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny shapes (a logic check)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch", type=int, default=20,
+                   help="calls a GPU-time measurement runs back to back")
     p.add_argument("--shapes", default=None,
                    help="e.g. 4096x1024:float32,32x65536:float32 instead of the default set")
     p.add_argument("--time-limit", type=float, default=200.0,
@@ -282,7 +457,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     torch = _torch()
-    data = {"environment": _environment(torch), "repeats": args.repeats, "results": []}
+    data = {"environment": _environment(torch), "repeats": args.repeats,
+            "batch": args.batch, "results": []}
     t0 = time.perf_counter()
 
     def write():
@@ -312,7 +488,9 @@ def main(argv=None):
                                     "error": "skipped: time limit"})
             continue
         try:
-            data["results"].extend(bench_shape(shape, dtype, args.repeats, args.warmup, torch))
+            data["results"].extend(bench_shape(shape, dtype, args.repeats, args.warmup, torch,
+                                               args.batch))
+            data["kernels"] = _kernel_info()
         except Exception as exc:  # allocation of the inputs, ...
             data["results"].append({"shape": list(shape), "dtype": dtype, "pass": "all",
                                     "error": f"{type(exc).__name__}: {exc}"})
