@@ -6,17 +6,29 @@ preallocated outputs.  Shapes: ``T`` steps, ``B`` sequences, ``H`` hidden
 units; gate blocks are laid out as PyTorch does, rows ``r, z, n``.
 
 The input projections of all steps (``x @ W_ih.T``) are one matrix product
-done by the caller before the loop.  Inside the loop each step does one
-recurrent product with ``np.dot`` (numba calls BLAS for it: SciPy's
-``cython_blas``) and then the elementwise and LayerNorm work with ``prange``
-over the sequences of the batch.  Every LayerNorm is numba_ln's own row
+done by the caller before the loop, and for the LN-GRU their LayerNorms are
+one pass over all ``T * B`` rows (``prange``, one parallel region per call).
+Inside the loop each step does one recurrent product with ``np.dot`` (numba
+calls BLAS for it: SciPy's ``cython_blas``) and then the elementwise and
+LayerNorm work of every sequence.  Every LayerNorm is numba_ln's own row
 kernel (:func:`numba_ln.kernels.ln_forward_row` /
 :func:`numba_ln.kernels.ln_backward_row`) called on one row of one step.
 
+Three layers, as in the rest of numba_ln: per-sequence step kernels
+(``_gru_step`` ...), block drivers that run the time loop over a block of
+sequences (``_gru_forward_chunk`` ...), and the whole-batch loops the layer
+calls (``_gru_forward`` ...).
+
+Why the time loop runs on one thread: ``prange`` over the batch inside the
+loop (a parallel region per step) and ``prange`` over blocks of sequences
+(BLAS called from OpenMP threads) were both measured, at T=64, B=64, H=256
+on this shared 2-core machine, to be many times slower than one thread
+with a one-thread BLAS: every per-step barrier waits for a descheduled
+thread, and OpenBLAS threads spin between calls.
+
 Parameter gradients of the per-step LayerNorms are accumulated by
-``ln_backward_row`` into per-sequence float64 partial rows (row ``b`` is only
-touched by the thread that owns sequence ``b``) and summed in a fixed order
-afterwards, so results are bitwise identical for any thread count.
+``ln_backward_row`` into per-sequence float64 partial rows and summed in a
+fixed order afterwards, so results never depend on a thread count.
 
 Arithmetic follows the input dtype (constants are made with
 ``dtype.type``), except LayerNorm statistics, which are float64.
