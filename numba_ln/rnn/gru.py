@@ -12,6 +12,13 @@ import threading
 import numba
 import numpy as np
 
+try:  # numba's np.dot inside the compiled time loops calls SciPy's BLAS
+    import scipy.linalg.cython_blas  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("numba_ln.rnn needs SciPy: the recurrent products inside the compiled "
+                      "time loops are numba np.dot calls, which use SciPy's BLAS; "
+                      "install it with pip install scipy") from exc
+
 from .._cpu import _PARALLEL_LOCK
 from .._validate import as_host_array, float_dtype
 from . import _gru_kernels as _k
@@ -49,8 +56,6 @@ class _BlasThreads:
     def _find(cls):
         if cls._libs is None:
             try:
-                # load the BLAS that numba's np.dot calls before looking for it
-                import scipy.linalg.cython_blas  # noqa: F401
                 from threadpoolctl import ThreadpoolController
             except ImportError:  # pragma: no cover - optional
                 cls._libs = []
