@@ -50,13 +50,17 @@ def _make_optimizer(name, params, lr, momentum):
     raise ValueError(f"optimizer must be 'adam' or 'sgd', found {name!r}")
 
 
-def _warm_up(task, cell, hidden_size, num_layers, dtype):
-    """Compile a cell's kernels (forward, backward, evaluation) before timing it."""
+def _warm_up(task, cell, hidden_size, num_layers, dtype, batch_size):
+    """Compile a cell's kernels before timing it.
+
+    The batch has the training batch size, so the same (serial or parallel)
+    drivers compile as the timed steps will use.
+    """
     from .rnn.model import Model
 
     model = Model.for_task(task, hidden_size=hidden_size, num_layers=num_layers,
                            dtype=dtype, seed=0, **CELLS[cell])
-    x, y = task.batch("train", np.arange(2), model.dtype)
+    x, y = task.batch("train", np.arange(min(batch_size, task.n_train)), model.dtype)
     model.loss_and_grads(x, y)
     model.forward(x, y)
 
@@ -118,7 +122,7 @@ def run_experiment(task="digits-permuted", cells=("gru", "ln-gru"), seeds=3, ste
     if optimizer == "sgd":
         settings["momentum"] = momentum
     for cell in cells:
-        _warm_up(the_task, cell, hidden_size, num_layers, dtype)
+        _warm_up(the_task, cell, hidden_size, num_layers, dtype, int(batch_size))
     rows = []
     for seed in range(int(seeds)):
         order = cells if seed % 2 == 0 else cells[::-1]
