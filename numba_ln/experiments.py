@@ -30,7 +30,6 @@ import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
 

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 
-from numba_ln.rnn import GRU
 from numba_ln.rnn.losses import mean_squared_error, sequence_cross_entropy, softmax_cross_entropy
 from numba_ln.rnn.model import Model
 from numba_ln.rnn.optim import SGD, Adam, clip_grad_norm, global_norm
