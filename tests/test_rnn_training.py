@@ -594,7 +594,7 @@ def test_demo_presets_are_valid_experiments():
     from numba_ln.demo import DEFAULTS, PRESETS
     from numba_ln.experiments import CELLS
 
-    assert PRESETS["digits-permuted"] is DEFAULTS
+    assert PRESETS["adding"] is DEFAULTS
     for name, p in PRESETS.items():
         assert p["task"] == name in TASKS and set(p["cells"]) <= set(CELLS)
         assert p["cells"][0] == "gru"                  # the baseline of the summary
