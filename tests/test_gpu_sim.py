@@ -441,7 +441,8 @@ def test_layernorm_module_on_device():
 def test_bench_quick_runs(tmp_path):
     from numba_ln.gpu import bench
 
-    rc = bench.main(["--quick", "--out", str(tmp_path), "--repeats", "1", "--warmup", "1"])
+    rc = bench.main(["--quick", "--out", str(tmp_path), "--repeats", "1", "--warmup", "1",
+                     "--batch", "2"])
     assert rc == 0
     import json
 

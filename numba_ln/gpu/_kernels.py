@@ -48,7 +48,7 @@ are bitwise reproducible for a given shape.
 
 import math
 
-from numba import config, cuda
+from numba import config, cuda, uint32
 
 __all__ = ["SIM", "K_FWD", "K_BWD", "MAX_THREADS", "KERNELS"]
 
@@ -99,8 +99,30 @@ def _supports_launch_bounds():
         return False
 
 
+def _min_blocks():
+    import os
+
+    try:
+        return max(1, int(os.environ.get("NUMBA_LN_GPU_MIN_BLOCKS", "1")))
+    except ValueError:
+        return 1
+
+
+#: Blocks per multiprocessor the compiler is asked to fit (the launch bound's
+#: second number): above 1 it caps the registers a thread at
+#: ``65536 / (MAX_THREADS * MIN_BLOCKS)`` (spilling the rest), for more
+#: resident warps.  1 (no cap) unless ``NUMBA_LN_GPU_MIN_BLOCKS`` says
+#: otherwise: a tuning knob for benchmark runs, read at import; give such a run
+#: its own ``NUMBA_CACHE_DIR``, as numba's cache key ignores launch bounds.
+MIN_BLOCKS = _min_blocks()
+
 #: numba-cuda >= 0.12 compiles kernels for a launch bound; older ones do not.
-LAUNCH_BOUNDS = (MAX_THREADS,) if not SIM and _supports_launch_bounds() else None
+if SIM or not _supports_launch_bounds():
+    LAUNCH_BOUNDS = None
+elif MIN_BLOCKS > 1:
+    LAUNCH_BOUNDS = (MAX_THREADS, MIN_BLOCKS)
+else:
+    LAUNCH_BOUNDS = (MAX_THREADS,)
 
 
 def _jit_kernel(fn):
@@ -242,7 +264,7 @@ def _load_row(xr, xv, n, tx, tpr):
         # Clamped index, masked value: no branch, so every load of the row is
         # in flight at once (a guarded load would wait for the one before).
         j = tx + k * tpr
-        v = xr[min(j, last)]
+        v = xr[uint32(min(j, last))]
         xv[k] = v if j < n else T(0)
 
 
@@ -344,7 +366,7 @@ def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
                 last = n - 1
                 for k in range(K_FWD):
                     j = tx + k * tpr
-                    jc = min(j, last)
+                    jc = uint32(min(j, last))
                     h = ((xv[k] * s - m1) - dm) * mult
                     if has_w:
                         h = h * w[jc]
@@ -489,7 +511,7 @@ def _ln_fwd_apply(x, w, b, flags, eps, part, y, mean, rstd):
             last = n - 1
             for k in range(K_FWD):
                 j = c0 + tx + k * tpr
-                jc = min(j, last)
+                jc = uint32(min(j, last))
                 h = ((xr[jc] * s - c) - lo) * mult
                 if has_w:
                     h = h * w[jc]
@@ -546,7 +568,7 @@ def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
         q = T(0)
         for k in range(K_BWD):
             j = c0 + tx + k * tpr
-            jc = min(j, last)
+            jc = uint32(min(j, last))
             g = _g(dyr[jc], w, jc, has_w)
             g = g if j < n else T(0)
             a += g
@@ -604,7 +626,7 @@ def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
             q = T(0)
             for k in range(K_BWD):
                 j = tx + k * tpr
-                jc = min(j, last)
+                jc = uint32(min(j, last))
                 g = _g(dyr[jc], w, jc, has_w)
                 g = g if j < n else T(0)
                 a += g
@@ -624,7 +646,7 @@ def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
             dxr = dx[r]
             for k in range(K_BWD):
                 j = c0 + tx + k * tpr
-                jc = min(j, last)
+                jc = uint32(min(j, last))
                 d = dyr[jc]
                 xhat = (xr[jc] - m) * rs
                 v = rs * (_g(d, w, jc, has_w) - a - xhat * q)

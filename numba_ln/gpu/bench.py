@@ -178,31 +178,47 @@ def _copy_kernel():
     return _COPY
 
 
-def _copy_ms(m, dtype, repeats, warmup, stream, batch, torch):
-    """``(ms, how)``: the fastest device-to-device copy of ``m`` elements."""
+def _copy_ms(m, dtype, repeats, warmup, stream, batch, torch, cold=True):
+    """``(ms, how, all)``: the fastest device-to-device copy of ``m`` elements
+    (cycling through buffer pairs like the kernels, see :data:`COLD_BYTES`)."""
     from numba import cuda
 
-    src = cuda.device_array(m, dtype)
-    dst = cuda.device_array(m, dtype)
-    src.copy_to_device(np.zeros(m, dtype), stream=stream)
+    pairs = []
+    zeros = np.zeros(m, dtype)
+    for _ in range(_sets_for(2 * m * np.dtype(dtype).itemsize, cold)):
+        src = cuda.device_array(m, dtype)
+        src.copy_to_device(zeros, stream=stream)
+        pairs.append((src, cuda.device_array(m, dtype)))
     found = {}
     try:
-        found["cuMemcpyDtoDAsync"] = _gpu_ms(
-            lambda: dst.copy_to_device(src, stream=stream), repeats, warmup, stream, batch)[0]
+        nxt = _rotate(pairs)
+
+        def memcpy():
+            src, dst = nxt()
+            dst.copy_to_device(src, stream=stream)
+        found["cuMemcpyDtoDAsync"] = _gpu_ms(memcpy, repeats, warmup, stream, batch)[0]
     except Exception:
         pass
     try:
         kernel = _copy_kernel()
         blocks = max(1, min(-(-m // 1024), 132 * 16))
-        found["numba copy kernel"] = _gpu_ms(lambda: kernel[blocks, 256, stream](src, dst),
-                                             repeats, warmup, stream, batch)[0]
+        nxt = _rotate(pairs)
+
+        def kcopy():
+            src, dst = nxt()
+            kernel[blocks, 256, stream](src, dst)
+        found["numba copy kernel"] = _gpu_ms(kcopy, repeats, warmup, stream, batch)[0]
     except Exception:
         pass
     if torch is not None:
         try:
-            ts = torch.as_tensor(src, device="cuda")
-            td = torch.as_tensor(dst, device="cuda")
-            found["torch copy_"] = _gpu_ms(lambda: td.copy_(ts), repeats, warmup, stream, batch,
+            nxt = _rotate([(torch.as_tensor(a, device="cuda"), torch.as_tensor(c, device="cuda"))
+                           for a, c in pairs])
+
+            def tcopy():
+                ts, td = nxt()
+                td.copy_(ts)
+            found["torch copy_"] = _gpu_ms(tcopy, repeats, warmup, stream, batch,
                                            record=_torch_record(torch))[0]
         except Exception:
             pass
@@ -235,7 +251,29 @@ def _gbps(nbytes, ms):
     return nbytes / (ms * 1e-3) / 1e9 if ms and ms > 0 else None
 
 
-def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20):
+#: Bytes that successive timed calls cycle through (several buffer sets):
+#: several times the L2 cache (50-60 MB on H100/H200), so that every call
+#: reads its inputs from DRAM, as the first call of a real step would.
+COLD_BYTES = 256 << 20
+
+
+def _sets_for(nbytes, cold):
+    """How many buffer sets a call touching ``nbytes`` cycles through."""
+    return max(1, min(16, -(-COLD_BYTES // max(1, nbytes)))) if cold else 1
+
+
+def _rotate(items):
+    """A function returning the next of ``items`` at each call, cyclically."""
+    state = [0]
+
+    def nxt():
+        i = state[0]
+        state[0] = (i + 1) % len(items)
+        return items[i]
+    return nxt
+
+
+def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     """Results (a list of dicts, one per pass) for one shape and dtype."""
     from numba import cuda
 
@@ -249,14 +287,18 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20):
     n = rows * d
     stream = cuda.default_stream()
     rng = np.random.default_rng(0)
-    x = cuda.to_device(rng.standard_normal(shape, dtype=dtype))
-    dy = cuda.to_device(rng.standard_normal(shape, dtype=dtype))
+    hx0 = rng.standard_normal(shape, dtype=dtype)
+    hdy0 = rng.standard_normal(shape, dtype=dtype)
     w = cuda.to_device((1 + 0.1 * rng.standard_normal(d)).astype(dtype))
     b = cuda.to_device((0.1 * rng.standard_normal(d)).astype(dtype))
-    y = cuda.device_array(shape, dtype)
-    dx = cuda.device_array(shape, dtype)
-    mean = cuda.device_array(rows, dtype)
-    rstd = cuda.device_array(rows, dtype)
+    nsets = _sets_for(2 * n * item, cold)
+    sets = []
+    for _ in range(nsets):
+        sets.append({"x": cuda.to_device(hx0), "dy": cuda.to_device(hdy0),
+                     "y": cuda.device_array(shape, dtype), "dx": cuda.device_array(shape, dtype),
+                     "mean": cuda.device_array(rows, dtype), "rstd": cuda.device_array(rows, dtype)})
+    s0 = sets[0]
+    x, dy, y, dx, mean, rstd = (s0[k] for k in ("x", "dy", "y", "dx", "mean", "rstd"))
     dw = cuda.device_array(d, dtype)
     db = cuda.device_array(d, dtype)
     eps = dtype.type(1e-5)
@@ -266,17 +308,23 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20):
     # ---- forward ----
     kind, grid, block = _launch.forward_plan(rows, d, item)
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward", "bytes": 2 * n * item,
-           "plan": f"{kind} grid={grid} block={block}"}
+           "plan": f"{kind} grid={grid} block={block}", "buffer_sets": nsets}
     try:
         res["copy_ms"], res["copy_how"], res["copy_all_ms"] = _copy_ms(
-            n, dtype, repeats, warmup, stream, batch, torch)
+            n, dtype, repeats, warmup, stream, batch, torch, cold)
         fwork = {}
-        res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(
-            lambda: _launch.forward(x, w, b, flags, eps, y, mean, rstd, stream, work=fwork),
-            repeats, warmup, stream, batch)
-        res["api_ms"] = _wall_ms(lambda: numba_ln.layer_norm(x, w, b, stream=stream),
+        nxt = _rotate(sets)
+
+        def fwd():
+            t = nxt()
+            _launch.forward(t["x"], w, b, flags, eps, t["y"], t["mean"], t["rstd"], stream,
+                            work=fwork)
+        res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(fwd, repeats, warmup, stream, batch)
+        nxt_api = _rotate(sets)
+        res["api_ms"] = _wall_ms(lambda: numba_ln.layer_norm(nxt_api()["x"], w, b, stream=stream),
                                  repeats, warmup, stream, stream.synchronize)
         # Correctness against the CPU path on a few rows.
+        _launch.forward(x, w, b, flags, eps, y, mean, rstd, stream)
         k = min(rows, 8)
         ref = numba_ln.layer_norm(x[:k].copy_to_host(), w.copy_to_host(), b.copy_to_host())
         res["max_abs_err_vs_cpu"] = float(np.abs(y[:k].copy_to_host() - ref).max())
@@ -285,15 +333,15 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20):
         res["traceback"] = traceback.format_exc(limit=4)[-2000:]
     if torch is not None and "error" not in res:
         try:
-            tx = torch.as_tensor(x, device="cuda")
+            txs = _rotate([torch.as_tensor(t["x"], device="cuda") for t in sets])
             tw = torch.as_tensor(w, device="cuda")
             tb = torch.as_tensor(b, device="cuda")
             f = torch.nn.functional.layer_norm
             res["torch_ms"], res["torch_host_us"] = _gpu_ms(
-                lambda: f(tx, (d,), tw, tb, 1e-5), repeats, warmup, stream, batch,
+                lambda: f(txs(), (d,), tw, tb, 1e-5), repeats, warmup, stream, batch,
                 record=_torch_record(torch))
-            res["torch_api_ms"] = _wall_ms(lambda: f(tx, (d,), tw, tb, 1e-5), repeats, warmup,
-                                           stream, torch.cuda.synchronize)
+            res["torch_api_ms"] = _wall_ms(lambda: f(txs(), (d,), tw, tb, 1e-5), repeats,
+                                           warmup, stream, torch.cuda.synchronize)
         except Exception as exc:
             res["torch_error"] = f"{type(exc).__name__}: {exc}"
     out.append(res)
@@ -301,19 +349,28 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20):
     # ---- backward ----
     G, nwin, block = _launch.backward_launch(rows, d, item)
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward", "bytes": 3 * n * item,
-           "plan": f"row slots={G} windows={nwin} block={block}"}
+           "plan": f"row slots={G} windows={nwin} block={block}", "buffer_sets": nsets}
     try:
         res["copy_ms"], res["copy_how"], res["copy_all_ms"] = _copy_ms(
-            (3 * n + 1) // 2, dtype, repeats, warmup, stream, batch, torch)
-        _launch.forward(x, w, b, flags, eps, y, mean, rstd, stream)
+            (3 * n + 1) // 2, dtype, repeats, warmup, stream, batch, torch, cold)
+        for t in sets:
+            _launch.forward(t["x"], w, b, flags, eps, t["y"], t["mean"], t["rstd"], stream)
         work = {}
-        res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(
-            lambda: _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, dw, db, stream,
-                                     work=work),
-            repeats, warmup, stream, batch)
-        res["api_ms"] = _wall_ms(
-            lambda: numba_ln.layer_norm_backward(dy, x, mean, rstd, w, stream=stream),
-            repeats, warmup, stream, stream.synchronize)
+        nxt = _rotate(sets)
+
+        def bwd():
+            t = nxt()
+            _launch.backward(t["dy"], t["x"], t["mean"], t["rstd"], w, K.HAS_WEIGHT, t["dx"],
+                             dw, db, stream, work=work)
+        res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(bwd, repeats, warmup, stream, batch)
+        nxt_api = _rotate(sets)
+
+        def bwd_api():
+            t = nxt_api()
+            return numba_ln.layer_norm_backward(t["dy"], t["x"], t["mean"], t["rstd"], w,
+                                                stream=stream)
+        res["api_ms"] = _wall_ms(bwd_api, repeats, warmup, stream, stream.synchronize)
+        _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, dw, db, stream, work=work)
         first = (dw.copy_to_host(), db.copy_to_host())
         _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, dw, db, stream, work=work)
         res["bitwise_reproducible"] = bool(np.array_equal(first[0], dw.copy_to_host())
@@ -329,12 +386,17 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20):
         res["traceback"] = traceback.format_exc(limit=4)[-2000:]
     if torch is not None and "error" not in res:
         try:
-            tx = torch.as_tensor(x, device="cuda").detach().requires_grad_(True)
             tw = torch.as_tensor(w, device="cuda").detach().requires_grad_(True)
             tb = torch.as_tensor(b, device="cuda").detach().requires_grad_(True)
-            tdy = torch.as_tensor(dy, device="cuda")
-            ty = torch.nn.functional.layer_norm(tx, (d,), tw, tb, 1e-5)
+            graphs = []
+            for t in sets:
+                tx = torch.as_tensor(t["x"], device="cuda").detach().requires_grad_(True)
+                ty = torch.nn.functional.layer_norm(tx, (d,), tw, tb, 1e-5)
+                graphs.append((ty, tx, torch.as_tensor(t["dy"], device="cuda")))
+            tg = _rotate(graphs)
+
             def tb_fn():
+                ty, tx, tdy = tg()
                 return torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True)
             res["torch_ms"], res["torch_host_us"] = _gpu_ms(
                 tb_fn, repeats, warmup, stream, batch, record=_torch_record(torch))
@@ -416,8 +478,11 @@ def markdown(data):
              "read x, write y; backward: read x and dy, write dx). copy: the fastest "
              "device-to-device copy of the same bytes in the same run (named in the JSON). "
              "api ms: wall time per call of the public function (allocates its outputs) "
-             "back to back, host and GPU together; torch api likewise."
-             % (data["repeats"], data.get("batch", 0)),
+             "back to back, host and GPU together; torch api likewise. %s"
+             % (data["repeats"], data.get("batch", 0),
+                "Successive calls cycle through buffer sets of together >= 256 MB (several "
+                "times L2), so every call reads from DRAM." if data.get("cold") else
+                "Hot: one buffer set, inputs that fit stay in L2."),
              "",
              "| shape | dtype | pass | GPU ms | GB/s | copy GB/s | % of copy | torch GPU ms "
              "| vs torch | host us | api ms | torch api ms |",
@@ -448,6 +513,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny shapes (a logic check)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--hot", action="store_true",
+                   help="reuse one buffer set (inputs that fit stay in L2) instead of cycling")
     p.add_argument("--batch", type=int, default=20,
                    help="calls a GPU-time measurement runs back to back")
     p.add_argument("--shapes", default=None,
@@ -458,7 +525,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     torch = _torch()
     data = {"environment": _environment(torch), "repeats": args.repeats,
-            "batch": args.batch, "results": []}
+            "batch": args.batch, "cold": not args.hot, "results": []}
     t0 = time.perf_counter()
 
     def write():
@@ -489,7 +556,7 @@ def main(argv=None):
             continue
         try:
             data["results"].extend(bench_shape(shape, dtype, args.repeats, args.warmup, torch,
-                                               args.batch))
+                                               args.batch, not args.hot))
             data["kernels"] = _kernel_info()
         except Exception as exc:  # allocation of the inputs, ...
             data["results"].append({"shape": list(shape), "dtype": dtype, "pass": "all",
