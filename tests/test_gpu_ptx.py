@@ -87,6 +87,29 @@ def test_row_kernels_use_shuffles_and_registers(ptx):
 
 
 @needs_nvvm
+def test_launch_bounds_are_in_the_ptx(ptx):
+    """Every kernel is compiled for its launch bound: 256 threads, and the
+    forward kernels asked to fit two blocks a multiprocessor (a register cap
+    measured faster on an H200, see numba_ln/gpu/_kernels.py)."""
+    from numba_ln.gpu import _kernels
+
+    _, table = ptx
+    for key, text in table.items():
+        name = key.split("[")[0]
+        bounds = _kernels.launch_bounds(name)
+        if bounds is None:  # numba-cuda without launch bounds
+            continue
+        assert re.search(rf"\.maxntid\s+{bounds[0]}\b", text), key
+        if len(bounds) > 1:
+            assert re.search(rf"\.minnctapersm\s+{bounds[1]}\b", text), key
+        else:
+            assert ".minnctapersm" not in text, key
+    if os.environ.get("NUMBA_LN_GPU_MIN_BLOCKS") is None and _kernels.BOUNDS:
+        assert _kernels.launch_bounds("layer_norm_forward") in (None, (256, 2))
+        assert _kernels.launch_bounds("layer_norm_backward") in (None, (256,))
+
+
+@needs_nvvm
 def test_signatures_match_the_launchers():
     from numba_ln import gpu
 

@@ -83,9 +83,9 @@ def compile_ptx(cc=(9, 0)):
         for dtype in DTYPES:
             for name, sig in signatures(dtype).items():
                 fn = _kernels.KERNELS[name].py_func
-                if _kernels.LAUNCH_BOUNDS is not None:
-                    ptx, _ = cuda.compile_ptx(fn, sig, cc=tuple(cc),
-                                              launch_bounds=_kernels.LAUNCH_BOUNDS)
+                bounds = _kernels.launch_bounds(name)
+                if bounds is not None:
+                    ptx, _ = cuda.compile_ptx(fn, sig, cc=tuple(cc), launch_bounds=bounds)
                 else:  # numba-cuda without launch_bounds
                     ptx, _ = cuda.compile_ptx(fn, sig, cc=tuple(cc))
                 out[f"{name}[{dtype}]"] = ptx

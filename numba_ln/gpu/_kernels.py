@@ -14,7 +14,10 @@ step, so that every ``syncthreads`` is reached by every thread of the block.
 
 Thread ``tx`` of a group owns the columns ``tx + k * tpr``.  While the row
 fits (``D <= tpr * K``) those values live in a fully unrolled local array,
-which NVVM keeps in registers: the row is read from DRAM once.  Longer rows
+which NVVM keeps in registers: the row is read from DRAM once.  The loads use
+a clamped column index and mask the value (no branch per column), so all of a
+thread's loads are in flight at once.  Register use is what limits these
+kernels: see :data:`FWD_BLOCKS_PER_SM` for the launch bounds.  Longer rows
 fall back to loops that re-read the row (from L1/L2, where a block has just
 read it).  A column is only ever read and written by the thread that owns it,
 so every kernel is safe in place (``y`` may be ``x``, ``dx`` may be ``dy``).
@@ -99,38 +102,52 @@ def _supports_launch_bounds():
         return False
 
 
-def _min_blocks():
+def _env_blocks(name, default):
     import os
 
     try:
-        return max(1, int(os.environ.get("NUMBA_LN_GPU_MIN_BLOCKS", "1")))
+        return max(1, int(os.environ.get(name, default)))
     except ValueError:
-        return 1
+        return default
 
 
 #: Blocks per multiprocessor the compiler is asked to fit (the launch bound's
-#: second number): above 1 it caps the registers a thread at
-#: ``65536 / (MAX_THREADS * MIN_BLOCKS)`` (spilling the rest), for more
-#: resident warps.  1 (no cap) unless ``NUMBA_LN_GPU_MIN_BLOCKS`` says
-#: otherwise: a tuning knob for benchmark runs, read at import; give such a run
-#: its own ``NUMBA_CACHE_DIR``, as numba's cache key ignores launch bounds.
-MIN_BLOCKS = _min_blocks()
+#: second number).  Above 1 it caps the registers of a thread at
+#: ``65536 / (MAX_THREADS * n)``, spilling the rest, for more resident warps.
+#: Measured on an H200 (docs/gpu_bench_h200.md): 2 makes the float32 forward
+#: 20-30% faster (181 -> 128 registers, 96 bytes of spills, twice the warps),
+#: float64 about 7% slower at 4096x4096; the backward (accumulators in
+#: registers) a few % slower, so it keeps 1 (no cap); 3 is slower for all.
+#: ``NUMBA_LN_GPU_MIN_BLOCKS`` overrides both (tuning runs; read at import;
+#: give such a run its own ``NUMBA_CACHE_DIR``, numba's cache key ignores
+#: launch bounds).
+FWD_BLOCKS_PER_SM = _env_blocks("NUMBA_LN_GPU_MIN_BLOCKS", 2)
+BWD_BLOCKS_PER_SM = _env_blocks("NUMBA_LN_GPU_MIN_BLOCKS", 1)
 
-#: numba-cuda >= 0.12 compiles kernels for a launch bound; older ones do not.
-if SIM or not _supports_launch_bounds():
-    LAUNCH_BOUNDS = None
-elif MIN_BLOCKS > 1:
-    LAUNCH_BOUNDS = (MAX_THREADS, MIN_BLOCKS)
-else:
-    LAUNCH_BOUNDS = (MAX_THREADS,)
+_HAS_BOUNDS = not SIM and _supports_launch_bounds()
+
+#: Kernel name -> the launch bound it is compiled with (None: numba-cuda
+#: without launch bounds, or the simulator); :func:`numba_ln.gpu.compile_ptx`
+#: uses the same.
+BOUNDS = {}
 
 
-def _jit_kernel(fn):
+def _bounds(blocks):
+    if not _HAS_BOUNDS:
+        return None
+    return (MAX_THREADS, blocks) if blocks > 1 else (MAX_THREADS,)
+
+
+def _jit_kernel(fn=None, *, blocks=None):
     """``cuda.jit`` with the package's launch bound and on-disk cache."""
+    if fn is None:
+        return lambda f: _jit_kernel(f, blocks=blocks)
+    bounds = _bounds(BWD_BLOCKS_PER_SM if blocks is None else blocks)
+    BOUNDS[fn.__name__] = bounds
     if SIM:
         return cuda.jit(fn)
-    if LAUNCH_BOUNDS is not None:
-        return cuda.jit(launch_bounds=LAUNCH_BOUNDS, cache=True)(fn)
+    if bounds is not None:
+        return cuda.jit(launch_bounds=bounds, cache=True)(fn)
     return cuda.jit(cache=True)(fn)
 
 
@@ -326,7 +343,7 @@ def _row_stats(xr, xv, in_regs, n, red):
 # Forward.
 # --------------------------------------------------------------------------
 
-@_jit_kernel
+@_jit_kernel(blocks=FWD_BLOCKS_PER_SM)
 def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
     """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``, ``rstd``."""
     T = x.dtype.type
@@ -388,7 +405,7 @@ def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
 # Forward, a row split over several blocks (few rows, D > tpr * K_FWD).
 # --------------------------------------------------------------------------
 
-@_jit_kernel
+@_jit_kernel(blocks=FWD_BLOCKS_PER_SM)
 def _ln_fwd_part(x, part):
     """Statistics of every column window of every row.
 
@@ -712,6 +729,11 @@ def _col_sum(part, out):
         for i in range(1, COL_TY):
             t += buf[i * COL_TX + tx]
         out[j] = t
+
+
+def launch_bounds(name):
+    """The launch bound kernel ``name`` (a :data:`KERNELS` key) is compiled with."""
+    return BOUNDS[KERNELS[name].py_func.__name__]
 
 
 #: Name -> kernel.  The public names of :func:`numba_ln.gpu.compile_ptx`.
