@@ -21,7 +21,7 @@ _NATIVE_FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 
 def _plain(a, dtype, shape):
     """True when ``a`` is None or already in the kernels' form (no checks needed)."""
-    return a is None or (type(a) is np.ndarray and a.dtype is dtype and a.shape == shape
+    return a is None or (type(a) is np.ndarray and a.dtype == dtype and a.shape == shape
                          and a.flags.c_contiguous)
 
 

@@ -66,7 +66,10 @@ class LayerNorm:
 
     @property
     def axis(self):
-        return tuple(range(-len(self.normalized_shape), 0))
+        """The normalised axes as ``layer_norm`` takes them (-1 for one axis:
+        that spelling takes the API's shortcut for the common call)."""
+        k = len(self.normalized_shape)
+        return -1 if k == 1 else tuple(range(-k, 0))
 
     def parameters(self):
         """``{"weight": ..., "bias": ...}`` for the parameters that exist."""
