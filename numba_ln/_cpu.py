@@ -34,6 +34,10 @@ SERIAL_MAX_ELEMENTS = 1 << 15
 #: Upper bound of the number of row chunks of the gradient reduction.
 MAX_CHUNKS = 64
 
+#: Rows a chunk takes at least: each chunk costs a partial row to zero and to
+#: add, which few rows would not pay for.
+MIN_CHUNK_ROWS = 16
+
 # numba's default "workqueue" threading layer aborts the process when two
 # Python threads launch parallel kernels at once; one lock makes concurrent
 # callers take turns (each parallel call already uses every core).
@@ -47,8 +51,11 @@ def is_serial(x):
 
 def n_chunks(x):
     """Number of row chunks of the gradient reduction: one for a serial call,
-    else up to MAX_CHUNKS.  It depends on the shape only, never on threads."""
-    return min(1 if is_serial(x) else x.shape[0], MAX_CHUNKS)
+    else one per MIN_CHUNK_ROWS rows, at least 2 and at most MAX_CHUNKS.  It
+    depends on the shape only, never on the number of threads."""
+    if is_serial(x):
+        return 1
+    return min(x.shape[0], max(2, min(MAX_CHUNKS, x.shape[0] // MIN_CHUNK_ROWS)))
 
 
 @njit(**JIT_OPTIONS)
