@@ -29,7 +29,7 @@ from .kernels import (_centre, _combine, _normalise_float64, _holds, _split,
                       _stats_float64, _tiny_var)
 
 #: Arrays with at most this many elements run on the calling thread alone.
-SERIAL_MAX_ELEMENTS = 1 << 15
+SERIAL_MAX_ELEMENTS = 1 << 16
 
 #: Upper bound of the number of row chunks of the gradient reduction.
 MAX_CHUNKS = 64

@@ -167,7 +167,7 @@ def test_huge_values(dtype, magnitude):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("where", ["x", "dy"])
-@pytest.mark.parametrize("shape", [(10, 33), (200, 300)])
+@pytest.mark.parametrize("shape", [(10, 33), (250, 300)])
 def test_non_finite_row_is_isolated(dtype, bad, where, shape):
     x = _rand(shape, dtype)
     dy = _rand(shape, dtype)
@@ -233,7 +233,7 @@ def _setup(shape, axis=-1, dtype=np.float64):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,axis", [((7, 16), -1), ((3, 4, 5), 1), ((200, 300), -1), ((4, 5, 6), (0, 2))])
+@pytest.mark.parametrize("shape,axis", [((7, 16), -1), ((3, 4, 5), 1), ((250, 300), -1), ((4, 5, 6), (0, 2))])
 @pytest.mark.parametrize("target", ["dy", "x"])
 def test_out_is_dy_or_x_in_place(shape, axis, dtype, target):
     dy, x, m, r, w, (dxr, dwr, dbr) = _setup(shape, axis, dtype)
@@ -248,7 +248,7 @@ def test_out_is_dy_or_x_in_place(shape, axis, dtype, target):
 
 
 @pytest.mark.parametrize("shift", [1, -3, 16])
-@pytest.mark.parametrize("rows,d", [(6, 10), (200, 300)])
+@pytest.mark.parametrize("rows,d", [(6, 10), (250, 300)])
 def test_out_partially_overlapping(shift, rows, d):
     n = rows * d
     buf = RNG.standard_normal(n + abs(shift))

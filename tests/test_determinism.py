@@ -15,7 +15,7 @@ RNG = np.random.default_rng(20260505)
 
 # All above the serial threshold, so the prange drivers run.  Row counts below,
 # at and above the number of reduction chunks, and not multiples of anything.
-SHAPES = [((1000, 67), -1), ((40, 1001), -1), ((129, 17, 31), (1, 2)), ((37, 45, 23), 1)]
+SHAPES = [((1000, 67), -1), ((80, 1001), -1), ((129, 17, 31), (1, 2)), ((74, 45, 23), 1)]
 
 
 def _problem(shape, axis, dtype, seed=0):
@@ -125,7 +125,7 @@ def test_concurrent_python_threads(n_threads):
     for t in range(n_threads):
         dtype = (np.float32, np.float64)[t % 2]
         jobs = [
-            (*_problem((300, 129), -1, dtype, seed=10 + t), -1),        # parallel driver
+            (*_problem((600, 129), -1, dtype, seed=10 + t), -1),        # parallel driver
             (*_problem((20, 16, 3), (1, 2), dtype, seed=20 + t), (1, 2)),  # serial driver
             (*_problem((40, 30, 40), 1, dtype, seed=30 + t), 1),         # permuted, parallel
         ]
