@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from .._cpu import _sum_chunks
 from .._flags import JIT_OPTIONS
 from ..kernels import ln_backward_row, ln_forward_row
 
@@ -378,13 +379,5 @@ def _ln_input_forward_parallel(gi, w_g, b_g, w_c, b_c, eps, lni, stats):
         _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
 
 
-
-@njit(**JIT_OPTIONS)
-def _sum_rows(part, out):
-    """``out[j] = sum_b part[b, j]`` in float64, added in the order b = 0, 1, ..."""
-    acc = np.zeros(part.shape[1])
-    for b in range(part.shape[0]):
-        for j in range(part.shape[1]):
-            acc[j] += part[b, j]
-    for j in range(part.shape[1]):
-        out[j] = acc[j]
+# ``out[j] = sum_b part[b, j]`` in float64, added in the order b = 0, 1, ...
+_sum_rows = _sum_chunks
