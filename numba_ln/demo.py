@@ -25,9 +25,9 @@ import time
 __all__ = ["DEFAULTS", "PRESETS", "main"]
 
 #: The demo's experiment (keyword arguments of :func:`numba_ln.experiments.run_experiment`).
-DEFAULTS = dict(task="adding", cells=("gru", "ln-gru"), seeds=3, steps=200,
+DEFAULTS = dict(task="adding", cells=("gru", "ln-gru"), seeds=3, steps=600,
                 hidden_size=64, num_layers=1, batch_size=32, optimizer="adam", lr=3e-3,
-                clip=1.0, eval_every=50)
+                clip=1.0, eval_every=25)
 
 #: Settings per ``--task``.
 PRESETS = {"adding": DEFAULTS,
@@ -43,7 +43,7 @@ def main(argv=None):
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     p.add_argument("--steps", type=int, default=None,
-                   help="updates per run (default 200; 400 for digits-permuted)")
+                   help="updates per run (default 600; 400 for digits-permuted)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr (default: when stderr is a terminal)")
     args = p.parse_args(argv)
