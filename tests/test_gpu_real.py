@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+from _reference import ln_backward_ref, ln_ref
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("real-GPU tests; the simulator runs tests/test_gpu_sim.py", allow_module_level=True)
@@ -25,31 +26,9 @@ from numba_ln import gpu  # noqa: E402
 from numba_ln.gpu import _launch  # noqa: E402
 
 
-def ref_forward(x, w, b, axes, eps=1e-5):
-    x = np.asarray(x, np.float64)
-    mean = x.mean(axis=axes, keepdims=True)
-    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
-    y = (x - mean) * rstd
-    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
-    if w is not None:
-        y = y * np.asarray(w, np.float64).reshape(shape)
-    if b is not None:
-        y = y + np.asarray(b, np.float64).reshape(shape)
-    return y, mean.squeeze(axis=axes), rstd.squeeze(axis=axes)
-
-
-def ref_backward(dy, x, w, axes, eps=1e-5):
-    x = np.asarray(x, np.float64)
-    dy = np.asarray(dy, np.float64)
-    mean = x.mean(axis=axes, keepdims=True)
-    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
-    xhat = (x - mean) * rstd
-    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
-    g = dy if w is None else dy * np.asarray(w, np.float64).reshape(shape)
-    dx = rstd * (g - g.mean(axis=axes, keepdims=True)
-                 - xhat * (g * xhat).mean(axis=axes, keepdims=True))
-    kept = tuple(a for a in range(x.ndim) if a not in axes)
-    return dx, (dy * xhat).sum(axis=kept), dy.sum(axis=kept)
+# The float64 references shared by every test file (positional order x, w, b, axes).
+ref_forward = ln_ref
+ref_backward = ln_backward_ref
 
 
 RNG = np.random.default_rng(1607)

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 import pytest
+from _reference import ln_backward_ref, ln_ref
 
 pytestmark = pytest.mark.cudasim
 
@@ -36,32 +37,9 @@ from numba_ln.gpu import _kernels, _launch  # noqa: E402
 # Naive float64 reference.
 # --------------------------------------------------------------------------
 
-def ref_forward(x, w, b, axes, eps=1e-5):
-    x = np.asarray(x, np.float64)
-    mean = x.mean(axis=axes, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-    rstd = 1.0 / np.sqrt(var + eps)
-    y = (x - mean) * rstd
-    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
-    if w is not None:
-        y = y * np.asarray(w, np.float64).reshape(shape)
-    if b is not None:
-        y = y + np.asarray(b, np.float64).reshape(shape)
-    return y, mean.squeeze(axis=axes), rstd.squeeze(axis=axes)
-
-
-def ref_backward(dy, x, w, axes, eps=1e-5):
-    x = np.asarray(x, np.float64)
-    dy = np.asarray(dy, np.float64)
-    mean = x.mean(axis=axes, keepdims=True)
-    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
-    xhat = (x - mean) * rstd
-    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
-    g = dy if w is None else dy * np.asarray(w, np.float64).reshape(shape)
-    dx = rstd * (g - g.mean(axis=axes, keepdims=True)
-                 - xhat * (g * xhat).mean(axis=axes, keepdims=True))
-    kept = tuple(a for a in range(x.ndim) if a not in axes)
-    return dx, (dy * xhat).sum(axis=kept), dy.sum(axis=kept)
+# The float64 references shared by every test file (positional order x, w, b, axes).
+ref_forward = ln_ref
+ref_backward = ln_backward_ref
 
 
 def _axes(axis, ndim):
