@@ -155,23 +155,25 @@ def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None)
 # Strided copies between any device array and a C-contiguous one.
 # --------------------------------------------------------------------------
 
+@cuda.jit(device=True)
+def _strided_offset(i, base, shape, strides):
+    """``base + sum(idx_k * strides[k])`` with ``idx`` the C-order
+    multi-index of ``i`` over ``shape``."""
+    off = base
+    for k in range(shape.shape[0] - 1, -1, -1):
+        off += (i % shape[k]) * strides[k]
+        i //= shape[k]
+    return off
+
+
 @cuda.jit
 def _gather_kernel(src, base, shape, strides, dst):
-    """``dst[i] = src[base + sum(idx_k * strides[k])]`` with ``idx`` the
-    C-order multi-index of ``i`` over ``shape``; casts to dst's dtype."""
+    """``dst[i] = src[offset(i)]`` (see :func:`_strided_offset`); casts to dst's dtype."""
     T = dst.dtype.type
     i = cuda.grid(1)
-    n = dst.shape[0]
-    step = cuda.gridsize(1)
-    nd = shape.shape[0]
-    while i < n:
-        rem = i
-        off = base
-        for k in range(nd - 1, -1, -1):
-            off += (rem % shape[k]) * strides[k]
-            rem //= shape[k]
-        dst[i] = T(src[off])
-        i += step
+    while i < dst.shape[0]:
+        dst[i] = T(src[_strided_offset(i, base, shape, strides)])
+        i += cuda.gridsize(1)
 
 
 @cuda.jit
@@ -179,17 +181,9 @@ def _scatter_kernel(src, dst, base, shape, strides):
     """The reverse of :func:`_gather_kernel`."""
     T = dst.dtype.type
     i = cuda.grid(1)
-    n = src.shape[0]
-    step = cuda.gridsize(1)
-    nd = shape.shape[0]
-    while i < n:
-        rem = i
-        off = base
-        for k in range(nd - 1, -1, -1):
-            off += (rem % shape[k]) * strides[k]
-            rem //= shape[k]
-        dst[off] = T(src[i])
-        i += step
+    while i < src.shape[0]:
+        dst[_strided_offset(i, base, shape, strides)] = T(src[i])
+        i += cuda.gridsize(1)
 
 
 def flat_view(a):
