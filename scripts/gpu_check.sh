@@ -6,9 +6,12 @@
 #   scripts/gpu_check.sh OUTDIR
 #
 # Writes OUTDIR/versions.txt, OUTDIR/tests.txt, OUTDIR/gpu_bench.json,
-# OUTDIR/gpu_bench.md and OUTDIR/summary.txt.  One failing step does not stop
-# the others; the exit status is 0 when every step succeeded, 1 otherwise.
-# Budget: tests <= 130 s, benchmark <= 140 s (under 5 minutes in all, worst case).
+# OUTDIR/gpu_bench.md and OUTDIR/summary.txt (and, with TUNE=1, the variant
+# sweep of scripts/gpu_tune.py: OUTDIR/gpu_tune.json, OUTDIR/gpu_tune.md).
+# One failing step does not stop the others; the exit status is 0 when every
+# step succeeded, 1 otherwise.
+# Budget: tests <= 200 s (most of it compiling the kernel variants), benchmark
+# <= 140 s, sweep <= 150 s (under 5 minutes without the sweep, worst case).
 # PTX is compiled for sm_90 only here; make test compiles sm_80 and sm_90.
 set -u
 OUT="${1:?usage: scripts/gpu_check.sh OUTDIR}"
@@ -71,7 +74,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 echo "== tests"
 if "$PY" -c "import pytest" 2>/dev/null; then
-    timeout "${TEST_TIMEOUT:-130}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
+    timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
         tests/test_gpu_real.py tests/test_gpu_ptx.py -k "not sm_80" > "$OUT/tests.txt" 2>&1
     rc=$?
     tail -n 40 "$OUT/tests.txt"
@@ -91,6 +94,14 @@ echo "bench: exit $rc" | tee -a "$summary"
 if [ -f "$OUT/gpu_bench.json" ]; then
     n_err=$(grep -c '"error"' "$OUT/gpu_bench.json" || true)
     echo "bench: $n_err result(s) with an error" | tee -a "$summary"
+fi
+
+# Optional (TUNE=1): the launch-configuration sweep of the row kernels.
+if [ "${TUNE:-0}" = "1" ]; then
+    echo "== tune"
+    timeout 170 "$PY" scripts/gpu_tune.py "$OUT" --time-limit "${TUNE_LIMIT:-120}" > "$OUT/tune.log" 2>&1
+    echo "tune: exit $?" | tee -a "$summary"
+    tail -n 60 "$OUT/gpu_tune.md" 2>/dev/null
 fi
 
 # Optional (NCU=1): Nsight Compute counters of the main kernels, one forward

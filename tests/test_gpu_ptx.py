@@ -53,8 +53,16 @@ def test_every_kernel_in_every_dtype(ptx):
     from numba_ln.gpu import _kernels
 
     cc, table = ptx
-    expected = {f"{name}[{dt}]" for name in _kernels.KERNELS for dt in gpu.DTYPES}
-    assert set(table) == expected
+    assert set(table) == set(_kernels.KERNELS)
+    # every kind of kernel in every dtype, every variant's row kernels
+    kinds = set(gpu.signatures("float32"))
+    assert {(k.split("[")[0].rsplit("_", 1)[0] if _kernels.KINDS[k] != "layer_norm_backward_colsum"
+             else _kernels.KINDS[k], k.split("[")[1][:-1]) for k in table} == \
+        {(kind, dt) for kind in kinds for dt in gpu.DTYPES}
+    for v in _kernels.VARIANTS:
+        for dt in gpu.DTYPES:
+            assert f"layer_norm_forward_{v.suffix}[{dt}]" in table
+            assert f"layer_norm_backward_{v.suffix}[{dt}]" in table
     for name, text in table.items():
         assert f".target sm_{cc[0]}{cc[1]}" in text, name
         assert ".entry" in text, name
@@ -75,28 +83,32 @@ def test_float32_kernels_have_no_float64_arithmetic(ptx):
 @needs_nvvm
 def test_row_kernels_use_shuffles_and_registers(ptx):
     """On a GPU the reductions are warp shuffles; the row values and the
-    gradient accumulators live in registers (no local-memory arrays)."""
-    _, table = ptx
-    for dt in ("float32", "float64"):
-        for name in ("layer_norm_forward", "layer_norm_forward_split_stats", "layer_norm_backward",
-                     "layer_norm_backward_rowsums"):
-            text = table[f"{name}[{dt}]"]
-            assert "shfl.sync.bfly" in text, name
-            assert ".local" not in text, f"{name}[{dt}] spills an array to local memory"
-            assert not ATOMIC.search(text), f"{name}[{dt}] uses atomics"
-
-
-@needs_nvvm
-def test_launch_bounds_are_in_the_ptx(ptx):
-    """Every kernel is compiled for its launch bound: 256 threads, and the
-    forward kernels asked to fit two blocks a multiprocessor (a register cap
-    measured faster on an H200, see numba_ln/gpu/_kernels.py)."""
+    gradient accumulators live in registers (no local-memory arrays); the
+    variant's row is read with loads from one base address where the
+    thread's columns are all in the row (``[%rd + imm]``)."""
     from numba_ln.gpu import _kernels
 
     _, table = ptx
     for key, text in table.items():
-        name = key.split("[")[0]
-        bounds = _kernels.launch_bounds(name)
+        if _kernels.KINDS[key] == "layer_norm_backward_colsum":
+            continue
+        assert "shfl.sync.bfly" in text or _kernels.KINDS[key] == \
+            "layer_norm_forward_split_apply", key
+        assert ".local" not in text, f"{key} spills an array to local memory"
+        assert not ATOMIC.search(text), f"{key} uses atomics"
+        if _kernels.KINDS[key] == "layer_norm_forward":
+            assert re.search(r"ld\.global\.f(32|64)\s+%fd?\d+, \[%rd\d+\+\d+\]", text), key
+
+
+@needs_nvvm
+def test_launch_bounds_are_in_the_ptx(ptx):
+    """Every kernel is compiled for its launch bound: its variant's threads a
+    block and the blocks a multiprocessor of numba_ln.gpu._kernels.TABLE."""
+    from numba_ln.gpu import _kernels
+
+    _, table = ptx
+    for key, text in table.items():
+        bounds = _kernels.launch_bounds(key)
         if bounds is None:  # numba-cuda without launch bounds
             continue
         assert re.search(rf"\.maxntid\s+{bounds[0]}\b", text), key
@@ -104,19 +116,25 @@ def test_launch_bounds_are_in_the_ptx(ptx):
             assert re.search(rf"\.minnctapersm\s+{bounds[1]}\b", text), key
         else:
             assert ".minnctapersm" not in text, key
-    if os.environ.get("NUMBA_LN_GPU_MIN_BLOCKS") is None and _kernels.BOUNDS:
-        assert _kernels.launch_bounds("layer_norm_forward") in (None, (256, 2))
-        assert _kernels.launch_bounds("layer_norm_backward") in (None, (256,))
+    if _kernels.BOUNDS:
+        for v, (tpr, kv, blocks) in zip(_kernels.VARIANTS, _kernels.TABLE):
+            fwd, bwd = blocks["float32"]
+            assert _kernels.launch_bounds(f"layer_norm_forward_{v.suffix}[float32]") in (
+                None, (v.threads, fwd) if fwd > 1 else (v.threads,))
+            assert _kernels.launch_bounds(f"layer_norm_backward_{v.suffix}[float32]") in (
+                None, (v.threads, bwd) if bwd > 1 else (v.threads,))
 
 
 @needs_nvvm
 def test_signatures_match_the_launchers():
     from numba_ln import gpu
+    from numba_ln.gpu import _kernels
 
     for dt in gpu.DTYPES:
         sigs = gpu.signatures(dt)
         assert all(s.startswith("void(") for s in sigs.values())
         assert all(dt in s for s in sigs.values())
+        assert set(sigs) == set(_kernels.KINDS.values())
 
 
 def test_import_and_cpu_calls_do_not_touch_cuda():

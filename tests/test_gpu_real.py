@@ -23,7 +23,7 @@ if not cuda.is_available():
 
 import numba_ln  # noqa: E402
 from numba_ln import gpu  # noqa: E402
-from numba_ln.gpu import _launch  # noqa: E402
+from numba_ln.gpu import _kernels, _launch  # noqa: E402
 
 
 # The float64 references shared by every test file (positional order x, w, b, axes).
@@ -77,6 +77,36 @@ def test_matches_cpu_path(shape, dtype, fwd_split):
     red = dict(rtol=tol["rtol"] * 10, atol=tol["atol"] * max(1.0, np.sqrt(rows)) * 10)
     np.testing.assert_allclose(dw.copy_to_host(), dwc, **red)
     np.testing.assert_allclose(db.copy_to_host(), dbc, **red)
+
+
+_EDGES = sorted({c + o for c in (v.capacity for v in _kernels.VARIANTS) for o in (-1, 0, 1)})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", _EDGES)
+def test_every_variant_at_its_capacity_edges(d, dtype):
+    """Rows that just fill a kernel variant, and one column more or less
+    (the next variant, or threads whose columns are partly past the end),
+    with several blocks of rows."""
+    v = _kernels.variant(d)
+    rows = 3 * v.rows_per_block + 1
+    x = (RNG.standard_normal((rows, d)) * 2 + 0.5).astype(dtype)
+    w = RNG.standard_normal(d).astype(dtype)
+    b = RNG.standard_normal(d).astype(dtype)
+    dy = RNG.standard_normal((rows, d)).astype(dtype)
+    y, m, r = numba_ln.layer_norm(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b),
+                                  return_stats=True)
+    yr, mr, rr = ref_forward(x, w, b, (1,))
+    tol = _tol(dtype, d)
+    np.testing.assert_allclose(y.copy_to_host(), yr, **tol)
+    np.testing.assert_allclose(r.copy_to_host(), rr, rtol=tol["rtol"])
+    dx, dw, db = numba_ln.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), m, r,
+                                              cuda.to_device(w))
+    dxr, dwr, dbr = ref_backward(dy, x, w, (1,))
+    np.testing.assert_allclose(dx.copy_to_host(), dxr, **tol)
+    red = dict(rtol=tol["rtol"] * 10, atol=tol["atol"] * max(1.0, np.sqrt(rows)) * 10)
+    np.testing.assert_allclose(dw.copy_to_host(), dwr, **red)
+    np.testing.assert_allclose(db.copy_to_host(), dbr, **red)
 
 
 @pytest.mark.parametrize("shape,axis", [((6, 50, 7), 1), ((4, 30, 40), (0, 2)),
@@ -209,11 +239,16 @@ def test_mixing_is_an_error():
 
 
 def test_launch_geometry():
-    assert _launch.forward_plan(4096, 1024, 4) == ("rows", 512, (32, 8))
-    assert _launch.forward_plan(16384, 8192, 4) == ("rows", 16384, (256, 1))
-    assert _launch.forward_plan(32, 65536, 4) == ("split", 256, (256, 1))
-    G, nwin, _ = _launch.backward_launch(32, 65536)
-    assert nwin == 8 and G == 32
+    def plan(rows, d):
+        kind, grid, v, block = _launch.forward_plan(rows, d, 4)
+        return kind, grid, (v.tpr, v.kv), block
+
+    assert plan(4096, 1024) == ("rows", 4096, (128, 8), (128, 1))
+    assert plan(65536, 128) == ("rows", 4096, (16, 8), (16, 16))
+    assert plan(16384, 8192) == ("rows", 16384, (256, 32), (256, 1))
+    assert plan(32, 65536) == ("split", 256, (256, 32), (256, 1))
+    G, nwin, v, _ = _launch.backward_launch(32, 65536)
+    assert nwin == 8 and G == 32 and v is _kernels.VARIANTS[-1]
 
 
 def test_all_axes_normalised():

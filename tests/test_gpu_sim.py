@@ -311,7 +311,7 @@ def test_gradients_are_bitwise_reproducible():
                                     cuda.to_device(w)) for _ in range(2)]
     for a, b in zip(runs[0], runs[1]):
         assert np.array_equal(_host(a), _host(b))
-    G, nwin, (tpr, R) = _launch.backward_launch(100, 33)
+    G, nwin, _, (tpr, R) = _launch.backward_launch(100, 33)
     assert G > 1  # the partials really go through the column reduction
 
 
@@ -430,5 +430,21 @@ def test_bench_quick_runs(tmp_path):
 
 
 def test_kernel_table_is_complete():
-    names = set(_kernels.KERNELS)
-    assert names == set(gpu.signatures("float32")) == set(gpu.signatures("float64"))
+    kinds = set(_kernels.KINDS.values())
+    assert kinds == set(gpu.signatures("float32")) == set(gpu.signatures("float64"))
+    for v in _kernels.VARIANTS:
+        for dt in gpu.DTYPES:
+            assert v.fwd[dt] is _kernels.KERNELS[f"layer_norm_forward_{v.suffix}[{dt}]"]
+            assert v.bwd[dt] is _kernels.KERNELS[f"layer_norm_backward_{v.suffix}[{dt}]"]
+    assert [v.loops for v in _kernels.VARIANTS] == [False] * (len(_kernels.VARIANTS) - 1) + [True]
+    caps = [v.capacity for v in _kernels.VARIANTS]
+    assert caps == sorted(caps)
+
+
+@pytest.mark.parametrize("d", sorted({c + o for v in _kernels.VARIANTS
+                                       for c in (v.capacity,) for o in (-1, 0, 1)} - {0, 1}))
+def test_every_variant_at_its_capacity_edges(d):
+    """Rows that just fill a variant, and one column more or less (the next
+    variant, or a thread whose columns are partly past the end)."""
+    assert _launch.row_geometry(d)[0] is _kernels.variant(d)
+    _check_forward_backward((2 * _kernels.variant(d).rows_per_block + 1, d), -1, np.float32)

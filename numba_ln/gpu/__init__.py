@@ -37,11 +37,12 @@ __all__ = ["layer_norm", "layer_norm_backward", "compile_ptx", "signatures", "is
            "require_gpu", "DTYPES"]
 
 #: The dtypes every kernel is compiled for.
-DTYPES = ("float32", "float64")
+DTYPES = _kernels.DTYPES
 
 
 def signatures(dtype):
-    """``{kernel name: numba signature string}`` for one dtype name."""
+    """``{kernel kind: numba signature string}`` for one dtype name (a kernel's
+    kind: :data:`numba_ln.gpu._kernels.KINDS`)."""
     t = {"float32": "float32", "float64": "float64"}[dtype]
     m, v, p = f"{t}[:, ::1]", f"{t}[::1]", f"{t}[:, :, ::1]"
     return {
@@ -66,9 +67,10 @@ def compile_ptx(cc=(9, 0)):
     Returns
     -------
     dict
-        ``{"layer_norm_forward[float32]": ptx_text, ...}``: every name of
-        :data:`numba_ln.gpu._kernels.KERNELS` with every dtype of
-        :data:`DTYPES`.
+        ``{"layer_norm_forward_32x8[float32]": ptx_text, ...}``: every name
+        of :data:`numba_ln.gpu._kernels.KERNELS` (a kernel kind and, for the
+        row kernels, the variant's threads a row x values a thread) with every
+        dtype of :data:`DTYPES`.
 
     Needs numba-cuda's NVVM (``pip install "numba-cuda[cu13]"``); not
     available under the CUDA simulator (which has no compiler).
@@ -80,15 +82,15 @@ def compile_ptx(cc=(9, 0)):
 
     out = {}
     with _assume_device(cc):
-        for dtype in DTYPES:
-            for name, sig in signatures(dtype).items():
-                fn = _kernels.KERNELS[name].py_func
-                bounds = _kernels.launch_bounds(name)
-                if bounds is not None:
-                    ptx, _ = cuda.compile_ptx(fn, sig, cc=tuple(cc), launch_bounds=bounds)
-                else:  # numba-cuda without launch_bounds
-                    ptx, _ = cuda.compile_ptx(fn, sig, cc=tuple(cc))
-                out[f"{name}[{dtype}]"] = ptx
+        for key, kernel in _kernels.KERNELS.items():
+            dtype = key[key.index("[") + 1:-1]
+            sig = signatures(dtype)[_kernels.KINDS[key]]
+            bounds = _kernels.launch_bounds(key)
+            if bounds is not None:
+                ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=tuple(cc), launch_bounds=bounds)
+            else:  # numba-cuda without launch_bounds
+                ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=tuple(cc))
+            out[key] = ptx
     return out
 
 

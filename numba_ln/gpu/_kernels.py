@@ -3,24 +3,35 @@
 No validation here: :mod:`numba_ln.gpu._launch` hands these kernels
 C-contiguous ``(rows, D)`` device arrays of one dtype and preallocated outputs.
 
+Variants
+--------
+The row kernels are built by :func:`_make_variant` once per entry of
+:data:`TABLE`: ``(tpr, kv)``, ``tpr`` threads (the *group*) per row and ``kv``
+values of the row per thread, both compile-time constants of the variant.
+:mod:`numba_ln.gpu._launch` takes the first variant whose capacity
+``tpr * kv`` holds the row; rows longer than the last one's are split into
+column windows of that size.  Constants matter here: with the thread count a
+runtime value, every one of a thread's ``kv`` loads had its own 64-bit address
+in a register (194-254 registers a thread, one block per multiprocessor,
+measured on an H200); with it a constant the loads share one base address
+and unroll, and a variant also holds only as many values as its rows need.
+
 Thread layout
 -------------
-Every row kernel runs blocks of ``(tpr, R)`` threads: ``tpr`` threads (the
-*group*) share one row, ``R`` groups (rows) share a block.  Small rows
-(``D <= 1024``) take one warp or less per row and many rows per block
-(``tpr <= 32``, ``tpr * R = 256``); larger rows take a whole block
-(``R = 1``, ``tpr`` a multiple of 32).  Blocks walk the rows grid-stride, in
-step, so that every ``syncthreads`` is reached by every thread of the block.
+Blocks of ``(tpr, R)`` threads: ``R`` groups (rows) share a block.  Small rows
+take a warp or less per row and ``R = MAX_THREADS / tpr`` rows a block;
+larger rows take a whole block (``R = 1``, ``tpr`` a multiple of 32).  Blocks
+walk the rows grid-stride, in step, so that every ``syncthreads`` is reached
+by every thread of the block.
 
-Thread ``tx`` of a group owns the columns ``tx + k * tpr``.  While the row
-fits (``D <= tpr * K``) those values live in a fully unrolled local array,
-which NVVM keeps in registers: the row is read from DRAM once.  The loads use
-a clamped column index and mask the value (no branch per column), so all of a
-thread's loads are in flight at once.  Register use is what limits these
-kernels: see :data:`FWD_BLOCKS_PER_SM` for the launch bounds.  Longer rows
-fall back to loops that re-read the row (from L1/L2, where a block has just
-read it).  A column is only ever read and written by the thread that owns it,
-so every kernel is safe in place (``y`` may be ``x``, ``dx`` may be ``dy``).
+Thread ``tx`` of a group owns the columns ``tx + k * tpr``.  Those values live
+in a fully unrolled local array, which NVVM keeps in registers: the row is
+read from DRAM once.  The loads use a clamped column index and mask the value
+(no branch per column), so all of a thread's loads are in flight at once.
+The widest variant also loops over rows longer than its capacity (re-reading
+them from L1/L2).  A column is only ever read and written by the thread that
+owns it, so every kernel is safe in place (``y`` may be ``x``, ``dx`` may be
+``dy``).
 
 Arithmetic
 ----------
@@ -51,36 +62,51 @@ are bitwise reproducible for a given shape.
 
 import math
 
-from numba import config, cuda, uint32
+from numba import config, cuda, uint32, uint64
 
-__all__ = ["SIM", "K_FWD", "K_BWD", "MAX_THREADS", "KERNELS"]
+__all__ = ["SIM", "TABLE", "DTYPES", "MAX_THREADS", "VARIANTS", "KERNELS", "KINDS"]
 
 #: True under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``).
 SIM = bool(config.ENABLE_CUDASIM)
 
-#: Values of a row each thread holds in registers (forward / backward),
-#: window columns per thread summed through shared memory at a time, and
-#: threads per block of every kernel (the compiled launch bound).
-#: The simulator runs a Python thread per CUDA thread: there the same code
-#: runs with small constants, so that small shapes reach every path (warp and
-#: block groups, registers and loops, several column windows).
+#: ``(tpr, kv, blocks)`` of the row-kernel variants, by increasing capacity
+#: ``tpr * kv`` (the longest row a variant holds in registers).  ``blocks``:
+#: ``{dtype: (forward, backward)}``, the blocks a multiprocessor the kernels
+#: are compiled to fit (the launch bound's second number, which caps the
+#: registers of a thread at ``65536 / (threads * blocks)``): the tightest
+#: with no or little spilling in ``ptxas -v`` for sm_90.
+#: Also: threads per block of the warp-or-less variants (and of the column
+#: sums); the largest ``kv`` whose backward holds ``dy`` and ``xhat`` in
+#: registers between its two passes (wider variants re-read them, from L1);
+#: the window columns of a thread the backward sums through shared memory at
+#: a time.  The simulator runs a Python thread per CUDA thread: there the same
+#: code runs with small constants, so that small shapes reach every path (warp
+#: and block groups, values held or re-read, looped rows, several windows).
 if SIM:
-    K_FWD = 4
-    K_BWD = 4
-    _KC = 2
+    _ONE = {"float32": (1, 1), "float64": (1, 1)}
+    TABLE = tuple((tpr, kv, _ONE) for tpr, kv in (
+        (2, 2), (4, 2), (8, 2), (8, 4), (32, 2), (64, 2), (64, 4)))
     MAX_THREADS = 64
+    HOLD_MAX = 2
+    _KC = 2
 else:
-    K_FWD = 32
-    K_BWD = 32
-    _KC = 8
+    TABLE = (
+        (4, 8, {"float32": (5, 3), "float64": (2, 2)}),
+        (8, 8, {"float32": (5, 3), "float64": (2, 2)}),
+        (16, 8, {"float32": (5, 3), "float64": (2, 2)}),
+        (32, 8, {"float32": (5, 3), "float64": (2, 2)}),
+        (32, 16, {"float32": (3, 2), "float64": (2, 2)}),
+        (128, 8, {"float32": (8, 5), "float64": (4, 4)}),
+        (128, 16, {"float32": (6, 4), "float64": (3, 3)}),
+        (256, 16, {"float32": (3, 4), "float64": (2, 2)}),
+        (256, 32, {"float32": (3, 2), "float64": (1, 1)}),
+    )
     MAX_THREADS = 256
+    HOLD_MAX = 8
+    _KC = 8
 
-#: Size of the shared reduction scratch: two slots per warp on a GPU (a pair
-#: of sums is reduced at once), two per thread in the simulator.
-_RED = 2 * MAX_THREADS if SIM else 2 * (MAX_THREADS // 32)
-
-#: Size of the shared buffer of the block's column sums in the backward.
-_COLBUF = MAX_THREADS * _KC
+#: The dtypes every kernel is compiled for.
+DTYPES = ("float32", "float64")
 
 #: Columns x rows of the column-reduction block.
 COL_TX = 32
@@ -102,28 +128,6 @@ def _supports_launch_bounds():
         return False
 
 
-def _env_blocks(name, default):
-    import os
-
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
-
-
-#: Blocks per multiprocessor the compiler is asked to fit (the launch bound's
-#: second number).  Above 1 it caps the registers of a thread at
-#: ``65536 / (MAX_THREADS * n)``, spilling the rest, for more resident warps.
-#: Measured on an H200 (docs/gpu_bench_h200.md): 2 makes the float32 forward
-#: 20-30% faster (181 -> 128 registers, 96 bytes of spills, twice the warps),
-#: float64 about 7% slower at 4096x4096; the backward (accumulators in
-#: registers) a few % slower, so it keeps 1 (no cap); 3 is slower for all.
-#: ``NUMBA_LN_GPU_MIN_BLOCKS`` overrides both (tuning runs; read at import;
-#: give such a run its own ``NUMBA_CACHE_DIR``, numba's cache key ignores
-#: launch bounds).
-FWD_BLOCKS_PER_SM = _env_blocks("NUMBA_LN_GPU_MIN_BLOCKS", 2)
-BWD_BLOCKS_PER_SM = _env_blocks("NUMBA_LN_GPU_MIN_BLOCKS", 1)
-
 _HAS_BOUNDS = not SIM and _supports_launch_bounds()
 
 #: Kernel name -> the launch bound it is compiled with (None: numba-cuda
@@ -132,18 +136,12 @@ _HAS_BOUNDS = not SIM and _supports_launch_bounds()
 BOUNDS = {}
 
 
-def _bounds(blocks):
-    if not _HAS_BOUNDS:
-        return None
-    return (MAX_THREADS, blocks) if blocks > 1 else (MAX_THREADS,)
-
-
-def _jit_kernel(fn=None, *, blocks=None):
-    """``cuda.jit`` with the package's launch bound and on-disk cache."""
-    if fn is None:
-        return lambda f: _jit_kernel(f, blocks=blocks)
-    bounds = _bounds(BWD_BLOCKS_PER_SM if blocks is None else blocks)
-    BOUNDS[fn.__name__] = bounds
+def _jit_kernel(fn, key, threads, blocks):
+    """``cuda.jit`` with a launch bound of ``threads`` and the on-disk cache."""
+    bounds = None
+    if _HAS_BOUNDS:
+        bounds = (threads, blocks) if blocks > 1 else (threads,)
+    BOUNDS[key] = bounds
     if SIM:
         return cuda.jit(fn)
     if bounds is not None:
@@ -155,13 +153,13 @@ _device = cuda.jit(device=True)
 
 
 # --------------------------------------------------------------------------
-# Group reductions.  ``red`` is a shared array of ``_RED`` elements; every
-# thread of the block must call these together (they may synchronise).
+# Group reductions.  ``red`` is a shared array (see ``RED`` in
+# :func:`_make_variant`); every thread of the block must call these together
+# (they may synchronise).  ``tpr`` is the variant's constant.
 # --------------------------------------------------------------------------
 
 @_device
-def _group_sum_shfl(v, red):
-    tpr = cuda.blockDim.x
+def _group_sum_shfl(v, red, tpr):
     if tpr <= 32:
         off = tpr >> 1
         while off > 0:
@@ -186,8 +184,7 @@ def _group_sum_shfl(v, red):
 
 
 @_device
-def _group_sum_smem(v, red):
-    tpr = cuda.blockDim.x
+def _group_sum_smem(v, red, tpr):
     base = cuda.threadIdx.y * tpr
     cuda.syncthreads()
     red[base + cuda.threadIdx.x] = v
@@ -199,9 +196,8 @@ def _group_sum_smem(v, red):
 
 
 @_device
-def _group_sum2_shfl(a, q, red):
+def _group_sum2_shfl(a, q, red, tpr):
     """Two sums at once: one shuffle tree and one shared round for both."""
-    tpr = cuda.blockDim.x
     if tpr <= 32:
         off = tpr >> 1
         while off > 0:
@@ -230,8 +226,7 @@ def _group_sum2_shfl(a, q, red):
 
 
 @_device
-def _group_sum2_smem(a, q, red):
-    tpr = cuda.blockDim.x
+def _group_sum2_smem(a, q, red, tpr):
     base = cuda.threadIdx.y * tpr
     half = cuda.blockDim.x * cuda.blockDim.y
     cuda.syncthreads()
@@ -247,17 +242,17 @@ def _group_sum2_smem(a, q, red):
 
 
 @_device
-def _any_shfl(flag):
+def _any_shfl(flag, tpr):
     # Groups of a warp or less must agree for the warp's shuffles (a warp
     # vote); a block-wide group is uniform already (its flag comes from a
     # block reduction).  Groups never wait on other warps.
-    if cuda.blockDim.x <= 32:
+    if tpr <= 32:
         return cuda.any_sync(_FULL_MASK, flag) != 0
     return flag
 
 
 @_device
-def _any_smem(flag):
+def _any_smem(flag, tpr):
     # The simulator's reductions synchronise the whole block, so every group
     # must take the same branch: any group's flag counts for all.
     return cuda.syncthreads_or(flag) != 0
@@ -269,15 +264,22 @@ _block_any = _any_smem if SIM else _any_shfl
 
 
 # --------------------------------------------------------------------------
-# Row statistics.
+# Row statistics.  ``tpr``, ``kv``: the variant's constants.
 # --------------------------------------------------------------------------
 
 @_device
-def _load_row(xr, xv, n, tx, tpr):
+def _load_row(xr, xv, n, tx, tpr, kv):
     """Registers ``xv[k] = xr[tx + k*tpr]`` (zero past the end)."""
     T = xr.dtype.type
+    if tx + (kv - 1) * tpr < n:
+        # Every column of the thread is in the row: unsigned offsets from
+        # one base address (``[base + imm]`` loads, no per-load address).
+        t0 = uint64(tx)
+        for k in range(kv):
+            xv[k] = xr[t0 + uint64(k * tpr)]
+        return
     last = n - 1
-    for k in range(K_FWD):
+    for k in range(kv):
         # Clamped index, masked value: no branch, so every load of the row is
         # in flight at once (a guarded load would wait for the one before).
         j = tx + k * tpr
@@ -286,13 +288,13 @@ def _load_row(xr, xv, n, tx, tpr):
 
 
 @_device
-def _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, c):
+def _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, c):
     """This thread's ``sum(x*s - c)`` and ``sum((x*s - c)**2)`` over its columns."""
     T = xr.dtype.type
     a = T(0)
     q = T(0)
     if in_regs:
-        for k in range(K_FWD):
+        for k in range(kv):
             d = xv[k] * s - c
             d = d if tx + k * tpr < n else T(0)
             a += d
@@ -306,29 +308,28 @@ def _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, c):
 
 
 @_device
-def _row_stats(xr, xv, in_regs, n, red):
+def _row_stats(xr, xv, in_regs, n, red, tpr, kv):
     """``(s, m1, dm, var)`` of a row: its mean is ``(m1 + dm) / s`` and the
     biased variance ``var / s**2``; ``x*s - m1`` is exact near the mean."""
     T = xr.dtype.type
     tx = cuda.threadIdx.x
-    tpr = cuda.blockDim.x
     nf = T(n)
     s = T(1)
     m1 = T(0)
     dm = T(0)
     var = T(0)
     for attempt in range(2):
-        a, _q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, T(0))
-        m1 = _group_sum(a, red) / nf
-        a, q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, s, m1)
-        sd, sq = _group_sum2(a, q, red)
+        a, _q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, T(0))
+        m1 = _group_sum(a, red, tpr) / nf
+        a, q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, m1)
+        sd, sq = _group_sum2(a, q, red, tpr)
         dm = sd / nf
         var = sq / nf - dm * dm
         if var < T(0):
             var = T(0)
         bad = not (m1 - m1 == T(0) and var - var == T(0))
         if attempt == 0:
-            if not _block_any(bad):
+            if not _block_any(bad, tpr):
                 break
             if bad:
                 # Overflow (or NaN/Inf in the row): redo on scaled values.
@@ -339,108 +340,22 @@ def _row_stats(xr, xv, in_regs, n, red):
     return s, m1, dm, var
 
 
-# --------------------------------------------------------------------------
-# Forward.
-# --------------------------------------------------------------------------
-
-@_jit_kernel(blocks=FWD_BLOCKS_PER_SM)
-def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
-    """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``, ``rstd``."""
-    T = x.dtype.type
-    red = cuda.shared.array(_RED, x.dtype)
-    xv = cuda.local.array(K_FWD, x.dtype)
-    rows = x.shape[0]
-    n = x.shape[1]
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tpr = cuda.blockDim.x
-    R = cuda.blockDim.y
-    in_regs = n <= tpr * K_FWD
-    has_w = (flags & HAS_WEIGHT) != 0
-    has_b = (flags & HAS_BIAS) != 0
-    for base in range(cuda.blockIdx.x * R, rows, cuda.gridDim.x * R):
-        row = base + ty
-        active = row < rows
-        r = row if active else rows - 1
-        xr = x[r]
-        if in_regs:
-            _load_row(xr, xv, n, tx, tpr)
-        s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red)
-        mu = (m1 + dm) / s
-        v = var / s / s  # (s * s would underflow)
-        if v - v == T(0) or not (var - var == T(0)):
-            rs = T(1) / math.sqrt(v + eps)
-            mult = rs / s
-        else:
-            mult = T(1) / math.sqrt(var)
-            rs = mult * s
-        if active:
-            if tx == 0:
-                mean[r] = mu
-                rstd[r] = rs
-            yr = y[r]
-            if in_regs:
-                last = n - 1
-                for k in range(K_FWD):
-                    j = tx + k * tpr
-                    jc = uint32(min(j, last))
-                    h = ((xv[k] * s - m1) - dm) * mult
-                    if has_w:
-                        h = h * w[jc]
-                    if has_b:
-                        h = h + b[jc]
-                    if j < n:
-                        yr[j] = h
-            else:
-                for j in range(tx, n, tpr):
-                    h = ((xr[j] * s - m1) - dm) * mult
-                    if has_w:
-                        h = h * w[j]
-                    if has_b:
-                        h = h + b[j]
-                    yr[j] = h
-
-
-# --------------------------------------------------------------------------
-# Forward, a row split over several blocks (few rows, D > tpr * K_FWD).
-# --------------------------------------------------------------------------
-
-@_jit_kernel(blocks=FWD_BLOCKS_PER_SM)
-def _ln_fwd_part(x, part):
-    """Statistics of every column window of every row.
-
-    Grid of ``G * nwin`` blocks laid out as in :func:`_ln_bwd`; a window is
-    ``tpr * K_FWD`` columns, held in registers.  Writes
-    ``part[r, win] = (s, m1, dm, var)`` as :func:`_row_stats` gives them for
-    the window alone; :func:`_ln_fwd_apply` combines them.
-    """
-    red = cuda.shared.array(_RED, x.dtype)
-    xv = cuda.local.array(K_FWD, x.dtype)
-    rows = x.shape[0]
-    n = x.shape[1]
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tpr = cuda.blockDim.x
-    R = cuda.blockDim.y
-    cw = tpr * K_FWD
-    nwin = (n + cw - 1) // cw
-    win = cuda.blockIdx.x % nwin
-    g0 = cuda.blockIdx.x // nwin
-    G = cuda.gridDim.x // nwin
-    c0 = win * cw
-    nw = min(cw, n - c0)
-    for base in range(g0 * R, rows, G * R):
-        row = base + ty
-        active = row < rows
-        r = row if active else rows - 1
-        xr = x[r, c0:c0 + nw]
-        _load_row(xr, xv, nw, tx, tpr)
-        s, m1, dm, var = _row_stats(xr, xv, True, nw, red)
-        if active and tx == 0:
-            part[r, win, 0] = s
-            part[r, win, 1] = m1
-            part[r, win, 2] = dm
-            part[r, win, 3] = var
+@_device
+def _scales(xr, s, m1, dm, var, eps):
+    """``(mean, rstd, mult)`` from :func:`_row_stats`' results: ``y`` is
+    ``((x*s - m1) - dm) * mult``.  ``var / s**2`` may overflow where the
+    scaled variance does not (a row near the top of the range): then
+    ``rstd = 1/sqrt(var) * s`` (eps is negligible there)."""
+    T = xr.dtype.type
+    mu = (m1 + dm) / s
+    v = var / s / s  # (s * s would underflow)
+    if v - v == T(0) or not (var - var == T(0)):
+        rs = T(1) / math.sqrt(v + eps)
+        mult = rs / s
+    else:
+        mult = T(1) / math.sqrt(var)
+        rs = mult * s
+    return mu, rs, mult
 
 
 @_device
@@ -489,59 +404,6 @@ def _combine_windows(part, r, n, cw, nwin):
     return s, c, lo, var
 
 
-@_jit_kernel
-def _ln_fwd_apply(x, w, b, flags, eps, part, y, mean, rstd):
-    """``y`` of every column window from the combined window statistics
-    (same grid as :func:`_ln_fwd_part`); window 0 writes ``mean``, ``rstd``."""
-    T = x.dtype.type
-    rows = x.shape[0]
-    n = x.shape[1]
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tpr = cuda.blockDim.x
-    R = cuda.blockDim.y
-    cw = tpr * K_FWD
-    nwin = (n + cw - 1) // cw
-    win = cuda.blockIdx.x % nwin
-    g0 = cuda.blockIdx.x // nwin
-    G = cuda.gridDim.x // nwin
-    c0 = win * cw
-    has_w = (flags & HAS_WEIGHT) != 0
-    has_b = (flags & HAS_BIAS) != 0
-    for base in range(g0 * R, rows, G * R):
-        r = base + ty
-        if r < rows:
-            s, c, lo, var = _combine_windows(part, r, n, cw, nwin)
-            mu = (c + lo) / s
-            v = var / s / s
-            if v - v == T(0) or not (var - var == T(0)):
-                rs = T(1) / math.sqrt(v + eps)
-                mult = rs / s
-            else:
-                mult = T(1) / math.sqrt(var)
-                rs = mult * s
-            if win == 0 and tx == 0:
-                mean[r] = mu
-                rstd[r] = rs
-            xr = x[r]
-            yr = y[r]
-            last = n - 1
-            for k in range(K_FWD):
-                j = c0 + tx + k * tpr
-                jc = uint32(min(j, last))
-                h = ((xr[jc] * s - c) - lo) * mult
-                if has_w:
-                    h = h * w[jc]
-                if has_b:
-                    h = h + b[jc]
-                if j < n:
-                    yr[j] = h
-
-
-# --------------------------------------------------------------------------
-# Backward.
-# --------------------------------------------------------------------------
-
 @_device
 def _g(dyv, w, j, has_w):
     if has_w:
@@ -549,163 +411,358 @@ def _g(dyv, w, j, has_w):
     return dyv
 
 
-@_jit_kernel
-def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
-    """Per column window: ``sa[r, win] = sum(g)``, ``sb[r, win] = sum(g*xhat)``
-    (``g = w*dy``) over the window's columns of row ``r``.
+# --------------------------------------------------------------------------
+# The row kernels of one variant.
+# --------------------------------------------------------------------------
 
-    Only for rows wider than one window of :func:`_ln_bwd` (same windows, same
-    grid layout), which adds the windows' sums in window order.
+class Variant:
+    """The row kernels specialised on ``tpr`` threads a row and ``kv`` values
+    a thread (compile-time constants; see the module docstring).
+
+    Attributes: ``tpr``, ``kv``, ``rows_per_block`` (``R``), ``threads`` (a
+    block's), ``capacity`` (``tpr * kv``, a row or column window), ``hold``
+    (the backward keeps ``dy`` and ``xhat`` in registers), ``loops`` (the
+    widest variant: rows longer than ``capacity``), and the kernels, each a
+    dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
+    plus, for the widest, ``fwd_part``, ``fwd_apply``, ``bwd_rowsums``.
     """
-    T = x.dtype.type
-    red = cuda.shared.array(_RED, x.dtype)
-    rows = x.shape[0]
-    n = x.shape[1]
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tpr = cuda.blockDim.x
-    R = cuda.blockDim.y
-    cw = tpr * K_BWD
-    nwin = (n + cw - 1) // cw
-    win = cuda.blockIdx.x % nwin
-    g0 = cuda.blockIdx.x // nwin
-    G = cuda.gridDim.x // nwin
-    c0 = win * cw
-    has_w = (flags & HAS_WEIGHT) != 0
-    last = n - 1
-    for base in range(g0 * R, rows, G * R):
-        row = base + ty
-        active = row < rows
-        r = row if active else rows - 1
-        m = mean[r]
-        rs = rstd[r]
-        dyr = dy[r]
-        xr = x[r]
-        a = T(0)
-        q = T(0)
-        for k in range(K_BWD):
-            j = c0 + tx + k * tpr
-            jc = uint32(min(j, last))
-            g = _g(dyr[jc], w, jc, has_w)
-            g = g if j < n else T(0)
-            a += g
-            q += g * ((xr[jc] - m) * rs)
-        a, q = _group_sum2(a, q, red)
-        if active and tx == 0:
-            sa[r, win] = a
-            sb[r, win] = q
+
+    def __init__(self, tpr, kv, blocks, loops):
+        self.tpr = tpr
+        self.kv = kv
+        self.threads = MAX_THREADS if tpr <= 32 else tpr
+        self.rows_per_block = self.threads // tpr
+        self.capacity = tpr * kv
+        self.hold = kv <= HOLD_MAX
+        self.loops = loops
+        self.suffix = f"{tpr}x{kv}"
+        for kind, fn in _make_variant(tpr, kv, loops).items():
+            table = {}
+            for dtype in DTYPES:
+                fwd, bwd = blocks[dtype]
+                key = f"{kind}_{self.suffix}[{dtype}]"
+                table[dtype] = _jit_kernel(fn, key, self.threads,
+                                           fwd if kind.startswith("layer_norm_forward") else bwd)
+                KERNELS[key] = table[dtype]
+                KINDS[key] = kind
+            setattr(self, _ATTR[kind], table)
+
+    def __repr__(self):
+        return f"Variant(tpr={self.tpr}, kv={self.kv})"
 
 
-@_jit_kernel
-def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
-    """``dx`` of every row and per-block partial sums of ``dy*xhat`` and ``dy``.
+_ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_part",
+         "layer_norm_forward_split_apply": "fwd_apply", "layer_norm_backward_rowsums":
+         "bwd_rowsums", "layer_norm_backward": "bwd"}
 
-    The grid is ``G * nwin`` blocks: block ``i`` handles the column window
-    ``i % nwin`` (``tpr * K_BWD`` columns) of the rows ``g*R + ty + t*G*R``
-    with ``g = i // nwin``, and writes ``part_w[g, window]``,
-    ``part_b[g, window]``.  With one window the row means of ``g`` and
-    ``g*xhat`` are computed here (``sa``, ``sb`` unused); otherwise they come
-    from :func:`_ln_bwd_rowsums`.
-    """
-    T = x.dtype.type
-    red = cuda.shared.array(_RED, x.dtype)
-    colbuf = cuda.shared.array(_COLBUF, x.dtype)
-    accw = cuda.local.array(K_BWD, x.dtype)
-    accb = cuda.local.array(K_BWD, x.dtype)
-    rows = x.shape[0]
-    n = x.shape[1]
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tpr = cuda.blockDim.x
-    R = cuda.blockDim.y
-    cw = tpr * K_BWD
-    nwin = (n + cw - 1) // cw
-    win = cuda.blockIdx.x % nwin
-    g0 = cuda.blockIdx.x // nwin
-    G = cuda.gridDim.x // nwin
-    c0 = win * cw
-    has_w = (flags & HAS_WEIGHT) != 0
-    nf = T(n)
-    last = n - 1
-    for k in range(K_BWD):
-        accw[k] = T(0)
-        accb[k] = T(0)
-    for base in range(g0 * R, rows, G * R):
-        row = base + ty
-        active = row < rows
-        r = row if active else rows - 1
-        m = mean[r]
-        rs = rstd[r]
-        dyr = dy[r]
-        xr = x[r]
-        if nwin == 1:
+
+def _make_variant(tpr, kv, loops):
+    """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants."""
+    TPR = tpr
+    KV = kv
+    NT = MAX_THREADS if TPR <= 32 else TPR
+    R = NT // TPR
+    CW = TPR * KV
+    LOOPS = loops
+    HOLD = KV <= HOLD_MAX
+    assert not (HOLD and LOOPS), "the widest variant re-reads (several windows)"
+    #: the shared reduction scratch: two slots per warp on a GPU (a pair of
+    #: sums is reduced at once), two per thread in the simulator
+    RED = 2 * NT if SIM else 2 * max(1, NT // 32)
+    KC = min(_KC, KV)
+    #: the shared buffer of the block's column sums in the backward
+    COLBUF = NT * KC if R > 1 else 1
+    HV = KV if HOLD else 1
+
+    def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
+        """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``, ``rstd``."""
+        red = cuda.shared.array(RED, x.dtype)
+        xv = cuda.local.array(KV, x.dtype)
+        rows = x.shape[0]
+        n = x.shape[1]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        in_regs = (not LOOPS) or n <= CW
+        has_w = (flags & HAS_WEIGHT) != 0
+        has_b = (flags & HAS_BIAS) != 0
+        last = n - 1
+        for base in range(cuda.blockIdx.x * R, rows, cuda.gridDim.x * R):
+            row = base + ty
+            active = row < rows
+            r = row if active else rows - 1
+            xr = x[r]
+            if in_regs:
+                _load_row(xr, xv, n, tx, TPR, KV)
+            s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV)
+            mu, rs, mult = _scales(xr, s, m1, dm, var, eps)
+            if active:
+                if tx == 0:
+                    mean[r] = mu
+                    rstd[r] = rs
+                yr = y[r]
+                if in_regs and tx + (KV - 1) * TPR < n:
+                    t0 = uint64(tx)
+                    for k in range(KV):
+                        jj = t0 + uint64(k * TPR)
+                        h = ((xv[k] * s - m1) - dm) * mult
+                        if has_w:
+                            h = h * w[jj]
+                        if has_b:
+                            h = h + b[jj]
+                        yr[jj] = h
+                elif in_regs:
+                    for k in range(KV):
+                        j = tx + k * TPR
+                        jc = uint32(min(j, last))
+                        h = ((xv[k] * s - m1) - dm) * mult
+                        if has_w:
+                            h = h * w[jc]
+                        if has_b:
+                            h = h + b[jc]
+                        if j < n:
+                            yr[jc] = h
+                else:
+                    for j in range(tx, n, TPR):
+                        h = ((xr[j] * s - m1) - dm) * mult
+                        if has_w:
+                            h = h * w[j]
+                        if has_b:
+                            h = h + b[j]
+                        yr[j] = h
+
+    def _ln_fwd_part(x, part):
+        """Statistics of every column window of every row.
+
+        Grid of ``G * nwin`` blocks laid out as in ``_ln_bwd``; a window is
+        ``CW`` columns, held in registers.  Writes
+        ``part[r, win] = (s, m1, dm, var)`` as :func:`_row_stats` gives them for
+        the window alone; ``_ln_fwd_apply`` combines them.
+        """
+        red = cuda.shared.array(RED, x.dtype)
+        xv = cuda.local.array(KV, x.dtype)
+        rows = x.shape[0]
+        n = x.shape[1]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        nwin = (n + CW - 1) // CW
+        win = cuda.blockIdx.x % nwin
+        g0 = cuda.blockIdx.x // nwin
+        G = cuda.gridDim.x // nwin
+        c0 = win * CW
+        nw = min(CW, n - c0)
+        for base in range(g0 * R, rows, G * R):
+            row = base + ty
+            active = row < rows
+            r = row if active else rows - 1
+            xr = x[r, c0:c0 + nw]
+            _load_row(xr, xv, nw, tx, TPR, KV)
+            s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV)
+            if active and tx == 0:
+                part[r, win, 0] = s
+                part[r, win, 1] = m1
+                part[r, win, 2] = dm
+                part[r, win, 3] = var
+
+    def _ln_fwd_apply(x, w, b, flags, eps, part, y, mean, rstd):
+        """``y`` of every column window from the combined window statistics
+        (same grid as ``_ln_fwd_part``); window 0 writes ``mean``, ``rstd``."""
+        rows = x.shape[0]
+        n = x.shape[1]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        nwin = (n + CW - 1) // CW
+        win = cuda.blockIdx.x % nwin
+        g0 = cuda.blockIdx.x // nwin
+        G = cuda.gridDim.x // nwin
+        c0 = win * CW
+        has_w = (flags & HAS_WEIGHT) != 0
+        has_b = (flags & HAS_BIAS) != 0
+        last = n - 1
+        for base in range(g0 * R, rows, G * R):
+            r = base + ty
+            if r < rows:
+                s, c, lo, var = _combine_windows(part, r, n, CW, nwin)
+                mu, rs, mult = _scales(x, s, c, lo, var, eps)
+                if win == 0 and tx == 0:
+                    mean[r] = mu
+                    rstd[r] = rs
+                xr = x[r]
+                yr = y[r]
+                for k in range(KV):
+                    j = c0 + tx + k * TPR
+                    jc = uint32(min(j, last))
+                    h = ((xr[jc] * s - c) - lo) * mult
+                    if has_w:
+                        h = h * w[jc]
+                    if has_b:
+                        h = h + b[jc]
+                    if j < n:
+                        yr[jc] = h
+
+    def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
+        """Per column window: ``sa[r, win] = sum(g)``, ``sb[r, win] = sum(g*xhat)``
+        (``g = w*dy``) over the window's columns of row ``r``.
+
+        Only for rows wider than one window of ``_ln_bwd`` (same windows, same
+        grid layout), which adds the windows' sums in window order.
+        """
+        T = x.dtype.type
+        red = cuda.shared.array(RED, x.dtype)
+        rows = x.shape[0]
+        n = x.shape[1]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        nwin = (n + CW - 1) // CW
+        win = cuda.blockIdx.x % nwin
+        g0 = cuda.blockIdx.x // nwin
+        G = cuda.gridDim.x // nwin
+        c0 = win * CW
+        has_w = (flags & HAS_WEIGHT) != 0
+        last = n - 1
+        for base in range(g0 * R, rows, G * R):
+            row = base + ty
+            active = row < rows
+            r = row if active else rows - 1
+            m = mean[r]
+            rs = rstd[r]
+            dyr = dy[r]
+            xr = x[r]
             a = T(0)
             q = T(0)
-            for k in range(K_BWD):
-                j = tx + k * tpr
+            for k in range(KV):
+                j = c0 + tx + k * TPR
                 jc = uint32(min(j, last))
                 g = _g(dyr[jc], w, jc, has_w)
                 g = g if j < n else T(0)
                 a += g
                 q += g * ((xr[jc] - m) * rs)
-            a, q = _group_sum2(a, q, red)
-            a = a / nf
-            q = q / nf
-        else:
-            a = T(0)
-            q = T(0)
-            for i in range(nwin):
-                a += sa[r, i]
-                q += sb[r, i]
-            a = a / nf
-            q = q / nf
-        if active:
-            dxr = dx[r]
-            for k in range(K_BWD):
-                j = c0 + tx + k * tpr
-                jc = uint32(min(j, last))
-                d = dyr[jc]
-                xhat = (xr[jc] - m) * rs
-                v = rs * (_g(d, w, jc, has_w) - a - xhat * q)
-                d = d if j < n else T(0)
-                accw[k] += d * xhat
-                accb[k] += d
-                if j < n:
-                    dxr[j] = v
-    if R == 1:  # a block per row: the thread's sums are the block's
-        for k in range(K_BWD):
-            j = c0 + tx + k * tpr
-            if j < n:
-                part_w[g0, j] = accw[k]
-                part_b[g0, j] = accb[k]
-        return
-    # Sum the R groups of the block in ty order, _KC window columns of a
-    # thread at a time (bounded shared memory), one column per thread.
-    nt = tpr * R
-    tid = ty * tpr + tx
-    cc = tpr * _KC
-    for which in range(2):
-        for kc in range(K_BWD // _KC):
-            cuda.syncthreads()
-            for kk in range(_KC):
-                if which == 0:
-                    colbuf[ty * cc + kk * tpr + tx] = accw[kc * _KC + kk]
-                else:
-                    colbuf[ty * cc + kk * tpr + tx] = accb[kc * _KC + kk]
-            cuda.syncthreads()
-            for c in range(tid, cc, nt):
-                j = c0 + kc * cc + c
-                if j < n:
-                    t = colbuf[c]
-                    for i in range(1, R):
-                        t += colbuf[i * cc + c]
-                    if which == 0:
-                        part_w[g0, j] = t
+            a, q = _group_sum2(a, q, red, TPR)
+            if active and tx == 0:
+                sa[r, win] = a
+                sb[r, win] = q
+
+    def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
+        """``dx`` of every row and per-block partial sums of ``dy*xhat`` and ``dy``.
+
+        The grid is ``G * nwin`` blocks: block ``i`` handles the column window
+        ``i % nwin`` (``CW`` columns) of the rows ``g*R + ty + t*G*R`` with
+        ``g = i // nwin``, and writes ``part_w[g, window]``,
+        ``part_b[g, window]``.  With one window the row means of ``g`` and
+        ``g*xhat`` are computed here (``sa``, ``sb`` unused); otherwise they
+        come from ``_ln_bwd_rowsums``.
+        """
+        T = x.dtype.type
+        red = cuda.shared.array(RED, x.dtype)
+        colbuf = cuda.shared.array(COLBUF, x.dtype)
+        accw = cuda.local.array(KV, x.dtype)
+        accb = cuda.local.array(KV, x.dtype)
+        dyv = cuda.local.array(HV, x.dtype)
+        xhv = cuda.local.array(HV, x.dtype)
+        rows = x.shape[0]
+        n = x.shape[1]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        nwin = (n + CW - 1) // CW if LOOPS else 1
+        win = cuda.blockIdx.x % nwin
+        g0 = cuda.blockIdx.x // nwin
+        G = cuda.gridDim.x // nwin
+        c0 = win * CW
+        has_w = (flags & HAS_WEIGHT) != 0
+        nf = T(n)
+        last = n - 1
+        for k in range(KV):
+            accw[k] = T(0)
+            accb[k] = T(0)
+        for base in range(g0 * R, rows, G * R):
+            row = base + ty
+            active = row < rows
+            r = row if active else rows - 1
+            m = mean[r]
+            rs = rstd[r]
+            dyr = dy[r]
+            xr = x[r]
+            if nwin == 1:
+                a = T(0)
+                q = T(0)
+                for k in range(KV):
+                    j = tx + k * TPR
+                    jc = uint32(min(j, last))
+                    d = dyr[jc]
+                    xhat = (xr[jc] - m) * rs
+                    if HOLD:
+                        dyv[k] = d
+                        xhv[k] = xhat
+                    g = _g(d, w, jc, has_w)
+                    g = g if j < n else T(0)
+                    a += g
+                    q += g * xhat
+                a, q = _group_sum2(a, q, red, TPR)
+                a = a / nf
+                q = q / nf
+            else:
+                a = T(0)
+                q = T(0)
+                for i in range(nwin):
+                    a += sa[r, i]
+                    q += sb[r, i]
+                a = a / nf
+                q = q / nf
+            if active:
+                dxr = dx[r]
+                for k in range(KV):
+                    j = c0 + tx + k * TPR
+                    jc = uint32(min(j, last))
+                    if HOLD:
+                        d = dyv[k]
+                        xhat = xhv[k]
                     else:
-                        part_b[g0, j] = t
+                        d = dyr[jc]
+                        xhat = (xr[jc] - m) * rs
+                    v = rs * (_g(d, w, jc, has_w) - a - xhat * q)
+                    d = d if j < n else T(0)
+                    accw[k] += d * xhat
+                    accb[k] += d
+                    if j < n:
+                        dxr[jc] = v
+        if R == 1:  # a block per row: the thread's sums are the block's
+            for k in range(KV):
+                j = c0 + tx + k * TPR
+                if j < n:
+                    part_w[g0, j] = accw[k]
+                    part_b[g0, j] = accb[k]
+            return
+        # Sum the R groups of the block in ty order, KC window columns of a
+        # thread at a time (bounded shared memory), one column per thread.
+        tid = ty * TPR + tx
+        cc = TPR * KC
+        for which in range(2):
+            for kc in range(KV // KC):
+                cuda.syncthreads()
+                for kk in range(KC):
+                    if which == 0:
+                        colbuf[ty * cc + kk * TPR + tx] = accw[kc * KC + kk]
+                    else:
+                        colbuf[ty * cc + kk * TPR + tx] = accb[kc * KC + kk]
+                cuda.syncthreads()
+                for c in range(tid, cc, NT):
+                    j = c0 + kc * cc + c
+                    if j < n:
+                        t = colbuf[c]
+                        for i in range(1, R):
+                            t += colbuf[i * cc + c]
+                        if which == 0:
+                            part_w[g0, j] = t
+                        else:
+                            part_b[g0, j] = t
+
+    kernels = {"layer_norm_forward": _ln_fwd, "layer_norm_backward": _ln_bwd}
+    if LOOPS:
+        kernels.update({"layer_norm_forward_split_stats": _ln_fwd_part,
+                        "layer_norm_forward_split_apply": _ln_fwd_apply,
+                        "layer_norm_backward_rowsums": _ln_bwd_rowsums})
+    return kernels
 
 
-@_jit_kernel
 def _col_sum(part, out):
     """``out[j] = sum(part[:, j])`` in a fixed order (no atomics).
 
@@ -731,17 +788,34 @@ def _col_sum(part, out):
         out[j] = t
 
 
-def launch_bounds(name):
-    """The launch bound kernel ``name`` (a :data:`KERNELS` key) is compiled with."""
-    return BOUNDS[KERNELS[name].py_func.__name__]
+#: ``"name[dtype]"`` -> kernel compiled for that dtype, and -> its kind (the
+#: key of :func:`numba_ln.gpu.signatures`): the keys of
+#: :func:`numba_ln.gpu.compile_ptx`, ``"layer_norm_forward_32x8[float32]"``
+#: etc. (the variant's ``tpr`` x ``kv``) and
+#: ``"layer_norm_backward_colsum[float32]"``.
+KERNELS = {}
+KINDS = {}
+
+#: ``{dtype: kernel}`` of the column sums.
+col_sum = {}
+for _dt in DTYPES:
+    _key = f"layer_norm_backward_colsum[{_dt}]"
+    col_sum[_dt] = KERNELS[_key] = _jit_kernel(_col_sum, _key, MAX_THREADS, 1)
+    KINDS[_key] = "layer_norm_backward_colsum"
+
+#: The variants of :data:`TABLE`, in its order.
+VARIANTS = tuple(Variant(*entry, loops=i == len(TABLE) - 1) for i, entry in enumerate(TABLE))
 
 
-#: Name -> kernel.  The public names of :func:`numba_ln.gpu.compile_ptx`.
-KERNELS = {
-    "layer_norm_forward": _ln_fwd,
-    "layer_norm_forward_split_stats": _ln_fwd_part,
-    "layer_norm_forward_split_apply": _ln_fwd_apply,
-    "layer_norm_backward_rowsums": _ln_bwd_rowsums,
-    "layer_norm_backward": _ln_bwd,
-    "layer_norm_backward_colsum": _col_sum,
-}
+def variant(d):
+    """The variant for rows of ``d`` columns: the first that holds them, else
+    the widest (which splits them into windows or loops)."""
+    for v in VARIANTS:
+        if d <= v.capacity:
+            return v
+    return VARIANTS[-1]
+
+
+def launch_bounds(key):
+    """The launch bound kernel ``key`` (a :data:`KERNELS` key) is compiled with."""
+    return BOUNDS[key]

@@ -28,7 +28,7 @@ BWD_BLOCKS = 8 if K.SIM else 1024
 BWD_MIN_BLOCKS = 2 if K.SIM else 264
 BWD_ROWS_PER_SLOT = 2 if K.SIM else 8
 
-#: Rows longer than one register window (``tpr * K_FWD`` values) are split
+#: Rows longer than the widest variant's capacity (``tpr * kv`` values) are split
 #: over several blocks (statistics per window, then a combine-and-apply
 #: kernel that re-reads x) when x has at most this many bytes, so that the
 #: second read hits L2; larger inputs take one block per row, looping over it.
@@ -38,49 +38,35 @@ FWD_SPLIT_MAX_BYTES = 32 << 20
 _COPY_THREADS = 256
 
 
-def _pow2ceil(n):
-    return 1 << max(0, int(n) - 1).bit_length()
+def row_geometry(d):
+    """``(variant, (tpr, R))``: the kernel variant for rows of ``d`` and its
+    block shape, ``tpr`` threads a row and ``R`` rows a block (see
+    :data:`numba_ln.gpu._kernels.TABLE`)."""
+    v = K.variant(d)
+    return v, (v.tpr, v.rows_per_block)
 
 
-def row_geometry(d, k, itemsize=4):
-    """``(tpr, R)``: threads per row and rows per block for rows of ``d``.
-
-    ``d <= 32*k``: a warp or less per row, ``MAX_THREADS / tpr`` rows a
-    block, a power of two of threads holding about ``k/2`` values each (more
-    values in flight per thread than a thread per 4 values; on a GPU at least
-    32 bytes of a row per load instruction, a full DRAM sector).  Longer
-    rows: one block per row, a multiple of 32 threads, about 16 values per
-    thread (at most ``MAX_THREADS``).
-    """
-    if d <= 32 * k:
-        per = max(4, k // 2) if not K.SIM else 4
-        tpr = min(32, _pow2ceil(-(-max(d, 1) // per)))
-        if not K.SIM:
-            tpr = max(tpr, min(max(1, 32 // itemsize), _pow2ceil(d)))
-        return tpr, K.MAX_THREADS // tpr
-    tpr = 32 * -(-d // (16 * 32))
-    return max(64, min(K.MAX_THREADS, tpr)), 1
-
-
-def backward_launch(rows, d, itemsize=4):
-    """``(G, nwin, (tpr, R))`` of :func:`_ln_bwd`: G row slots, nwin windows.
+def backward_launch(rows, d):
+    """``(G, nwin, variant, (tpr, R))`` of the backward: G row slots, nwin windows.
 
     ``G`` is at most ``BWD_BLOCKS // nwin`` and aims at ``BWD_ROWS_PER_SLOT``
     row groups a slot, but no fewer than ``BWD_MIN_BLOCKS`` blocks in all.
     """
-    tpr, R = row_geometry(d, K.K_BWD, itemsize)
-    nwin = -(-d // (tpr * K.K_BWD))
-    groups = -(-rows // R)
+    v, block = row_geometry(d)
+    nwin = -(-d // v.capacity)
+    groups = -(-rows // v.rows_per_block)
     want = max(-(-groups // BWD_ROWS_PER_SLOT), -(-BWD_MIN_BLOCKS // nwin))
     G = max(1, min(groups, BWD_BLOCKS // nwin, want))
-    return G, nwin, (tpr, R)
+    return G, nwin, v, block
+
+
 def forward_plan(rows, d, itemsize):
-    """``("rows" | "split", grid, block)`` of the forward."""
-    tpr, R = row_geometry(d, K.K_FWD, itemsize)
-    nwin = -(-d // (tpr * K.K_FWD))
+    """``("rows" | "split", grid, variant, block)`` of the forward."""
+    v, block = row_geometry(d)
+    nwin = -(-d // v.capacity)
     if nwin > 1 and rows * d * itemsize <= FWD_SPLIT_MAX_BYTES:
-        return "split", -(-rows // R) * nwin, (tpr, R)
-    return "rows", -(-rows // R), (tpr, R)
+        return "split", -(-rows // v.rows_per_block) * nwin, v, block
+    return "rows", -(-rows // v.rows_per_block), v, block
 
 
 def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
@@ -93,11 +79,11 @@ def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
     rows, d = x.shape
     if rows == 0 or d == 0:
         return
-    kind, grid, block = forward_plan(rows, d, x.dtype.itemsize)
+    kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize)
     if kind == "rows":
-        K._ln_fwd[grid, block, stream](x, w, b, np.int32(flags), eps, y, mean, rstd)
+        v.fwd[x.dtype.name][grid, block, stream](x, w, b, np.int32(flags), eps, y, mean, rstd)
         return
-    nwin = -(-d // (block[0] * K.K_FWD))
+    nwin = -(-d // v.capacity)
     key = ("fwd", rows, d, x.dtype.str)
     if work is not None and key in work:
         part = work[key]
@@ -105,15 +91,15 @@ def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
         part = cuda.device_array((rows, nwin, 4), x.dtype, stream=stream)
         if work is not None:
             work[key] = part
-    K._ln_fwd_part[grid, block, stream](x, part)
-    K._ln_fwd_apply[grid, block, stream](x, w, b, np.int32(flags), eps, part, y, mean, rstd)
+    v.fwd_part[x.dtype.name][grid, block, stream](x, part)
+    v.fwd_apply[x.dtype.name][grid, block, stream](x, w, b, np.int32(flags), eps, part, y, mean, rstd)
 
 
 def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None):
     """``dx`` of every row and the column sums ``dweight``, ``dbias``.
 
-    Launches :func:`_ln_bwd_rowsums` when a row spans several windows, then
-    :func:`_ln_bwd`, then :func:`_col_sum` for each gradient (``dweight``
+    Launches the variant's ``bwd_rowsums`` when a row spans several windows,
+    then its ``bwd``, then :func:`_col_sum` for each gradient (``dweight``
     may be None).  ``work``: a dict in which to keep the scratch buffers for
     the next call with the same shape (on the same stream), else they are
     allocated per call.
@@ -122,7 +108,7 @@ def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None)
     if d == 0:
         return
     dtype = x.dtype
-    G, nwin, block = backward_launch(rows, d, dtype.itemsize)
+    G, nwin, v, block = backward_launch(rows, d)
     key = ("bwd", rows, d, dtype.str)
     if work is not None and key in work:
         sa, sb, part_w, part_b = work[key]
@@ -136,19 +122,19 @@ def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None)
             work[key] = (sa, sb, part_w, part_b)
     if nwin > 1 and rows > 0:
         grid = -(-rows // block[1]) * nwin
-        K._ln_bwd_rowsums[grid, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb)
+        v.bwd_rowsums[dtype.name][grid, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb)
     if rows > 0:
-        K._ln_bwd[G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb, dx,
-                                           part_w, part_b)
+        v.bwd[dtype.name][G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb, dx,
+                                       part_w, part_b)
     else:  # no rows: the sums are zero
         zeros = np.zeros((G, d), dtype)
         part_w.copy_to_device(zeros, stream=stream)
         part_b.copy_to_device(zeros, stream=stream)
     cgrid = -(-d // K.COL_TX)
     cblock = (K.COL_TX, K.COL_TY)
-    K._col_sum[cgrid, cblock, stream](part_b, dbias)
+    K.col_sum[dtype.name][cgrid, cblock, stream](part_b, dbias)
     if dweight is not None:
-        K._col_sum[cgrid, cblock, stream](part_w, dweight)
+        K.col_sum[dtype.name][cgrid, cblock, stream](part_w, dweight)
 
 
 # --------------------------------------------------------------------------

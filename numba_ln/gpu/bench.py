@@ -306,9 +306,9 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     out = []
 
     # ---- forward ----
-    kind, grid, block = _launch.forward_plan(rows, d, item)
+    kind, grid, v, block = _launch.forward_plan(rows, d, item)
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward", "bytes": 2 * n * item,
-           "plan": f"{kind} grid={grid} block={block}", "buffer_sets": nsets}
+           "plan": f"{kind} variant={v.suffix} grid={grid} block={block}", "buffer_sets": nsets}
     try:
         res["copy_ms"], res["copy_how"], res["copy_all_ms"] = _copy_ms(
             n, dtype, repeats, warmup, stream, batch, torch, cold)
@@ -347,9 +347,10 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     out.append(res)
 
     # ---- backward ----
-    G, nwin, block = _launch.backward_launch(rows, d, item)
+    G, nwin, v, block = _launch.backward_launch(rows, d)
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward", "bytes": 3 * n * item,
-           "plan": f"row slots={G} windows={nwin} block={block}", "buffer_sets": nsets}
+           "plan": f"variant={v.suffix} row slots={G} windows={nwin} block={block}",
+           "buffer_sets": nsets}
     try:
         res["copy_ms"], res["copy_how"], res["copy_all_ms"] = _copy_ms(
             (3 * n + 1) // 2, dtype, repeats, warmup, stream, batch, torch, cold)
@@ -447,16 +448,15 @@ def _environment(torch):
 
 
 def _kernel_info():
-    """``{kernel[signature]: "regs/local bytes"}`` of the kernels compiled so far."""
+    """``{kernel[dtype]: "regs/local bytes"}`` of the kernels compiled so far."""
     from . import _kernels as K
 
     info = {}
-    for name, k in K.KERNELS.items():
+    for key, k in K.KERNELS.items():
         try:
-            for args, ov in k.overloads.items():
-                dt = str(args[0].dtype) if args else "?"
-                info[f"{name}[{dt}]"] = (f"{ov.regs_per_thread}/"
-                                         f"{getattr(ov, 'local_mem_per_thread', '?')}")
+            for ov in k.overloads.values():
+                info[key] = (f"{ov.regs_per_thread}/"
+                             f"{getattr(ov, 'local_mem_per_thread', '?')}")
         except Exception:
             pass
     return info

@@ -1,0 +1,212 @@
+"""Tuning sweep of the GPU row-kernel variants on a real GPU (developer tool).
+
+::
+
+    python scripts/gpu_tune.py OUTDIR [--time-limit SECONDS]
+
+For each benchmark shape, times the forward and the backward kernels of
+several ``(tpr, kv)`` variants (:func:`numba_ln.gpu._kernels._make_variant`)
+compiled with several launch bounds ``(threads, blocks a multiprocessor)``,
+the committed choice of :data:`numba_ln.gpu._kernels.TABLE` among them, GPU
+time per call measured as ``numba_ln.gpu.bench`` does (median of repeats of
+back-to-back batches, inputs cycled through >= 256 MB so they come from DRAM).
+Every candidate's output is compared with the committed kernels' (max abs
+difference).  Writes ``OUTDIR/gpu_tune.json`` and ``OUTDIR/gpu_tune.md``.
+Kernels here are compiled without numba's on-disk cache (its key ignores
+launch bounds).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from numba import cuda  # noqa: E402
+
+from numba_ln.gpu import _kernels as K  # noqa: E402
+from numba_ln.gpu import _launch  # noqa: E402
+from numba_ln.gpu import bench as B  # noqa: E402
+
+#: (shape, dtype, forward candidates, backward candidates); a candidate is
+#: (tpr, kv, blocks); the committed variant is added to each list.
+PLAN = [
+    ((4096, 1024), "float32",
+     [(128, 8, 4), (128, 8, 8), (32, 32, 1), (32, 32, 2), (256, 4, 4), (256, 4, 8), (64, 16, 8)],
+     [(128, 8, 3), (128, 8, 5), (32, 32, 1), (32, 32, 2), (256, 4, 2), (256, 4, 4)]),
+    ((65536, 128), "float32",
+     [(16, 8, 3), (16, 8, 5), (32, 4, 5), (32, 4, 8), (8, 16, 3)],
+     [(16, 8, 2), (16, 8, 3), (32, 4, 3), (32, 4, 5)]),
+    ((4096, 4096), "float32",
+     [(256, 16, 2), (256, 16, 3), (512, 8, 2), (512, 8, 3), (1024, 4, 1), (1024, 4, 2)],
+     [(256, 16, 2), (256, 16, 4), (512, 8, 1), (512, 8, 2), (1024, 4, 1), (1024, 4, 2)]),
+    ((16384, 8192), "float32",
+     [(256, 32, 1), (256, 32, 2), (256, 32, 3), (512, 16, 1), (512, 16, 2), (1024, 8, 1),
+      (1024, 8, 2)],
+     [(256, 32, 1), (256, 32, 2), (512, 16, 1), (512, 16, 2), (1024, 8, 1)]),
+    ((4096, 4096), "float64",
+     [(256, 16, 1), (256, 16, 2), (512, 8, 1), (512, 8, 2), (1024, 4, 1)],
+     [(256, 16, 1), (256, 16, 2), (512, 8, 1), (1024, 4, 1)]),
+]
+
+
+def _compile(tpr, kv, blocks, kind):
+    fn = K._make_variant(tpr, kv, False)[kind]
+    threads = K.MAX_THREADS if tpr <= 32 else tpr
+    bounds = (threads, blocks) if blocks > 1 else (threads,)
+    if K.SIM:  # (a logic check of this script)
+        return cuda.jit(fn), threads // tpr
+    return cuda.jit(launch_bounds=bounds)(fn), threads // tpr
+
+
+def _committed(d, dtype):
+    v = K.variant(d)
+    fwd, bwd = dict(K.TABLE[K.VARIANTS.index(v)][2])[dtype]
+    return v, fwd, bwd
+
+
+def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
+    rows, d = shape
+    dtype = np.dtype(dtype_name)
+    stream = cuda.default_stream()
+    rng = np.random.default_rng(0)
+    hx = rng.standard_normal(shape, dtype=dtype)
+    hdy = rng.standard_normal(shape, dtype=dtype)
+    w = cuda.to_device((1 + 0.1 * rng.standard_normal(d)).astype(dtype))
+    b = cuda.to_device((0.1 * rng.standard_normal(d)).astype(dtype))
+    n = rows * d
+    nsets = B._sets_for(2 * n * dtype.itemsize, True)
+    sets = [{"x": cuda.to_device(hx), "dy": cuda.to_device(hdy),
+             "y": cuda.device_array(shape, dtype), "dx": cuda.device_array(shape, dtype),
+             "mean": cuda.device_array(rows, dtype), "rstd": cuda.device_array(rows, dtype)}
+            for _ in range(nsets)]
+    eps = dtype.type(1e-5)
+    flags = np.int32(K.HAS_WEIGHT | K.HAS_BIAS)
+    s0 = sets[0]
+    for t in sets:
+        _launch.forward(t["x"], w, b, int(flags), eps, t["y"], t["mean"], t["rstd"], stream)
+    ref_y = s0["y"].copy_to_host()
+    dw = cuda.device_array(d, dtype)
+    db = cuda.device_array(d, dtype)
+    _launch.backward(s0["dy"], s0["x"], s0["mean"], s0["rstd"], w, K.HAS_WEIGHT, s0["dx"], dw,
+                     db, stream)
+    ref_dx = s0["dx"].copy_to_host()
+    ref_dw = dw.copy_to_host()
+    v, cf, cb = _committed(d, dtype_name)
+    committed_f = (v.tpr, v.kv, cf)
+    committed_b = (v.tpr, v.kv, cb)
+    out = []
+    copy = {}
+    for which, cands, committed in (("forward", fwd_cands, committed_f),
+                                    ("backward", bwd_cands, committed_b)):
+        cands = list(dict.fromkeys([committed] + list(cands)))
+        m = n if which == "forward" else (3 * n + 1) // 2
+        copy_ms = B._copy_ms(m, dtype, repeats, 2, stream, 20, None, True)[0]
+        copy[which] = copy_ms
+        for tpr, kv, blocks in cands:
+            res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
+                   "blocks": blocks, "committed": (tpr, kv, blocks) == committed,
+                   "copy_ms": copy_ms}
+            if time.monotonic() > deadline:
+                res["error"] = "skipped: time limit"
+                out.append(res)
+                continue
+            if tpr * kv < d:
+                continue
+            try:
+                t0 = time.perf_counter()
+                kern, R = _compile(tpr, kv, blocks, "layer_norm_" + which)
+                nxt = B._rotate(sets)
+                if which == "forward":
+                    grid = -(-rows // R)
+                    kern[grid, (tpr, R), stream](s0["x"], w, b, flags, eps, s0["y"], s0["mean"],
+                                                 s0["rstd"])
+                    res["compile_s"] = round(time.perf_counter() - t0, 2)
+                    res["max_abs_diff"] = float(np.abs(s0["y"].copy_to_host() - ref_y).max())
+
+                    def call():
+                        t = nxt()
+                        kern[grid, (tpr, R), stream](t["x"], w, b, flags, eps, t["y"],
+                                                     t["mean"], t["rstd"])
+                else:
+                    groups = -(-rows // R)
+                    want = max(-(-groups // _launch.BWD_ROWS_PER_SLOT), _launch.BWD_MIN_BLOCKS)
+                    G = max(1, min(groups, _launch.BWD_BLOCKS, want))
+                    sa = cuda.device_array((1, 1), dtype)
+                    pw = cuda.device_array((G, d), dtype)
+                    pb = cuda.device_array((G, d), dtype)
+                    cs = K.col_sum[dtype_name]
+                    cgrid = -(-d // K.COL_TX)
+
+                    def call(t=None):
+                        t = t or nxt()
+                        kern[G, (tpr, R), stream](t["dy"], t["x"], t["mean"], t["rstd"], w,
+                                                  np.int32(K.HAS_WEIGHT), sa, sa, t["dx"], pw, pb)
+                        cs[cgrid, (K.COL_TX, K.COL_TY), stream](pb, db)
+                        cs[cgrid, (K.COL_TX, K.COL_TY), stream](pw, dw)
+                    call(s0)
+                    res["compile_s"] = round(time.perf_counter() - t0, 2)
+                    res["max_abs_diff"] = float(np.abs(s0["dx"].copy_to_host() - ref_dx).max())
+                    res["dweight_max_abs_diff"] = float(np.abs(dw.copy_to_host() - ref_dw).max())
+                ms, _ = B._gpu_ms(call, repeats, 2, stream, 20)
+                res["ms"] = ms
+                res["pct_of_copy"] = round(100 * copy_ms / ms, 1) if ms and copy_ms else None
+                try:
+                    ov = next(iter(kern.overloads.values()))
+                    res["regs"] = ov.regs_per_thread
+                    res["local_bytes"] = getattr(ov, "local_mem_per_thread", None)
+                except Exception:
+                    pass
+            except Exception as exc:
+                res["error"] = f"{type(exc).__name__}: {exc}"
+                res["traceback"] = traceback.format_exc(limit=3)[-1500:]
+            out.append(res)
+            print(json.dumps({k: res.get(k) for k in ("shape", "dtype", "pass", "tpr", "kv",
+                                                      "blocks", "ms", "pct_of_copy", "regs",
+                                                      "max_abs_diff", "error")}), flush=True)
+    return out
+
+
+def markdown(results):
+    lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | regs | GPU ms | % of copy "
+             "| committed | max abs diff |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for r in results:
+        if "ms" not in r:
+            continue
+        lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['pass']} | "
+                     f"{r['tpr']}x{r['kv']} | {r['blocks']} | {r.get('regs', '')} | "
+                     f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
+                     f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("out")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--time-limit", type=float, default=150.0)
+    a = p.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    deadline = time.monotonic() + a.time_limit
+    results = []
+    for shape, dt, fc, bc in PLAN:
+        try:
+            results += tune_shape(shape, dt, fc, bc, a.repeats, deadline)
+        except Exception as exc:
+            results.append({"shape": list(shape), "dtype": dt,
+                            "error": f"{type(exc).__name__}: {exc}"})
+    with open(os.path.join(a.out, "gpu_tune.json"), "w") as f:
+        json.dump({"environment": B._environment(None), "results": results}, f, indent=1)
+    with open(os.path.join(a.out, "gpu_tune.md"), "w") as f:
+        f.write(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
