@@ -310,6 +310,48 @@ def test_backward_reusable_and_deterministic(layer_norm):
         np.testing.assert_array_equal(first[2][k], second[2][k])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["gru", "lngru"])
+def test_blocks_and_pieces_do_not_depend_on_threads(layer_norm, dtype, monkeypatch):
+    """Several blocks of sequences in the time loops and several pieces of
+    rows in the products around them (run in parallel when numba has more
+    than one thread): bitwise the same with one thread, and the same up to
+    rounding as one block and one piece."""
+    import numba
+
+    from numba_ln.rnn import gru as gru_mod
+
+    gru, x, h0, mask, w_hs, w_last = _problem(2, layer_norm, True, T=9, B=13, n_in=3, H=8)
+    if dtype is np.float32:
+        gru32 = GRU(3, 8, num_layers=2, layer_norm=layer_norm, dtype=np.float32)
+        gru32.load_state_dict(gru.params)
+        gru = gru32
+        x, h0, mask, w_hs, w_last = (a.astype(np.float32) for a in (x, h0, mask, w_hs, w_last))
+
+    def run():
+        hs, h_last, cache = gru.forward(x, h0, mask)
+        dx, dh0, grads = gru.backward(w_hs, cache, dh_last=w_last)
+        return [hs.copy(), h_last, dx, dh0] + [grads[k] for k in sorted(gru.params)]
+
+    ref = run()  # one block of 13 sequences, one piece of 117 rows
+    monkeypatch.setattr(gru_mod, "PIECE_ROWS", 25)  # 4 pieces of 29 or 30 rows
+    monkeypatch.setattr(gru_mod, "SERIAL_MAX_ELEMENTS", 0)
+    gru.chunk_rows = 4  # blocks of 4, 4, 4 and 1 sequences
+    assert gru._blocks(13) == (4, numba.get_num_threads() > 1)
+    par = run()
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        ser = run()
+    finally:
+        numba.set_num_threads(old)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype is np.float32 else dict(rtol=1e-10, atol=1e-12)
+    names = ["hs", "h_last", "dx", "dh0"] + sorted(gru.params)
+    assert [n for n, a, b in zip(names, par, ser) if not np.array_equal(a, b)] == []
+    for name, a, c in zip(names, par, ref):
+        np.testing.assert_allclose(a, c, **tol, err_msg=name)
+
+
 @pytest.mark.parametrize("layer_norm", [False, True], ids=["gru", "lngru"])
 def test_float32_gradients_close_to_float64(layer_norm):
     gru64, x, h0, mask, w_hs, w_last = _problem(2, layer_norm, True, T=6, B=4, n_in=3, H=8)

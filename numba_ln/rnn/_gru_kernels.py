@@ -5,26 +5,28 @@ C-contiguous arrays of one float dtype (statistics in float64) and
 preallocated outputs.  Shapes: ``T`` steps, ``B`` sequences, ``H`` hidden
 units; gate blocks are laid out as PyTorch does, rows ``r, z, n``.
 
-The input projections of all steps (``x @ W_ih.T``) are one matrix product
-done by the caller before the loop, and for the LN-GRU their LayerNorms are
-one pass over all ``T * B`` rows (``prange``, one parallel region per call).
-Inside the loop each step does one recurrent product with ``np.dot`` (numba
-calls BLAS for it: SciPy's ``cython_blas``) and then the elementwise and
-LayerNorm work of every sequence.  Every LayerNorm is numba_ln's own row
-kernel (:func:`numba_ln.kernels.ln_forward_row` /
+The input projections of all steps (``x @ W_ih.T``) are done before the
+loop and, for the LN-GRU, their LayerNorms with them, cut into pieces of
+rows (one ``prange`` region per call); the weight and input gradients after
+the loop likewise.  The time loop runs the batch in blocks of sequences
+(``chunk`` rows), one ``prange`` iteration a block: each block runs all its
+steps on one thread, with one recurrent product a step (``np.dot`` on its
+rows; numba calls BLAS for it: SciPy's ``cython_blas``, one thread) and
+then the elementwise and LayerNorm work of its sequences.  Every LayerNorm
+is numba_ln's own row kernel (:func:`numba_ln.kernels.ln_forward_row` /
 :func:`numba_ln.kernels.ln_backward_row`) called on one row of one step.
 
 Three layers, as in the rest of numba_ln: per-sequence step kernels
 (``_gru_step`` ...), block drivers that run the time loop over a block of
 sequences (``_gru_forward_chunk`` ...), and the whole-batch loops the layer
-calls (``_gru_forward`` ...).
+calls (``_gru_forward`` and ``_gru_forward_parallel`` ...).
 
-Why the time loop runs on one thread: ``prange`` over the batch inside the
-loop (a parallel region per step) and ``prange`` over blocks of sequences
-(BLAS called from OpenMP threads) were both measured, at T=64, B=64, H=256
-on this shared 2-core machine, to be many times slower than one thread
-with a one-thread BLAS: every per-step barrier waits for a descheduled
-thread, and OpenBLAS threads spin between calls.
+Why blocks of whole time loops: there is no barrier inside the time loop, so
+on this shared 2-core machine a thread that the OS deschedules delays only
+its own block.  A ``prange`` over the batch inside the loop (a parallel
+region per step) and BLAS's own threads for the recurrent products (a
+barrier per product, and OpenBLAS threads spin between calls) were both
+measured far slower at T=64, B=64, H=256.
 
 Parameter gradients of the per-step LayerNorms are accumulated by
 ``ln_backward_row`` into per-sequence float64 partial rows and summed in a
@@ -259,11 +261,7 @@ def _finish_row(b, carry, tmp, dh0):
 # --------------------------------------------------------------------------
 # Time loops.  The batch is cut into blocks of ``chunk`` sequences, each of
 # which runs all steps on its own (its recurrent products are ``np.dot`` on
-# its rows); the layer passes the whole batch as one block.  The loops run on
-# one thread, the recurrent products on BLAS's threads: with prange inside
-# the loop (one parallel region per step) or over blocks (BLAS called from
-# inside OpenMP threads) both measured far slower on this shared 2-core
-# machine, where every per-step barrier waits for a descheduled thread.
+# its rows, one-thread BLAS).
 # --------------------------------------------------------------------------
 
 @njit(**JIT_OPTIONS)
@@ -331,52 +329,163 @@ def _n_chunks(B, chunk):
     return (B + chunk - 1) // chunk
 
 
+# Whole-batch loops: serial drivers (the blocks one after another) and
+# parallel ones (one ``prange`` region per call, one block per iteration and no
+# barrier inside the time loop; each block's recurrent products are
+# one-thread BLAS calls).  Blocks never share a row, and a block's arithmetic
+# is the same whichever thread runs it, so both give bitwise the same results.
+# Separate functions so that their on-disk caches cannot collide.
+
 @njit(**JIT_OPTIONS)
 def _gru_forward(chunk, gi, w_hh, b_hh, mask, states, gates, hn, gh):
     for c in range(_n_chunks(gi.shape[1], chunk)):
         _gru_forward_chunk(c, chunk, gi, w_hh, b_hh, mask, states, gates, hn, gh)
 
 
+@njit(parallel=True, **JIT_OPTIONS)
+def _gru_forward_parallel(chunk, gi, w_hh, b_hh, mask, states, gates, hn, gh):
+    for c in prange(_n_chunks(gi.shape[1], chunk)):
+        _gru_forward_chunk(c, chunk, gi, w_hh, b_hh, mask, states, gates, hn, gh)
+
+
 @njit(**JIT_OPTIONS)
 def _gru_backward(chunk, dhs, dh_last, w_hh, mask, states, gates, hn, dgi, dgh, carry, tmp,
-                         dh0):
+                  dh0):
     for c in range(_n_chunks(dhs.shape[1], chunk)):
+        _gru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, hn, dgi, dgh,
+                            carry, tmp, dh0)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _gru_backward_parallel(chunk, dhs, dh_last, w_hh, mask, states, gates, hn, dgi, dgh, carry,
+                           tmp, dh0):
+    for c in prange(_n_chunks(dhs.shape[1], chunk)):
         _gru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, hn, dgi, dgh,
                             carry, tmp, dh0)
 
 
 @njit(**JIT_OPTIONS)
 def _lngru_forward(chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats,
-                          lnh_c, gates, lnh):
+                   lnh_c, gates, lnh):
     for c in range(_n_chunks(lni.shape[1], chunk)):
+        _lngru_forward_chunk(c, chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh,
+                             stats, lnh_c, gates, lnh)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _lngru_forward_parallel(chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh,
+                            stats, lnh_c, gates, lnh):
+    for c in prange(_n_chunks(lni.shape[1], chunk)):
         _lngru_forward_chunk(c, chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh,
                              stats, lnh_c, gates, lnh)
 
 
 @njit(**JIT_OPTIONS)
 def _lngru_backward(chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi, stats_i,
-                           gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw,
-                           pb, dh0):
+                    gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw,
+                    pb, dh0):
     for c in range(_n_chunks(dhs.shape[1], chunk)):
         _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi,
                               stats_i, gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp,
                               dln, pw, pb, dh0)
 
 
-# The input-side LayerNorms of all steps: one pass over T * B rows, before
-# the loop; serial and parallel (a single parallel region per call) drivers,
-# separate functions so that their on-disk caches cannot collide.
+@njit(parallel=True, **JIT_OPTIONS)
+def _lngru_backward_parallel(chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi, stats_i,
+                             gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw,
+                             pb, dh0):
+    for c in prange(_n_chunks(dhs.shape[1], chunk)):
+        _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi,
+                              stats_i, gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp,
+                              dln, pw, pb, dh0)
+
+
+# The products over all T * B rows (before the loop: the input projections
+# and, for the LN-GRU, their LayerNorms; after it: the weight gradients and
+# the input gradient) are cut into ``pieces`` blocks of rows, a number that
+# depends on the shapes only.  A piece's products are one-thread BLAS calls
+# on its rows; the weight gradients of the pieces are added afterwards in
+# the order p = 0, 1, ... (float64, then rounded once), so the results do
+# not depend on the thread count.  Serial and parallel drivers of the same
+# pieces (separate functions so that their on-disk caches cannot collide).
 
 @njit(**JIT_OPTIONS)
-def _ln_input_forward_serial(gi, w_g, b_g, w_c, b_c, eps, lni, stats):
-    for i in range(gi.shape[0]):
-        _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
+def _piece_rows(p, pieces, n):
+    return p * n // pieces, (p + 1) * n // pieces
+
+
+@njit(**JIT_OPTIONS)
+def _input_piece(p, pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats):
+    """Rows of piece ``p``: ``gi = x @ w_ih.T (+ b_ih)``; with ``lni`` not
+    None, also the two input-side LayerNorms of each row."""
+    r0, r1 = _piece_rows(p, pieces, x.shape[0])
+    np.dot(x[r0:r1], w_ih.T, gi[r0:r1])
+    if b_ih is not None:
+        for i in range(r0, r1):
+            for j in range(gi.shape[1]):
+                gi[i, j] += b_ih[j]
+    if lni is not None:
+        for i in range(r0, r1):
+            _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
+
+
+@njit(**JIT_OPTIONS)
+def _input_serial(pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats):
+    for p in range(pieces):
+        _input_piece(p, pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _ln_input_forward_parallel(gi, w_g, b_g, w_c, b_c, eps, lni, stats):
-    for i in prange(gi.shape[0]):
-        _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
+def _input_parallel(pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats):
+    for p in prange(pieces):
+        _input_piece(p, pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
+
+
+@njit(**JIT_OPTIONS)
+def _col_sums(a, r0, r1, out):
+    """``out[j] = sum_{r0 <= i < r1} a[i, j]`` in float64, rows in order."""
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for i in range(r0, r1):
+        for j in range(out.shape[0]):
+            out[j] += a[i, j]
+
+
+@njit(**JIT_OPTIONS)
+def _grad_piece(p, pieces, dgi, dgh, x, s, w_ih, dx, part_ih, part_hh, part_bi, part_bh):
+    """Rows of piece ``p``: ``dx = dgi @ w_ih``, and its terms of the weight
+    gradients ``dgi^T x``, ``dgh^T s`` (and of the bias gradients, the
+    column sums of ``dgi`` and ``dgh``, when ``part_bi`` is not None)."""
+    r0, r1 = _piece_rows(p, pieces, dgi.shape[0])
+    np.dot(dgh[r0:r1].T, s[r0:r1], part_hh[p])
+    np.dot(dgi[r0:r1].T, x[r0:r1], part_ih[p])
+    np.dot(dgi[r0:r1], w_ih, dx[r0:r1])
+    if part_bi is not None:
+        _col_sums(dgi, r0, r1, part_bi[p])
+        _col_sums(dgh, r0, r1, part_bh[p])
+
+
+@njit(**JIT_OPTIONS)
+def _grads_serial(pieces, dgi, dgh, x, s, w_ih, dx, part_ih, part_hh, part_bi, part_bh):
+    for p in range(pieces):
+        _grad_piece(p, pieces, dgi, dgh, x, s, w_ih, dx, part_ih, part_hh, part_bi, part_bh)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _grads_parallel(pieces, dgi, dgh, x, s, w_ih, dx, part_ih, part_hh, part_bi, part_bh):
+    for p in prange(pieces):
+        _grad_piece(p, pieces, dgi, dgh, x, s, w_ih, dx, part_ih, part_hh, part_bi, part_bh)
+
+
+@njit(**JIT_OPTIONS)
+def _sum_parts(part, out):
+    """``out = sum_p part[p]`` (2-D), added in float64 in the order p = 0, 1, ..."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            acc = np.float64(part[0, i, j])
+            for p in range(1, part.shape[0]):
+                acc += part[p, i, j]
+            out[i, j] = acc
 
 
 # ``out[j] = sum_b part[b, j]`` in float64, added in the order b = 0, 1, ...

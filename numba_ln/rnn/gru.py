@@ -28,9 +28,19 @@ __all__ = ["GRU"]
 #: LayerNorm epsilon of the LN-GRU (as in the paper's code and PyTorch).
 LN_EPS = 1e-5
 
-#: The input-side LayerNorms of all steps run in parallel above this many
-#: elements (T * B * H).
+#: The products over all T * B rows before and after the time loop (input
+#: projections and their LayerNorms, weight and input gradients) are cut into
+#: one piece per this many rows (at least one, at most ``MAX_PIECES``); the
+#: pieces run in parallel above ``SERIAL_MAX_ELEMENTS`` elements (T * B * H).
+#: Results depend bitwise on the number of pieces (a function of the shapes
+#: only), never on the thread count.
+PIECE_ROWS = 2048
+MAX_PIECES = 16
 SERIAL_MAX_ELEMENTS = 1 << 15
+
+
+def _pieces(rows):
+    return max(1, min(MAX_PIECES, rows // PIECE_ROWS))
 
 
 class _BlasThreads:
@@ -183,16 +193,20 @@ class GRU:
     padding: the state is carried unchanged, ``h_t = m * h' + (1 - m) * h_{t-1}``,
     so ``h_last`` is the state after each sequence's last real step.
 
-    **Speed.**  The input projections of all steps are one matrix product
-    before the loop (and, for the LN-GRU, their LayerNorms one parallel pass);
-    the time loop, its recurrent products (BLAS, called from compiled code)
-    and its LayerNorms run in compiled code; backward does the weight
-    gradients as two large matrix products after the loop.  Scratch buffers
-    are kept between calls (keyed by shape), so one ``GRU`` object must not
-    run two calls at once from different threads (a lock makes them wait).
-    During each call BLAS runs :attr:`blas_threads` threads (default 1, the
-    fastest measured on a small shared machine; None leaves BLAS alone).
-    The recurrent products use SciPy's BLAS, which numba's ``np.dot`` needs.
+    **Speed.**  The input projections of all steps are matrix products
+    before the loop (and, for the LN-GRU, their LayerNorms with them), cut
+    into pieces of ``PIECE_ROWS`` rows that run in parallel; the batch is
+    cut into blocks of :attr:`chunk_rows` sequences, each of which runs the
+    whole time loop (its recurrent products: BLAS called from compiled code,
+    and its LayerNorms) on one thread, the blocks in parallel; backward does
+    the weight and input gradients as large matrix products after the loop,
+    in parallel pieces again.  Results depend on ``chunk_rows`` and on the
+    shapes, never on the thread count.  Scratch buffers are kept between
+    calls (keyed by shape), so one ``GRU`` object must not run two calls at
+    once from different threads (a lock makes them wait).  During each call
+    BLAS runs :attr:`blas_threads` threads (default 1: the parallelism is
+    numba's; None leaves BLAS alone).  The matrix products use SciPy's BLAS,
+    which numba's ``np.dot`` needs.
 
     float32 computes ``tanh`` as ``2 / (1 + exp(-2a)) - 1`` (absolute error
     below 2e-7, five times faster than libm's ``tanhf``); float64 uses
@@ -213,6 +227,12 @@ class GRU:
     #: BLAS threads during forward and backward (None: leave BLAS alone).
     #: One is fastest on a small shared machine; see ``_BlasThreads``.
     blas_threads = 1
+
+    #: Sequences per block of the time loops.  Each block runs all its steps
+    #: on one thread (its recurrent products are one-thread BLAS calls on its
+    #: rows), the blocks in parallel.  Results depend bitwise on this value
+    #: (the shapes of the BLAS calls do) but never on the thread count.
+    chunk_rows = 32
 
     def __init__(self, input_size, hidden_size, *, num_layers=1, layer_norm=False,
                  dtype=np.float32, seed=None):
@@ -322,6 +342,11 @@ class GRU:
                              f"{self.dtype}, found {found}")
         return np.ascontiguousarray(p)
 
+    def _blocks(self, B):
+        """Rows a block of the time loops takes, and whether the blocks run in parallel."""
+        chunk = max(1, min(B, _positive_int("chunk_rows", self.chunk_rows)))
+        return chunk, B > chunk and numba.get_num_threads() > 1
+
     # ------------------------------------------------------------------
     # scratch buffers
     # ------------------------------------------------------------------
@@ -420,12 +445,29 @@ class GRU:
         hs.flags.writeable = False
         return hs, h_last, _Cache(self, (T, B), layers, mask_arr)
 
-    def _project(self, x, w_ih):
-        """``x.reshape(T*B, in) @ w_ih.T`` as a new (T, B, 3H) array."""
+    def _input(self, x, w_ih, b_ih=None, ln=None):
+        """``x.reshape(T*B, in) @ w_ih.T (+ b_ih)`` as a new (T, B, 3H) array
+        ``gi``; with ``ln`` (the four input-side LayerNorm parameters) also
+        their LayerNorms and statistics: returns ``gi, lni, stats``."""
         T, B, n_in = x.shape
-        gi = np.empty((T, B, w_ih.shape[0]), self.dtype)
-        np.dot(x.reshape(T * B, n_in), w_ih.T, out=gi.reshape(T * B, w_ih.shape[0]))
-        return gi
+        G = w_ih.shape[0]
+        gi = np.empty((T, B, G), self.dtype)
+        if ln is None:
+            lni = stats = None
+            ln = (None,) * 4
+        else:
+            lni = self._scratch("lni", (T, B, G))
+            stats = np.empty((T, B, 4))
+        pieces = _pieces(T * B)
+        if pieces > 1 and T * B * self.hidden_size > SERIAL_MAX_ELEMENTS \
+                and numba.get_num_threads() > 1:
+            run = _k._input_parallel
+        else:
+            run = _k._input_serial
+        run(pieces, x.reshape(T * B, n_in), w_ih, b_ih, gi.reshape(T * B, G), *ln, self.eps,
+            None if lni is None else lni.reshape(T * B, G),
+            None if stats is None else stats.reshape(T * B, 4))
+        return gi, lni, stats
 
     def _forward_plain(self, k, x, mask, states):
         T, B, _ = x.shape
@@ -434,12 +476,13 @@ class GRU:
         w_hh = self._param(f"weight_hh_l{k}")
         b_ih = self._param(f"bias_ih_l{k}")
         b_hh = self._param(f"bias_hh_l{k}")
-        gi = self._project(x, w_ih)
-        gi += b_ih
+        gi, _, _ = self._input(x, w_ih, b_ih)
         gates = np.empty((T, B, 3 * H), self.dtype)
         hn = np.empty((T, B, H), self.dtype)
         gh = self._scratch("gh", (B, 3 * H))
-        _k._gru_forward(max(B, 1), gi, w_hh, b_hh, mask, states, gates, hn, gh)
+        chunk, par = self._blocks(B)
+        (_k._gru_forward_parallel if par else _k._gru_forward)(
+            chunk, gi, w_hh, b_hh, mask, states, gates, hn, gh)
         return {"w_ih": w_ih, "w_hh": w_hh, "gates": gates, "hn": hn}
 
     def _forward_ln(self, k, x, mask, states):
@@ -449,23 +492,17 @@ class GRU:
             "weight_ih", "weight_hh",
             "ln_ih_gates_weight", "ln_ih_gates_bias", "ln_ih_cand_weight", "ln_ih_cand_bias",
             "ln_hh_gates_weight", "ln_hh_gates_bias", "ln_hh_cand_weight", "ln_hh_cand_bias")}
-        gi = self._project(x, p["weight_ih"])
-        stats_i = np.empty((T, B, 4))
-        lni = self._scratch("lni", (T, B, 3 * H))
-        if T * B * H > SERIAL_MAX_ELEMENTS and numba.get_num_threads() > 1:
-            ln_in = _k._ln_input_forward_parallel
-        else:
-            ln_in = _k._ln_input_forward_serial
-        ln_in(gi.reshape(T * B, 3 * H), p["ln_ih_gates_weight"], p["ln_ih_gates_bias"],
-              p["ln_ih_cand_weight"], p["ln_ih_cand_bias"], self.eps,
-              lni.reshape(T * B, 3 * H), stats_i.reshape(T * B, 4))
+        gi, lni, stats_i = self._input(x, p["weight_ih"], ln=(
+            p["ln_ih_gates_weight"], p["ln_ih_gates_bias"], p["ln_ih_cand_weight"],
+            p["ln_ih_cand_bias"]))
         gh = np.empty((T, B, 3 * H), self.dtype)
         stats_h = np.empty((T, B, 4))
         lnh_c = np.empty((T, B, H), self.dtype)
         gates = np.empty((T, B, 3 * H), self.dtype)
         lnh = self._scratch("lnh", (B, 3 * H))
-        _k._lngru_forward(
-                max(B, 1), lni, p["weight_hh"], p["ln_hh_gates_weight"], p["ln_hh_gates_bias"],
+        chunk, par = self._blocks(B)
+        (_k._lngru_forward_parallel if par else _k._lngru_forward)(
+                chunk, lni, p["weight_hh"], p["ln_hh_gates_weight"], p["ln_hh_gates_bias"],
                 p["ln_hh_cand_weight"], p["ln_hh_cand_bias"], self.eps, mask,
                 states, gh, stats_h, lnh_c, gates, lnh)
         return {"p": p, "w_ih": p["weight_ih"], "w_hh": p["weight_hh"], "gi": gi,
@@ -529,17 +566,32 @@ class GRU:
                                                     dh0[k], grads)
                 x = layer["x"]
                 n_in = x.shape[2]
-                dgi2 = dgi.reshape(T * B, 3 * H)
-                dgh2 = dgh.reshape(T * B, 3 * H)
-                grads[f"weight_ih_l{k}"] = np.dot(dgi2.T, x.reshape(T * B, n_in))
-                grads[f"weight_hh_l{k}"] = np.dot(dgh2.T, layer["states"][:T].reshape(T * B, H))
+                rows = T * B
+                pieces = _pieces(rows)
+                part_ih = np.empty((pieces, 3 * H, n_in), self.dtype)
+                part_hh = np.empty((pieces, 3 * H, H), self.dtype)
+                if self.layer_norm:
+                    part_bi = part_bh = None
+                else:
+                    part_bi = np.empty((pieces, 3 * H))
+                    part_bh = np.empty((pieces, 3 * H))
+                dx = np.empty((T, B, n_in), self.dtype)
+                if pieces > 1 and rows * H > SERIAL_MAX_ELEMENTS and numba.get_num_threads() > 1:
+                    run = _k._grads_parallel
+                else:
+                    run = _k._grads_serial
+                run(pieces, dgi.reshape(rows, 3 * H), dgh.reshape(rows, 3 * H),
+                    x.reshape(rows, n_in), layer["states"][:T].reshape(rows, H), layer["w_ih"],
+                    dx.reshape(rows, n_in), part_ih, part_hh, part_bi, part_bh)
+                grads[f"weight_ih_l{k}"] = np.empty((3 * H, n_in), self.dtype)
+                grads[f"weight_hh_l{k}"] = np.empty((3 * H, H), self.dtype)
+                _k._sum_parts(part_ih, grads[f"weight_ih_l{k}"])
+                _k._sum_parts(part_hh, grads[f"weight_hh_l{k}"])
                 if not self.layer_norm:
                     grads[f"bias_ih_l{k}"] = np.empty(3 * H, self.dtype)
                     grads[f"bias_hh_l{k}"] = np.empty(3 * H, self.dtype)
-                    _k._sum_rows(dgi2, grads[f"bias_ih_l{k}"])
-                    _k._sum_rows(dgh2, grads[f"bias_hh_l{k}"])
-                dx = np.empty((T, B, n_in), self.dtype)
-                np.dot(dgi2, layer["w_ih"], out=dx.reshape(T * B, n_in))
+                    _k._sum_rows(part_bi, grads[f"bias_ih_l{k}"])
+                    _k._sum_rows(part_bh, grads[f"bias_hh_l{k}"])
                 dcur = dx
         return dcur, dh0, {name: grads[name] for name in self.params}
 
@@ -549,8 +601,9 @@ class GRU:
         dgh = self._scratch("dgh", (T, B, 3 * H))
         carry = self._scratch("carry", (B, H))
         tmp = self._scratch("tmp", (B, H))
-        _k._gru_backward(
-                max(B, 1), dhs, dh_last, layer["w_hh"], mask, layer["states"], layer["gates"],
+        chunk, par = self._blocks(B)
+        (_k._gru_backward_parallel if par else _k._gru_backward)(
+                chunk, dhs, dh_last, layer["w_hh"], mask, layer["states"], layer["gates"],
                 layer["hn"], dgi, dgh, carry, tmp, dh0)
         return dgi, dgh
 
@@ -564,8 +617,9 @@ class GRU:
         dln = self._scratch("dln", (B, 4 * H))
         pw = self._scratch("pw", (B, 6 * H), np.float64)
         pb = self._scratch("pb", (B, 6 * H), np.float64)
-        _k._lngru_backward(
-                max(B, 1), dhs, dh_last, p["weight_hh"], mask, layer["states"], layer["gates"],
+        chunk, par = self._blocks(B)
+        (_k._lngru_backward_parallel if par else _k._lngru_backward)(
+                chunk, dhs, dh_last, p["weight_hh"], mask, layer["states"], layer["gates"],
                 layer["lnh_c"], layer["gi"], layer["stats_i"], layer["gh"], layer["stats_h"],
                 p["ln_ih_gates_weight"], p["ln_ih_cand_weight"], p["ln_hh_gates_weight"],
                 p["ln_hh_cand_weight"], dgi, dgh, carry, tmp, dln, pw, pb, dh0)
