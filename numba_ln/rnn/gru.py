@@ -615,9 +615,10 @@ class GRU:
         carry = self._scratch("carry", (B, H))
         tmp = self._scratch("tmp", (B, H))
         dln = self._scratch("dln", (B, 4 * H))
-        pw = self._scratch("pw", (B, 6 * H), np.float64)
-        pb = self._scratch("pb", (B, 6 * H), np.float64)
         chunk, par = self._blocks(B)
+        n_blocks = -(-B // chunk)
+        pw = self._scratch("pw", (n_blocks, 6 * H), np.float64)
+        pb = self._scratch("pb", (n_blocks, 6 * H), np.float64)
         (_k._lngru_backward_parallel if par else _k._lngru_backward)(
                 chunk, dhs, dh_last, p["weight_hh"], mask, layer["states"], layer["gates"],
                 layer["lnh_c"], layer["gi"], layer["stats_i"], layer["gh"], layer["stats_h"],
