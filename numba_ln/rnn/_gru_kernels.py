@@ -30,10 +30,11 @@ measured far slower at T=64, B=64, H=256.
 
 Parameter gradients of the per-step LayerNorms are accumulated by
 ``ln_backward_row`` into one float64 partial row per block (steps in
-reverse order, the block's sequences in order within a step; 12 H floats,
-which stay in cache, where one row per sequence did not: 18 ms -> see
-``GRU`` notes) and the blocks' rows are summed in a fixed order afterwards,
-so results never depend on a thread count.
+reverse order, the block's sequences in order within a step) and the
+blocks' rows are summed in a fixed order afterwards, so results never
+depend on a thread count.  One row per block stays in cache; one row per
+sequence (12 H float64 each) did not: the backward step work of T=64, B=64,
+H=256 on one thread went from 17.0 to 14.4 ms.
 
 Arithmetic follows the input dtype (constants are made with
 ``dtype.type``), except LayerNorm statistics, which are float64.
