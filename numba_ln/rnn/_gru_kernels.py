@@ -6,15 +6,23 @@ preallocated outputs.  Shapes: ``T`` steps, ``B`` sequences, ``H`` hidden
 units; gate blocks are laid out as PyTorch does, rows ``r, z, n``.
 
 The input projections of all steps (``x @ W_ih.T``) are done before the
-loop and, for the LN-GRU, their LayerNorms with them, cut into pieces of
-rows (one ``prange`` region per call); the weight and input gradients after
-the loop likewise.  The time loop runs the batch in blocks of sequences
-(``chunk`` rows), one ``prange`` iteration a block: each block runs all its
-steps on one thread, with one recurrent product a step (``np.dot`` on its
-rows; numba calls BLAS for it: SciPy's ``cython_blas``, one thread) and
-then the elementwise and LayerNorm work of its sequences.  Every LayerNorm
-is numba_ln's own row kernel (:func:`numba_ln.kernels.ln_forward_row` /
+loop, cut into pieces of rows (one ``prange`` region per call); the weight
+and input gradients after the loop likewise.  The time loop runs the batch
+in blocks of sequences (``chunk`` rows), one ``prange`` iteration a block:
+each block runs all its steps on one thread, with one recurrent product a
+step (``np.dot`` on its rows; numba calls BLAS for it: SciPy's
+``cython_blas``, one thread) and then the elementwise and LayerNorm work of
+its sequences.  Every LayerNorm is numba_ln's own row kernel
+(:func:`numba_ln.kernels.ln_forward_row` /
 :func:`numba_ln.kernels.ln_backward_row`) called on one row of one step.
+
+The LN-GRU keeps only ``gi``, ``gh`` and the states for the backward: its
+backward step recomputes the four LayerNorms and the gates of the step from
+``gi`` and ``gh`` with the forward's own code.  Outside the recurrent
+products the time loops are bound by memory traffic, not arithmetic (a
+LayerNorm backward over rows that are in cache ran 5x faster than over the
+real ones), so recomputing is cheaper than writing the normalised inputs,
+gates and statistics in the forward and reading them back.
 
 Three layers, as in the rest of numba_ln: per-sequence step kernels
 (``_gru_step`` ...), block drivers that run the time loop over a block of
@@ -194,89 +202,89 @@ def _gru_step_backward(t, b, dhs, mask, states, gates, hn, dgi, dgh, carry, tmp)
 
 
 @njit(**JIT_OPTIONS)
-def _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats):
-    """The two input-side LayerNorms of row ``i`` of the (T*B, 3H) projections."""
-    H = gi.shape[1] // 3
-    m, r = ln_forward_row(gi[i, :2 * H], w_g, b_g, eps, lni[i, :2 * H])
-    stats[i, 0] = m
-    stats[i, 1] = r
-    m, r = ln_forward_row(gi[i, 2 * H:], w_c, b_c, eps, lni[i, 2 * H:])
-    stats[i, 2] = m
-    stats[i, 3] = r
+def _lngru_norms(t, b, gi, gh, lnp, eps, lni, lnh):
+    """The four LayerNorms of step ``t`` of sequence ``b``: ``lni[b]`` and
+    ``lnh[b]`` receive the normalised ``gi[t, b]`` and ``gh[t, b]`` (gates
+    block, candidate block); returns their eight statistics.  The forward
+    and the backward both call this, so they see the same values."""
+    H = lni.shape[1] // 3
+    w_ig, b_ig, w_ic, b_ic, w_hg, b_hg, w_hc, b_hc = lnp
+    m_ig, r_ig = ln_forward_row(gi[t, b, :2 * H], w_ig, b_ig, eps, lni[b, :2 * H])
+    m_ic, r_ic = ln_forward_row(gi[t, b, 2 * H:], w_ic, b_ic, eps, lni[b, 2 * H:])
+    m_hg, r_hg = ln_forward_row(gh[t, b, :2 * H], w_hg, b_hg, eps, lnh[b, :2 * H])
+    m_hc, r_hc = ln_forward_row(gh[t, b, 2 * H:], w_hc, b_hc, eps, lnh[b, 2 * H:])
+    return m_ig, r_ig, m_ic, r_ic, m_hg, r_hg, m_hc, r_hc
 
 
 @njit(**JIT_OPTIONS)
-def _lngru_step(t, b, lni, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats, lnh_c, gates,
-                lnh):
-    """Forward LN-GRU step ``t`` of sequence ``b`` (``gh[t]`` holds ``h W_hh^T``)."""
-    H = lnh_c.shape[2]
-    one = lni.dtype.type(1)
-    m1, r1 = ln_forward_row(gh[t, b, :2 * H], w_hg, b_hg, eps, lnh[b, :2 * H])
-    m2, r2 = ln_forward_row(gh[t, b, 2 * H:], w_hc, b_hc, eps, lnh[b, 2 * H:])
-    stats[t, b, 0] = m1
-    stats[t, b, 1] = r1
-    stats[t, b, 2] = m2
-    stats[t, b, 3] = r2
+def _lngru_step(t, b, gi, gh, lnp, eps, mask, states, lni, lnh):
+    """Forward LN-GRU step ``t`` of sequence ``b`` (``gh[t]`` holds ``h W_hh^T``).
+
+    Stores nothing but the new state: ``lni``/``lnh`` are per-sequence
+    scratch rows, and the backward recomputes the LayerNorms and gates from
+    ``gi`` and ``gh`` (cheaper than the memory traffic of storing them)."""
+    H = states.shape[2]
+    one = gi.dtype.type(1)
+    _lngru_norms(t, b, gi, gh, lnp, eps, lni, lnh)
     m = mask[t, b]
-    li_r, li_z, li_n = _thirds(lni[t, b], H)
+    li_r, li_z, li_n = _thirds(lni[b], H)
     lh_r, lh_z, lh_n = _thirds(lnh[b], H)
-    g_r, g_z, g_n = _thirds(gates[t, b], H)
     h_prev = states[t, b]
     h_next = states[t + 1, b]
-    lc = lnh_c[t, b]
     for j in range(H):
         r = _sigmoid(li_r[j] + lh_r[j])
         z = _sigmoid(li_z[j] + lh_z[j])
-        c = lh_n[j]
-        n = _tanh(li_n[j] + r * c)
+        n = _tanh(li_n[j] + r * lh_n[j])
         hp = h_prev[j]
         hnew = n + z * (hp - n)
         h_next[j] = m * hnew + (one - m) * hp
-        g_r[j] = r
-        g_z[j] = z
-        g_n[j] = n
-        lc[j] = c
 
 
 @njit(**JIT_OPTIONS)
-def _lngru_step_backward(t, b, c, dhs, mask, states, gates, lnh_c, gi, stats_i, gh, stats_h,
-                         w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw, pb):
+def _lngru_step_backward(t, b, c, dhs, mask, states, gi, gh, lnp, eps, dgi, dgh, carry, tmp,
+                         lni, lnh, dln, pw, pb):
     """BPTT through step ``t`` of sequence ``b`` of the LN-GRU, its four
     LayerNorms included (their gain/bias gradients are added to row ``c`` of
-    ``pw``/``pb``, the partial sums of the block).  ``carry``/``tmp`` as in :func:`_gru_step_backward`."""
+    ``pw``/``pb``, the partial sums of the block).  The LayerNorms and gates
+    are recomputed from ``gi`` and ``gh`` as the forward computed them.
+    ``carry``/``tmp`` as in :func:`_gru_step_backward`."""
     H = dhs.shape[2]
     one = dhs.dtype.type(1)
+    m_ig, r_ig, m_ic, r_ic, m_hg, r_hg, m_hc, r_hc = _lngru_norms(t, b, gi, gh, lnp, eps, lni,
+                                                                  lnh)
     m = mask[t, b]
     c_, tmp_, dh = carry[b], tmp[b], dhs[t, b]
-    g_r, g_z, g_n = _thirds(gates[t, b], H)
+    li_r, li_z, li_n = _thirds(lni[b], H)
+    lh_r, lh_z, lh_n = _thirds(lnh[b], H)
     h_prev = states[t, b]
-    lc = lnh_c[t, b]
     dl = dln[b]
     d_r, d_z, d_in, d_hn = dl[:H], dl[H:2 * H], dl[2 * H:3 * H], dl[3 * H:]
     for j in range(H):
+        r = _sigmoid(li_r[j] + lh_r[j])
+        z = _sigmoid(li_z[j] + lh_z[j])
+        cj = lh_n[j]
+        n = _tanh(li_n[j] + r * cj)
         g = c_[j] + tmp_[j] + dh[j]
-        r = g_r[j]
-        z = g_z[j]
-        n = g_n[j]
         hp = h_prev[j]
         dnew = m * g
         dn = dnew * (one - z)
         dz = dnew * (hp - n)
         dan = dn * (one - n * n)
-        dr = dan * lc[j]
+        dr = dan * cj
         d_r[j] = dr * r * (one - r)          # d pre-sigmoid r (both LN outputs)
         d_z[j] = dz * z * (one - z)          # d pre-sigmoid z (both LN outputs)
         d_in[j] = dan                        # d LN(gi cand)
         d_hn[j] = dan * r                    # d LN(gh cand)
         c_[j] = dnew * z + (one - m) * g
-    ln_backward_row(dln[b, :2 * H], gh[t, b, :2 * H], stats_h[t, b, 0], stats_h[t, b, 1],
-                    w_hg, dgh[t, b, :2 * H], pw[c, 3 * H:5 * H], pb[c, 3 * H:5 * H])
-    ln_backward_row(dln[b, 3 * H:], gh[t, b, 2 * H:], stats_h[t, b, 2], stats_h[t, b, 3],
-                    w_hc, dgh[t, b, 2 * H:], pw[c, 5 * H:], pb[c, 5 * H:])
-    ln_backward_row(dln[b, :2 * H], gi[t, b, :2 * H], stats_i[t, b, 0], stats_i[t, b, 1],
-                    w_ig, dgi[t, b, :2 * H], pw[c, :2 * H], pb[c, :2 * H])
-    ln_backward_row(dln[b, 2 * H:3 * H], gi[t, b, 2 * H:], stats_i[t, b, 2], stats_i[t, b, 3],
-                    w_ic, dgi[t, b, 2 * H:], pw[c, 2 * H:3 * H], pb[c, 2 * H:3 * H])
+    w_ig, _, w_ic, _, w_hg, _, w_hc, _ = lnp
+    ln_backward_row(dl[:2 * H], gh[t, b, :2 * H], m_hg, r_hg, w_hg, dgh[t, b, :2 * H],
+                    pw[c, 3 * H:5 * H], pb[c, 3 * H:5 * H])
+    ln_backward_row(dl[3 * H:], gh[t, b, 2 * H:], m_hc, r_hc, w_hc, dgh[t, b, 2 * H:],
+                    pw[c, 5 * H:], pb[c, 5 * H:])
+    ln_backward_row(dl[:2 * H], gi[t, b, :2 * H], m_ig, r_ig, w_ig, dgi[t, b, :2 * H],
+                    pw[c, :2 * H], pb[c, :2 * H])
+    ln_backward_row(dl[2 * H:3 * H], gi[t, b, 2 * H:], m_ic, r_ic, w_ic, dgi[t, b, 2 * H:],
+                    pw[c, 2 * H:3 * H], pb[c, 2 * H:3 * H])
 
 
 @njit(**JIT_OPTIONS)
@@ -328,22 +336,19 @@ def _gru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, hn, d
 
 
 @njit(**JIT_OPTIONS)
-def _lngru_forward_chunk(c, chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh,
-                         stats, lnh_c, gates, lnh):
-    T, B, _ = lni.shape
+def _lngru_forward_chunk(c, chunk, gi, w_hh, lnp, eps, mask, states, gh, lni, lnh):
+    T, B, _ = gi.shape
     b0 = c * chunk
     b1 = min(B, b0 + chunk)
     for t in range(T):
         np.dot(states[t, b0:b1], w_hh.T, gh[t, b0:b1])
         for b in range(b0, b1):
-            _lngru_step(t, b, lni, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats, lnh_c,
-                        gates, lnh)
+            _lngru_step(t, b, gi, gh, lnp, eps, mask, states, lni, lnh)
 
 
 @njit(**JIT_OPTIONS)
-def _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi, stats_i,
-                          gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw, pb,
-                          dh0):
+def _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gi, gh, lnp, eps, dgi, dgh,
+                          carry, tmp, lni, lnh, dln, pw, pb, dh0):
     T, B, _ = dhs.shape
     b0 = c * chunk
     b1 = min(B, b0 + chunk)
@@ -355,8 +360,8 @@ def _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, lnh
     for s in range(T):
         t = T - 1 - s
         for b in range(b0, b1):
-            _lngru_step_backward(t, b, c, dhs, mask, states, gates, lnh_c, gi, stats_i, gh, stats_h,
-                                 w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw, pb)
+            _lngru_step_backward(t, b, c, dhs, mask, states, gi, gh, lnp, eps, dgi, dgh, carry,
+                                 tmp, lni, lnh, dln, pw, pb)
         np.dot(dgh[t, b0:b1], w_hh, tmp[b0:b1])
     for b in range(b0, b1):
         _finish_row(b, carry, tmp, dh0)
@@ -403,39 +408,31 @@ def _gru_backward_parallel(chunk, dhs, dh_last, w_hh, mask, states, gates, hn, d
 
 
 @njit(**JIT_OPTIONS)
-def _lngru_forward(chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh, stats,
-                   lnh_c, gates, lnh):
-    for c in range(_n_chunks(lni.shape[1], chunk)):
-        _lngru_forward_chunk(c, chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh,
-                             stats, lnh_c, gates, lnh)
+def _lngru_forward(chunk, gi, w_hh, lnp, eps, mask, states, gh, lni, lnh):
+    for c in range(_n_chunks(gi.shape[1], chunk)):
+        _lngru_forward_chunk(c, chunk, gi, w_hh, lnp, eps, mask, states, gh, lni, lnh)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _lngru_forward_parallel(chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh,
-                            stats, lnh_c, gates, lnh):
-    for c in prange(_n_chunks(lni.shape[1], chunk)):
-        _lngru_forward_chunk(c, chunk, lni, w_hh, w_hg, b_hg, w_hc, b_hc, eps, mask, states, gh,
-                             stats, lnh_c, gates, lnh)
+def _lngru_forward_parallel(chunk, gi, w_hh, lnp, eps, mask, states, gh, lni, lnh):
+    for c in prange(_n_chunks(gi.shape[1], chunk)):
+        _lngru_forward_chunk(c, chunk, gi, w_hh, lnp, eps, mask, states, gh, lni, lnh)
 
 
 @njit(**JIT_OPTIONS)
-def _lngru_backward(chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi, stats_i,
-                    gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw,
-                    pb, dh0):
+def _lngru_backward(chunk, dhs, dh_last, w_hh, mask, states, gi, gh, lnp, eps, dgi, dgh, carry,
+                    tmp, lni, lnh, dln, pw, pb, dh0):
     for c in range(_n_chunks(dhs.shape[1], chunk)):
-        _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi,
-                              stats_i, gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp,
-                              dln, pw, pb, dh0)
+        _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gi, gh, lnp, eps, dgi,
+                              dgh, carry, tmp, lni, lnh, dln, pw, pb, dh0)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _lngru_backward_parallel(chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi, stats_i,
-                             gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp, dln, pw,
-                             pb, dh0):
+def _lngru_backward_parallel(chunk, dhs, dh_last, w_hh, mask, states, gi, gh, lnp, eps, dgi, dgh,
+                             carry, tmp, lni, lnh, dln, pw, pb, dh0):
     for c in prange(_n_chunks(dhs.shape[1], chunk)):
-        _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gates, lnh_c, gi,
-                              stats_i, gh, stats_h, w_ig, w_ic, w_hg, w_hc, dgi, dgh, carry, tmp,
-                              dln, pw, pb, dh0)
+        _lngru_backward_chunk(c, chunk, dhs, dh_last, w_hh, mask, states, gi, gh, lnp, eps, dgi,
+                              dgh, carry, tmp, lni, lnh, dln, pw, pb, dh0)
 
 
 # The products over all T * B rows (before the loop: the input projections
@@ -453,30 +450,26 @@ def _piece_rows(p, pieces, n):
 
 
 @njit(**JIT_OPTIONS)
-def _input_piece(p, pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats):
-    """Rows of piece ``p``: ``gi = x @ w_ih.T (+ b_ih)``; with ``lni`` not
-    None, also the two input-side LayerNorms of each row."""
+def _input_piece(p, pieces, x, w_ih, b_ih, gi):
+    """Rows of piece ``p``: ``gi = x @ w_ih.T`` (``+ b_ih`` when not None)."""
     r0, r1 = _piece_rows(p, pieces, x.shape[0])
     np.dot(x[r0:r1], w_ih.T, gi[r0:r1])
     if b_ih is not None:
         for i in range(r0, r1):
             for j in range(gi.shape[1]):
                 gi[i, j] += b_ih[j]
-    if lni is not None:
-        for i in range(r0, r1):
-            _ln_input_row(i, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
 
 
 @njit(**JIT_OPTIONS)
-def _input_serial(pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats):
+def _input_serial(pieces, x, w_ih, b_ih, gi):
     for p in range(pieces):
-        _input_piece(p, pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
+        _input_piece(p, pieces, x, w_ih, b_ih, gi)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def _input_parallel(pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats):
+def _input_parallel(pieces, x, w_ih, b_ih, gi):
     for p in prange(pieces):
-        _input_piece(p, pieces, x, w_ih, b_ih, gi, w_g, b_g, w_c, b_c, eps, lni, stats)
+        _input_piece(p, pieces, x, w_ih, b_ih, gi)
 
 
 @njit(**JIT_OPTIONS)

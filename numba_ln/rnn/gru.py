@@ -194,13 +194,15 @@ class GRU:
     so ``h_last`` is the state after each sequence's last real step.
 
     **Speed.**  The input projections of all steps are matrix products
-    before the loop (and, for the LN-GRU, their LayerNorms with them), cut
-    into pieces of ``PIECE_ROWS`` rows that run in parallel; the batch is
+    before the loop, cut into pieces of ``PIECE_ROWS`` rows that run in
+    parallel; the batch is
     cut into blocks of :attr:`chunk_rows` sequences, each of which runs the
     whole time loop (its recurrent products: BLAS called from compiled code,
     and its LayerNorms) on one thread, the blocks in parallel; backward does
     the weight and input gradients as large matrix products after the loop,
-    in parallel pieces again.  Results depend on ``chunk_rows`` and on the
+    in parallel pieces again.  The LN-GRU stores only the projections and
+    the states; its backward recomputes each step's LayerNorms and gates
+    (less memory traffic).  Results depend on ``chunk_rows`` and on the
     shapes, never on the thread count.  Scratch buffers are kept between
     calls (keyed by shape), so one ``GRU`` object must not run two calls at
     once from different threads (a lock makes them wait).  During each call
@@ -445,29 +447,19 @@ class GRU:
         hs.flags.writeable = False
         return hs, h_last, _Cache(self, (T, B), layers, mask_arr)
 
-    def _input(self, x, w_ih, b_ih=None, ln=None):
-        """``x.reshape(T*B, in) @ w_ih.T (+ b_ih)`` as a new (T, B, 3H) array
-        ``gi``; with ``ln`` (the four input-side LayerNorm parameters) also
-        their LayerNorms and statistics: returns ``gi, lni, stats``."""
+    def _input(self, x, w_ih, b_ih=None):
+        """``x.reshape(T*B, in) @ w_ih.T (+ b_ih)`` as a new (T, B, 3H) array."""
         T, B, n_in = x.shape
         G = w_ih.shape[0]
         gi = np.empty((T, B, G), self.dtype)
-        if ln is None:
-            lni = stats = None
-            ln = (None,) * 4
-        else:
-            lni = self._scratch("lni", (T, B, G))
-            stats = np.empty((T, B, 4))
         pieces = _pieces(T * B)
         if pieces > 1 and T * B * self.hidden_size > SERIAL_MAX_ELEMENTS \
                 and numba.get_num_threads() > 1:
             run = _k._input_parallel
         else:
             run = _k._input_serial
-        run(pieces, x.reshape(T * B, n_in), w_ih, b_ih, gi.reshape(T * B, G), *ln, self.eps,
-            None if lni is None else lni.reshape(T * B, G),
-            None if stats is None else stats.reshape(T * B, 4))
-        return gi, lni, stats
+        run(pieces, x.reshape(T * B, n_in), w_ih, b_ih, gi.reshape(T * B, G))
+        return gi
 
     def _forward_plain(self, k, x, mask, states):
         T, B, _ = x.shape
@@ -476,7 +468,7 @@ class GRU:
         w_hh = self._param(f"weight_hh_l{k}")
         b_ih = self._param(f"bias_ih_l{k}")
         b_hh = self._param(f"bias_hh_l{k}")
-        gi, _, _ = self._input(x, w_ih, b_ih)
+        gi = self._input(x, w_ih, b_ih)
         gates = np.empty((T, B, 3 * H), self.dtype)
         hn = np.empty((T, B, H), self.dtype)
         gh = self._scratch("gh", (B, 3 * H))
@@ -492,21 +484,19 @@ class GRU:
             "weight_ih", "weight_hh",
             "ln_ih_gates_weight", "ln_ih_gates_bias", "ln_ih_cand_weight", "ln_ih_cand_bias",
             "ln_hh_gates_weight", "ln_hh_gates_bias", "ln_hh_cand_weight", "ln_hh_cand_bias")}
-        gi, lni, stats_i = self._input(x, p["weight_ih"], ln=(
-            p["ln_ih_gates_weight"], p["ln_ih_gates_bias"], p["ln_ih_cand_weight"],
-            p["ln_ih_cand_bias"]))
+        gi = self._input(x, p["weight_ih"])
         gh = np.empty((T, B, 3 * H), self.dtype)
-        stats_h = np.empty((T, B, 4))
-        lnh_c = np.empty((T, B, H), self.dtype)
-        gates = np.empty((T, B, 3 * H), self.dtype)
-        lnh = self._scratch("lnh", (B, 3 * H))
         chunk, par = self._blocks(B)
         (_k._lngru_forward_parallel if par else _k._lngru_forward)(
-                chunk, lni, p["weight_hh"], p["ln_hh_gates_weight"], p["ln_hh_gates_bias"],
-                p["ln_hh_cand_weight"], p["ln_hh_cand_bias"], self.eps, mask,
-                states, gh, stats_h, lnh_c, gates, lnh)
-        return {"p": p, "w_ih": p["weight_ih"], "w_hh": p["weight_hh"], "gi": gi,
-                "stats_i": stats_i, "gh": gh, "stats_h": stats_h, "lnh_c": lnh_c, "gates": gates}
+                chunk, gi, p["weight_hh"], self._ln_params(p), self.eps, mask, states, gh,
+                self._scratch("lni", (B, 3 * H)), self._scratch("lnh", (B, 3 * H)))
+        return {"p": p, "w_ih": p["weight_ih"], "w_hh": p["weight_hh"], "gi": gi, "gh": gh}
+
+    @staticmethod
+    def _ln_params(p):
+        """The LN-GRU's eight LayerNorm parameters in the kernels' order."""
+        return tuple(p[f"ln_{side}_{part}_{kind}"] for side in ("ih", "hh")
+                     for part in ("gates", "cand") for kind in ("weight", "bias"))
 
     __call__ = forward
 
@@ -620,10 +610,10 @@ class GRU:
         pw = self._scratch("pw", (n_blocks, 6 * H), np.float64)
         pb = self._scratch("pb", (n_blocks, 6 * H), np.float64)
         (_k._lngru_backward_parallel if par else _k._lngru_backward)(
-                chunk, dhs, dh_last, p["weight_hh"], mask, layer["states"], layer["gates"],
-                layer["lnh_c"], layer["gi"], layer["stats_i"], layer["gh"], layer["stats_h"],
-                p["ln_ih_gates_weight"], p["ln_ih_cand_weight"], p["ln_hh_gates_weight"],
-                p["ln_hh_cand_weight"], dgi, dgh, carry, tmp, dln, pw, pb, dh0)
+                chunk, dhs, dh_last, p["weight_hh"], mask, layer["states"], layer["gi"],
+                layer["gh"], self._ln_params(p), self.eps, dgi, dgh, carry, tmp,
+                self._scratch("lni", (B, 3 * H)), self._scratch("lnh", (B, 3 * H)), dln, pw, pb,
+                dh0)
         dw = np.empty(6 * H, self.dtype)
         db = np.empty(6 * H, self.dtype)
         _k._sum_rows(pw, dw)
