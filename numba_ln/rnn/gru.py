@@ -46,15 +46,16 @@ def _pieces(rows):
 class _BlasThreads:
     """Set the BLAS thread count for the duration of a forward or backward.
 
-    Measured on this shared 2-core machine at T=64, B=64, H=256 (float32,
-    forward + backward, median of 5): with BLAS's default two threads the
-    small recurrent products inside the loop (numba's ``np.dot`` calls SciPy's
-    OpenBLAS) took 10x longer than with one thread (OpenBLAS threads spin
-    between calls and fight the loop for the cores), and limiting NumPy's
-    BLAS too (the large products outside the loop) took the whole layer from
-    333 to 232 ms.  Hence :attr:`GRU.blas_threads` = 1 by default; set it to
-    None to leave BLAS as configured (e.g. on a many-core machine).  Uses
-    threadpoolctl (installed with scikit-learn); without it BLAS is left as is.
+    The layer's parallelism is numba's: blocks of sequences and pieces of
+    rows run on numba's threads, each calling BLAS on its own part, so BLAS
+    must not start threads of its own.  Measured on this shared 2-core
+    machine at T=64, B=64, H=256 (float32, forward + backward): with BLAS's
+    default two threads inside a one-block time loop (numba's ``np.dot``
+    calls SciPy's OpenBLAS) the GRU took 152 ms instead of 86 ms (OpenBLAS
+    threads spin between calls and fight the loop for the cores).  Hence
+    :attr:`GRU.blas_threads` = 1 by default; set it to None to leave BLAS as
+    configured.  Uses threadpoolctl (installed with scikit-learn); without
+    it BLAS is left as is.
     """
 
     _libs = None
