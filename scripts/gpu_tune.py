@@ -34,29 +34,29 @@ from numba_ln.gpu import _launch  # noqa: E402
 from numba_ln.gpu import bench as B  # noqa: E402
 
 #: (shape, dtype, forward candidates, backward candidates); a candidate is
-#: (tpr, kv, blocks); the committed variant is added to each list.
+#: (tpr, kv, blocks, pipe); the committed variant is added to each list.
 PLAN = [
     ((4096, 1024), "float32",
-     [(128, 8, 4), (128, 8, 8), (32, 32, 1), (32, 32, 2), (256, 4, 4), (256, 4, 8), (64, 16, 8)],
-     [(128, 8, 3), (128, 8, 5), (32, 32, 1), (32, 32, 2), (256, 4, 2), (256, 4, 4)]),
+     [(128, 8, 8, False), (128, 8, 6, True), (256, 4, 8, True), (64, 16, 6, True)],
+     [(128, 8, 5, False), (128, 8, 4, True), (256, 4, 4, True)]),
     ((65536, 128), "float32",
-     [(16, 8, 3), (16, 8, 5), (32, 4, 5), (32, 4, 8), (8, 16, 3)],
-     [(16, 8, 2), (16, 8, 3), (32, 4, 3), (32, 4, 5)]),
+     [(16, 8, 5, False), (16, 8, 3, True), (8, 16, 2, True)],
+     [(16, 8, 3, False), (16, 8, 2, True)]),
     ((4096, 4096), "float32",
-     [(256, 16, 2), (256, 16, 3), (512, 8, 2), (512, 8, 3), (1024, 4, 1), (1024, 4, 2)],
-     [(256, 16, 2), (256, 16, 4), (512, 8, 1), (512, 8, 2), (1024, 4, 1), (1024, 4, 2)]),
+     [(256, 16, 3, False), (512, 8, 4, True), (512, 8, 2, True)],
+     [(256, 16, 4, False), (512, 8, 2, True), (512, 8, 2, False)]),
     ((16384, 8192), "float32",
-     [(256, 32, 1), (256, 32, 2), (256, 32, 3), (512, 16, 1), (512, 16, 2), (1024, 8, 1),
-      (1024, 8, 2)],
-     [(256, 32, 1), (256, 32, 2), (512, 16, 1), (512, 16, 2), (1024, 8, 1)]),
+     [(256, 32, 1, False), (512, 16, 2, True), (512, 16, 1, True), (512, 16, 2, False),
+      (1024, 8, 2, True)],
+     [(512, 16, 1, False), (1024, 8, 1, True), (1024, 8, 2, True)]),
     ((4096, 4096), "float64",
-     [(256, 16, 1), (256, 16, 2), (512, 8, 1), (512, 8, 2), (1024, 4, 1)],
-     [(256, 16, 1), (256, 16, 2), (512, 8, 1), (1024, 4, 1)]),
+     [(512, 8, 2, True), (512, 8, 1, True)],
+     [(512, 8, 1, True), (512, 8, 2, True)]),
 ]
 
 
-def _compile(tpr, kv, blocks, kind):
-    fn = K._make_variant(tpr, kv, False)[kind]
+def _compile(tpr, kv, blocks, pipe, kind):
+    fn = K._make_variant(tpr, kv, False, pipe)[kind]
     threads = K.MAX_THREADS if tpr <= 32 else tpr
     bounds = (threads, blocks) if blocks > 1 else (threads,)
     if K.SIM:  # (a logic check of this script)
@@ -64,10 +64,11 @@ def _compile(tpr, kv, blocks, kind):
     return cuda.jit(launch_bounds=bounds)(fn), threads // tpr
 
 
-def _committed(d, dtype):
-    v = K.variant(d)
-    fwd, bwd = dict(K.TABLE[K.VARIANTS.index(v)][2])[dtype]
-    return v, fwd, bwd
+def _committed(d, dtype, pass_):
+    """``(tpr, kv, blocks, pipe)`` of the committed kernel of a pass."""
+    v = K.variant(d, pass_)
+    blocks = K.TABLE[K.VARIANTS.index(v)][2][dtype][0 if pass_ == "forward" else 1]
+    return v.tpr, v.kv, blocks, v.pipe[dtype]
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
@@ -97,20 +98,22 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                      db, stream)
     ref_dx = s0["dx"].copy_to_host()
     ref_dw = dw.copy_to_host()
-    v, cf, cb = _committed(d, dtype_name)
-    committed_f = (v.tpr, v.kv, cf)
-    committed_b = (v.tpr, v.kv, cb)
+    committed_f = _committed(d, dtype_name, "forward")
+    committed_b = _committed(d, dtype_name, "backward")
     out = []
     copy = {}
     for which, cands, committed in (("forward", fwd_cands, committed_f),
                                     ("backward", bwd_cands, committed_b)):
-        cands = list(dict.fromkeys([committed] + list(cands)))
+        cands = [c + ("fill",) for c in dict.fromkeys([committed] + list(cands))]
+        if which == "backward":  # the previous slot count, for comparison
+            cands.insert(1, committed + ("old",))
         m = n if which == "forward" else (3 * n + 1) // 2
         copy_ms = B._copy_ms(m, dtype, repeats, 2, stream, 20, None, True)[0]
         copy[which] = copy_ms
-        for tpr, kv, blocks in cands:
+        for tpr, kv, blocks, pipe, slots in cands:
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
-                   "blocks": blocks, "committed": (tpr, kv, blocks) == committed,
+                   "blocks": blocks, "pipe": pipe, "slots_rule": slots,
+                   "committed": (tpr, kv, blocks, pipe) == committed and slots == "fill",
                    "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
@@ -120,10 +123,15 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                 continue
             try:
                 t0 = time.perf_counter()
-                kern, R = _compile(tpr, kv, blocks, "layer_norm_" + which)
+                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which)
                 nxt = B._rotate(sets)
+                sig = K.signatures(dtype_name)["layer_norm_" + which]
+                fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(tpr * R)
                 if which == "forward":
                     grid = -(-rows // R)
+                    if pipe:  # one wave of resident blocks
+                        grid = min(grid, fits)
+                    res["grid"] = grid
                     kern[grid, (tpr, R), stream](s0["x"], w, b, flags, eps, s0["y"], s0["mean"],
                                                  s0["rstd"])
                     res["compile_s"] = round(time.perf_counter() - t0, 2)
@@ -135,8 +143,11 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                                                      t["mean"], t["rstd"])
                 else:
                     groups = -(-rows // R)
-                    want = max(-(-groups // _launch.BWD_ROWS_PER_SLOT), _launch.BWD_MIN_BLOCKS)
-                    G = max(1, min(groups, _launch.BWD_BLOCKS, want))
+                    if slots == "fill":  # one full wave (the committed rule)
+                        G = max(1, min(groups, fits))
+                    else:  # the rule before: 8 row groups a slot, 264 to 1024 slots
+                        G = max(1, min(groups, 1024, max(-(-groups // 8), 264)))
+                    res["slots"] = G
                     sa = cuda.device_array((1, 1), dtype)
                     pw = cuda.device_array((G, d), dtype)
                     pb = cuda.device_array((G, d), dtype)
@@ -167,20 +178,21 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
             print(json.dumps({k: res.get(k) for k in ("shape", "dtype", "pass", "tpr", "kv",
-                                                      "blocks", "ms", "pct_of_copy", "regs",
+                                                      "blocks", "pipe", "slots", "grid", "ms", "pct_of_copy", "regs",
                                                       "max_abs_diff", "error")}), flush=True)
     return out
 
 
 def markdown(results):
-    lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | regs | GPU ms | % of copy "
-             "| committed | max abs diff |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch | grid | regs "
+             "| GPU ms | % of copy | committed | max abs diff |",
+             "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
     for r in results:
         if "ms" not in r:
             continue
         lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['pass']} | "
-                     f"{r['tpr']}x{r['kv']} | {r['blocks']} | {r.get('regs', '')} | "
+                     f"{r['tpr']}x{r['kv']} | {r['blocks']} | {'yes' if r['pipe'] else ''} | "
+                     f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")
     return "\n".join(lines) + "\n"

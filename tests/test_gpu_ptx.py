@@ -60,9 +60,10 @@ def test_every_kernel_in_every_dtype(ptx):
              else _kernels.KINDS[k], k.split("[")[1][:-1]) for k in table} == \
         {(kind, dt) for kind in kinds for dt in gpu.DTYPES}
     for v in _kernels.VARIANTS:
+        assert v.passes
         for dt in gpu.DTYPES:
-            assert f"layer_norm_forward_{v.suffix}[{dt}]" in table
-            assert f"layer_norm_backward_{v.suffix}[{dt}]" in table
+            for p in v.passes:
+                assert f"layer_norm_{p}_{v.suffix}[{dt}]" in table
     for name, text in table.items():
         assert f".target sm_{cc[0]}{cc[1]}" in text, name
         assert ".entry" in text, name
@@ -104,6 +105,7 @@ def test_row_kernels_use_shuffles_and_registers(ptx):
 def test_launch_bounds_are_in_the_ptx(ptx):
     """Every kernel is compiled for its launch bound: its variant's threads a
     block and the blocks a multiprocessor of numba_ln.gpu._kernels.TABLE."""
+    from numba_ln import gpu
     from numba_ln.gpu import _kernels
 
     _, table = ptx
@@ -118,11 +120,13 @@ def test_launch_bounds_are_in_the_ptx(ptx):
             assert ".minnctapersm" not in text, key
     if _kernels.BOUNDS:
         for v, (tpr, kv, blocks) in zip(_kernels.VARIANTS, _kernels.TABLE):
-            fwd, bwd = blocks["float32"]
-            assert _kernels.launch_bounds(f"layer_norm_forward_{v.suffix}[float32]") in (
-                None, (v.threads, fwd) if fwd > 1 else (v.threads,))
-            assert _kernels.launch_bounds(f"layer_norm_backward_{v.suffix}[float32]") in (
-                None, (v.threads, bwd) if bwd > 1 else (v.threads,))
+            for dt in gpu.DTYPES:
+                for p, n in zip(("forward", "backward"), blocks[dt]):
+                    if n is None:
+                        assert f"layer_norm_{p}_{v.suffix}[{dt}]" not in table
+                        continue
+                    assert _kernels.launch_bounds(f"layer_norm_{p}_{v.suffix}[{dt}]") in (
+                        None, (v.threads, n) if n > 1 else (v.threads,))
 
 
 @needs_nvvm

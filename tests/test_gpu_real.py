@@ -88,8 +88,7 @@ def test_every_variant_at_its_capacity_edges(d, dtype):
     """Rows that just fill a kernel variant, and one column more or less
     (the next variant, or threads whose columns are partly past the end),
     with several blocks of rows."""
-    v = _kernels.variant(d)
-    rows = 3 * v.rows_per_block + 1
+    rows = 3 * max(_kernels.variant(d, p).rows_per_block for p in ("forward", "backward")) + 1
     x = (RNG.standard_normal((rows, d)) * 2 + 0.5).astype(dtype)
     w = RNG.standard_normal(d).astype(dtype)
     b = RNG.standard_normal(d).astype(dtype)
@@ -243,12 +242,22 @@ def test_launch_geometry():
         kind, grid, v, block = _launch.forward_plan(rows, d, 4)
         return kind, grid, (v.tpr, v.kv), block
 
-    assert plan(4096, 1024) == ("rows", 4096, (128, 8), (128, 1))
-    assert plan(65536, 128) == ("rows", 4096, (16, 8), (16, 16))
-    assert plan(16384, 8192) == ("rows", 16384, (256, 32), (256, 1))
+    def fits(d):  # a pipelined variant: one wave of resident blocks
+        return _launch.resident_blocks(_kernels.variant(d), "float32", "layer_norm_forward")
+
+    assert plan(4096, 1024) == ("rows", min(4096, fits(1024)), (128, 8), (128, 1))
+    assert plan(65536, 128) == ("rows", min(4096, fits(128)), (16, 8), (16, 16))
+    assert plan(16384, 8192) == ("rows", min(16384, fits(8192)), (512, 16), (512, 1))
+    assert plan(16384, 8193) == ("rows", 16384, (256, 32), (256, 1))  # looped, 2 windows
+    assert _launch.row_geometry(4096, "backward")[1] == (512, 1)
     assert plan(32, 65536) == ("split", 256, (256, 32), (256, 1))
     G, nwin, v, _ = _launch.backward_launch(32, 65536)
-    assert nwin == 8 and G == 32 and v is _kernels.VARIANTS[-1]
+    assert nwin == 8 and v is _kernels.VARIANTS[-1]
+    assert G == min(32, _launch.resident_blocks(v, "float32") // 8)
+    # one wave of blocks: as many as fit on the GPU at once
+    G, nwin, v, _ = _launch.backward_launch(65536, 128)
+    fits = _launch.resident_blocks(v, "float32")
+    assert G == fits and fits % cuda.get_current_device().MULTIPROCESSOR_COUNT == 0
 
 
 def test_all_axes_normalised():

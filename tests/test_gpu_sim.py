@@ -434,8 +434,17 @@ def test_kernel_table_is_complete():
     assert kinds == set(gpu.signatures("float32")) == set(gpu.signatures("float64"))
     for v in _kernels.VARIANTS:
         for dt in gpu.DTYPES:
-            assert v.fwd[dt] is _kernels.KERNELS[f"layer_norm_forward_{v.suffix}[{dt}]"]
-            assert v.bwd[dt] is _kernels.KERNELS[f"layer_norm_backward_{v.suffix}[{dt}]"]
+            if "forward" in v.passes:
+                assert v.fwd[dt] is _kernels.KERNELS[f"layer_norm_forward_{v.suffix}[{dt}]"]
+            if "backward" in v.passes:
+                assert v.bwd[dt] is _kernels.KERNELS[f"layer_norm_backward_{v.suffix}[{dt}]"]
+    # a forward-only and a backward-only variant: each pass has its own choice
+    assert any(v.passes == ("forward",) for v in _kernels.VARIANTS)
+    assert any(v.passes == ("backward",) for v in _kernels.VARIANTS)
+    for d in range(1, 2 * _kernels.VARIANTS[-1].capacity):
+        for p in ("forward", "backward"):
+            v = _kernels.variant(d, p)
+            assert p in v.passes and (d <= v.capacity or v is _kernels.VARIANTS[-1])
     assert [v.loops for v in _kernels.VARIANTS] == [False] * (len(_kernels.VARIANTS) - 1) + [True]
     caps = [v.capacity for v in _kernels.VARIANTS]
     assert caps == sorted(caps)
@@ -447,4 +456,23 @@ def test_every_variant_at_its_capacity_edges(d):
     """Rows that just fill a variant, and one column more or less (the next
     variant, or a thread whose columns are partly past the end)."""
     assert _launch.row_geometry(d)[0] is _kernels.variant(d)
-    _check_forward_backward((2 * _kernels.variant(d).rows_per_block + 1, d), -1, np.float32)
+    assert _launch.row_geometry(d, "backward")[0] is _kernels.variant(d, "backward")
+    rows = 2 * max(_kernels.variant(d, p).rows_per_block for p in ("forward", "backward")) + 1
+    _check_forward_backward((rows, d), -1, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prefetching_blocks_loop_over_their_rows(dtype):
+    """A variant that prefetches launches one wave of resident blocks (8
+    under the simulator), each walking many rows with the next row's loads
+    ahead; one that does not (float64 here) takes a block per row group."""
+    d = 30
+    v = _kernels.variant(d)
+    rows = 40 * v.rows_per_block + 3
+    kind, grid, _, _ = _launch.forward_plan(rows, d, np.dtype(dtype).itemsize)
+    groups = -(-rows // v.rows_per_block)
+    if v.pipe[np.dtype(dtype).name]:
+        assert grid == _launch.BWD_SIM_SLOTS < groups
+    else:
+        assert dtype == np.float64 and grid == groups
+    _check_forward_backward((rows, d), -1, dtype)

@@ -31,6 +31,7 @@ import contextlib
 import types
 
 from . import _kernels
+from ._kernels import signatures
 from ._api import is_available, layer_norm, layer_norm_backward, require_gpu
 
 __all__ = ["layer_norm", "layer_norm_backward", "compile_ptx", "signatures", "is_available",
@@ -38,21 +39,6 @@ __all__ = ["layer_norm", "layer_norm_backward", "compile_ptx", "signatures", "is
 
 #: The dtypes every kernel is compiled for.
 DTYPES = _kernels.DTYPES
-
-
-def signatures(dtype):
-    """``{kernel kind: numba signature string}`` for one dtype name (a kernel's
-    kind: :data:`numba_ln.gpu._kernels.KINDS`)."""
-    t = {"float32": "float32", "float64": "float64"}[dtype]
-    m, v, p = f"{t}[:, ::1]", f"{t}[::1]", f"{t}[:, :, ::1]"
-    return {
-        "layer_norm_forward": f"void({m}, {v}, {v}, int32, {t}, {m}, {v}, {v})",
-        "layer_norm_forward_split_stats": f"void({m}, {p})",
-        "layer_norm_forward_split_apply": f"void({m}, {v}, {v}, int32, {t}, {p}, {m}, {v}, {v})",
-        "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m})",
-        "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m}, {m}, {m}, {m})",
-        "layer_norm_backward_colsum": f"void({m}, {v})",
-    }
 
 
 def compile_ptx(cc=(9, 0)):

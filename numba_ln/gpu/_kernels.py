@@ -62,6 +62,7 @@ are bitwise reproducible for a given shape.
 
 import math
 
+import numpy as np
 from numba import config, cuda, uint32, uint64
 
 __all__ = ["SIM", "TABLE", "DTYPES", "MAX_THREADS", "VARIANTS", "KERNELS", "KINDS"]
@@ -70,39 +71,52 @@ __all__ = ["SIM", "TABLE", "DTYPES", "MAX_THREADS", "VARIANTS", "KERNELS", "KIND
 SIM = bool(config.ENABLE_CUDASIM)
 
 #: ``(tpr, kv, blocks)`` of the row-kernel variants, by increasing capacity
-#: ``tpr * kv`` (the longest row a variant holds in registers).  ``blocks``:
-#: ``{dtype: (forward, backward)}``, the blocks a multiprocessor the kernels
-#: are compiled to fit (the launch bound's second number, which caps the
-#: registers of a thread at ``65536 / (threads * blocks)``): the tightest
-#: with no or little spilling in ``ptxas -v`` for sm_90.
+#: ``tpr * kv`` (the longest row a variant holds in registers); the last one
+#: also takes longer rows.  ``blocks``: ``{dtype: (forward, backward)}``, the
+#: blocks a multiprocessor the kernels are compiled to fit (the launch
+#: bound's second number, which caps the registers of a thread at
+#: ``65536 / (threads * blocks)``), or None where the variant does not do that
+#: pass (the forward and the backward of one row length may be best served
+#: by different variants).  Chosen by ``ptxas -v`` for sm_90 (no or little
+#: spilling) and then by timing on an H200 (``scripts/gpu_tune.py``, figures
+#: in ``docs/gpu_bench_h200.md``).
 #: Also: threads per block of the warp-or-less variants (and of the column
 #: sums); the largest ``kv`` whose backward holds ``dy`` and ``xhat`` in
 #: registers between its two passes (wider variants re-read them, from L1);
+#: the most bytes a thread holds (``kv * itemsize``) for which the kernels
+#: prefetch the next row (a second set of registers; the backward only where
+#: it holds its row too);
 #: the window columns of a thread the backward sums through shared memory at
 #: a time.  The simulator runs a Python thread per CUDA thread: there the same
 #: code runs with small constants, so that small shapes reach every path (warp
 #: and block groups, values held or re-read, looped rows, several windows).
 if SIM:
     _ONE = {"float32": (1, 1), "float64": (1, 1)}
-    TABLE = tuple((tpr, kv, _ONE) for tpr, kv in (
-        (2, 2), (4, 2), (8, 2), (8, 4), (32, 2), (64, 2), (64, 4)))
+    _FWD = {"float32": (1, None), "float64": (1, None)}
+    _BWD = {"float32": (None, 1), "float64": (None, 1)}
+    TABLE = ((2, 2, _ONE), (4, 2, _ONE), (8, 2, _ONE), (8, 4, _ONE), (32, 2, _ONE),
+             (64, 2, _FWD), (32, 4, _BWD), (64, 4, _ONE))
     MAX_THREADS = 64
     HOLD_MAX = 2
+    PIPE_BYTES = 16
     _KC = 2
 else:
     TABLE = (
-        (4, 8, {"float32": (5, 3), "float64": (2, 2)}),
-        (8, 8, {"float32": (5, 3), "float64": (2, 2)}),
-        (16, 8, {"float32": (5, 3), "float64": (2, 2)}),
-        (32, 8, {"float32": (5, 3), "float64": (2, 2)}),
-        (32, 16, {"float32": (3, 2), "float64": (2, 2)}),
+        (4, 8, {"float32": (4, 3), "float64": (2, 2)}),
+        (8, 8, {"float32": (4, 3), "float64": (2, 2)}),
+        (16, 8, {"float32": (4, 3), "float64": (2, 2)}),
+        (32, 8, {"float32": (4, 3), "float64": (2, 2)}),
+        (32, 16, {"float32": (2, 2), "float64": (2, 2)}),
         (128, 8, {"float32": (8, 5), "float64": (4, 4)}),
-        (128, 16, {"float32": (6, 4), "float64": (3, 3)}),
-        (256, 16, {"float32": (3, 4), "float64": (2, 2)}),
-        (256, 32, {"float32": (3, 2), "float64": (1, 1)}),
+        (128, 16, {"float32": (5, 4), "float64": (3, 3)}),
+        (256, 16, {"float32": (2, None), "float64": (2, None)}),
+        (512, 8, {"float32": (None, 2), "float64": (None, 1)}),
+        (512, 16, {"float32": (1, 1), "float64": (1, 1)}),
+        (256, 32, {"float32": (2, 2), "float64": (1, 1)}),
     )
     MAX_THREADS = 256
     HOLD_MAX = 8
+    PIPE_BYTES = 64
     _KC = 8
 
 #: The dtypes every kernel is compiled for.
@@ -421,8 +435,11 @@ class Variant:
 
     Attributes: ``tpr``, ``kv``, ``rows_per_block`` (``R``), ``threads`` (a
     block's), ``capacity`` (``tpr * kv``, a row or column window), ``hold``
-    (the backward keeps ``dy`` and ``xhat`` in registers), ``loops`` (the
-    widest variant: rows longer than ``capacity``), and the kernels, each a
+    (the backward keeps ``dy`` and ``xhat`` in registers), ``pipe`` (per
+    dtype: a block loads its next row while it works on the current one, see
+    :func:`_make_variant`; launched as one wave of resident blocks),
+    ``loops`` (the widest variant: rows longer than ``capacity``), and the
+    kernels, each a
     dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
     plus, for the widest, ``fwd_part``, ``fwd_apply``, ``bwd_rowsums``.
     """
@@ -434,18 +451,23 @@ class Variant:
         self.rows_per_block = self.threads // tpr
         self.capacity = tpr * kv
         self.hold = kv <= HOLD_MAX
+        self.pipe = {dt: kv * np.dtype(dt).itemsize <= PIPE_BYTES and not loops for dt in DTYPES}
         self.loops = loops
         self.suffix = f"{tpr}x{kv}"
-        for kind, fn in _make_variant(tpr, kv, loops).items():
-            table = {}
-            for dtype in DTYPES:
-                fwd, bwd = blocks[dtype]
+        #: the passes this variant does: "forward", "backward"
+        self.passes = tuple(p for i, p in enumerate(("forward", "backward"))
+                            if blocks[DTYPES[0]][i] is not None)
+        for attr in set(_ATTR.values()):
+            setattr(self, attr, {})
+        for dtype in DTYPES:
+            for kind, fn in _make_variant(tpr, kv, loops, self.pipe[dtype]).items():
+                n = blocks[dtype][0 if kind.startswith("layer_norm_forward") else 1]
+                if n is None:
+                    continue
                 key = f"{kind}_{self.suffix}[{dtype}]"
-                table[dtype] = _jit_kernel(fn, key, self.threads,
-                                           fwd if kind.startswith("layer_norm_forward") else bwd)
-                KERNELS[key] = table[dtype]
+                kernel = _jit_kernel(fn, key, self.threads, n)
+                getattr(self, _ATTR[kind])[dtype] = KERNELS[key] = kernel
                 KINDS[key] = kind
-            setattr(self, _ATTR[kind], table)
 
     def __repr__(self):
         return f"Variant(tpr={self.tpr}, kv={self.kv})"
@@ -456,8 +478,16 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
          "bwd_rowsums", "layer_norm_backward": "bwd"}
 
 
-def _make_variant(tpr, kv, loops):
-    """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants."""
+def _make_variant(tpr, kv, loops, pipe):
+    """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
+
+    ``pipe``: software
+    pipelining.  A block walks its rows with the next row's loads issued
+    before the current row's reductions, so that they are in flight while it
+    reduces and writes (a GPU does not wait for a load until its value is
+    used); launched as one wave of resident blocks, each loops over its
+    share of the rows.  Without it every row waits for its loads.
+    """
     TPR = tpr
     KV = kv
     NT = MAX_THREADS if TPR <= 32 else TPR
@@ -465,7 +495,11 @@ def _make_variant(tpr, kv, loops):
     CW = TPR * KV
     LOOPS = loops
     HOLD = KV <= HOLD_MAX
+    PIPE = pipe
+    BPIPE = PIPE and HOLD  # the backward prefetches where it holds its row
+    KP = KV if PIPE else 1
     assert not (HOLD and LOOPS), "the widest variant re-reads (several windows)"
+    assert not (PIPE and LOOPS), "a prefetched row must fit in registers"
     #: the shared reduction scratch: two slots per warp on a GPU (a pair of
     #: sums is reduced at once), two per thread in the simulator
     RED = 2 * NT if SIM else 2 * max(1, NT // 32)
@@ -478,6 +512,7 @@ def _make_variant(tpr, kv, loops):
         """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``, ``rstd``."""
         red = cuda.shared.array(RED, x.dtype)
         xv = cuda.local.array(KV, x.dtype)
+        xn = cuda.local.array(KP, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
         tx = cuda.threadIdx.x
@@ -486,12 +521,21 @@ def _make_variant(tpr, kv, loops):
         has_w = (flags & HAS_WEIGHT) != 0
         has_b = (flags & HAS_BIAS) != 0
         last = n - 1
-        for base in range(cuda.blockIdx.x * R, rows, cuda.gridDim.x * R):
+        start = cuda.blockIdx.x * R
+        step = cuda.gridDim.x * R
+        if PIPE and start < rows:
+            _load_row(x[min(start + ty, rows - 1)], xn, n, tx, TPR, KV)
+        for base in range(start, rows, step):
             row = base + ty
             active = row < rows
             r = row if active else rows - 1
             xr = x[r]
-            if in_regs:
+            if PIPE:
+                for k in range(KV):
+                    xv[k] = xn[k]
+                if base + step < rows:  # (the same for the whole block)
+                    _load_row(x[min(base + step + ty, rows - 1)], xn, n, tx, TPR, KV)
+            elif in_regs:
                 _load_row(xr, xv, n, tx, TPR, KV)
             s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV)
             mu, rs, mult = _scales(xr, s, m1, dm, var, eps)
@@ -658,6 +702,8 @@ def _make_variant(tpr, kv, loops):
         accb = cuda.local.array(KV, x.dtype)
         dyv = cuda.local.array(HV, x.dtype)
         xhv = cuda.local.array(HV, x.dtype)
+        dyn = cuda.local.array(KP if BPIPE else 1, x.dtype)
+        xn = cuda.local.array(KP if BPIPE else 1, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
         tx = cuda.threadIdx.x
@@ -673,7 +719,13 @@ def _make_variant(tpr, kv, loops):
         for k in range(KV):
             accw[k] = T(0)
             accb[k] = T(0)
-        for base in range(g0 * R, rows, G * R):
+        start = g0 * R
+        step = G * R
+        if BPIPE and start < rows:
+            rn = min(start + ty, rows - 1)
+            _load_row(dy[rn], dyn, n, tx, TPR, KV)
+            _load_row(x[rn], xn, n, tx, TPR, KV)
+        for base in range(start, rows, step):
             row = base + ty
             active = row < rows
             r = row if active else rows - 1
@@ -681,14 +733,26 @@ def _make_variant(tpr, kv, loops):
             rs = rstd[r]
             dyr = dy[r]
             xr = x[r]
+            if BPIPE:
+                for k in range(KV):
+                    dyv[k] = dyn[k]
+                    xhv[k] = xn[k]
+                if base + step < rows:  # (the same for the whole block)
+                    rn = min(base + step + ty, rows - 1)
+                    _load_row(dy[rn], dyn, n, tx, TPR, KV)
+                    _load_row(x[rn], xn, n, tx, TPR, KV)
             if nwin == 1:
                 a = T(0)
                 q = T(0)
                 for k in range(KV):
                     j = tx + k * TPR
                     jc = uint32(min(j, last))
-                    d = dyr[jc]
-                    xhat = (xr[jc] - m) * rs
+                    if BPIPE:
+                        d = dyv[k]
+                        xhat = (xhv[k] - m) * rs
+                    else:
+                        d = dyr[jc]
+                        xhat = (xr[jc] - m) * rs
                     if HOLD:
                         dyv[k] = d
                         xhv[k] = xhat
@@ -807,13 +871,29 @@ for _dt in DTYPES:
 VARIANTS = tuple(Variant(*entry, loops=i == len(TABLE) - 1) for i, entry in enumerate(TABLE))
 
 
-def variant(d):
-    """The variant for rows of ``d`` columns: the first that holds them, else
-    the widest (which splits them into windows or loops)."""
+def variant(d, pass_="forward"):
+    """The variant for the ``pass_`` ("forward" or "backward") of rows of
+    ``d`` columns: the first that holds them, else the widest (which splits
+    them into windows or loops)."""
     for v in VARIANTS:
-        if d <= v.capacity:
+        if d <= v.capacity and pass_ in v.passes:
             return v
     return VARIANTS[-1]
+
+
+def signatures(dtype):
+    """``{kernel kind: numba signature string}`` for one dtype name (a kernel's
+    kind: :data:`numba_ln.gpu._kernels.KINDS`)."""
+    t = {"float32": "float32", "float64": "float64"}[dtype]
+    m, v, p = f"{t}[:, ::1]", f"{t}[::1]", f"{t}[:, :, ::1]"
+    return {
+        "layer_norm_forward": f"void({m}, {v}, {v}, int32, {t}, {m}, {v}, {v})",
+        "layer_norm_forward_split_stats": f"void({m}, {p})",
+        "layer_norm_forward_split_apply": f"void({m}, {v}, {v}, int32, {t}, {p}, {m}, {v}, {v})",
+        "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m})",
+        "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m}, {m}, {m}, {m})",
+        "layer_norm_backward_colsum": f"void({m}, {v})",
+    }
 
 
 def launch_bounds(key):

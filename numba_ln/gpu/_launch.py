@@ -18,15 +18,13 @@ from numba import cuda
 
 from . import _kernels as K
 
-#: Upper bound of the blocks (row slots) of the backward kernel per window,
-#: and the number of slots below which rows are not packed any further; with
-#: ``BWD_ROWS_PER_SLOT`` row groups a slot in between.  Constants, so the
-#: partial sums and their order depend on the shape only.  Fewer slots mean
-#: fewer partial rows to write and re-read (each slot writes a row of D
-#: partials per gradient); enough slots keep every multiprocessor busy.
-BWD_BLOCKS = 8 if K.SIM else 1024
-BWD_MIN_BLOCKS = 2 if K.SIM else 264
-BWD_ROWS_PER_SLOT = 2 if K.SIM else 8
+#: Row slots of the backward kernel under the simulator (several, so that the
+#: partial sums go through the column reduction).  On a GPU the backward
+#: launches as many blocks as fit on it at once (:func:`resident_blocks`): one
+#: wave, each block looping over its share of the rows.  Fewer slots would
+#: leave multiprocessors idle (a second, partial wave cost up to 2x, measured
+#: on an H200); more would only add partial rows to write and re-read.
+BWD_SIM_SLOTS = 8
 
 #: Rows longer than the widest variant's capacity (``tpr * kv`` values) are split
 #: over several blocks (statistics per window, then a combine-and-apply
@@ -38,35 +36,65 @@ FWD_SPLIT_MAX_BYTES = 32 << 20
 _COPY_THREADS = 256
 
 
-def row_geometry(d):
-    """``(variant, (tpr, R))``: the kernel variant for rows of ``d`` and its
-    block shape, ``tpr`` threads a row and ``R`` rows a block (see
-    :data:`numba_ln.gpu._kernels.TABLE`)."""
-    v = K.variant(d)
+def row_geometry(d, pass_="forward"):
+    """``(variant, (tpr, R))``: the kernel variant for the ``pass_`` of rows
+    of ``d`` and its block shape, ``tpr`` threads a row and ``R`` rows a block
+    (see :data:`numba_ln.gpu._kernels.TABLE`)."""
+    v = K.variant(d, pass_)
     return v, (v.tpr, v.rows_per_block)
 
 
-def backward_launch(rows, d):
+#: ``{(context id, kernel key): blocks}`` of :func:`resident_blocks`.
+_RESIDENT = {}
+
+
+def resident_blocks(v, dtype, kind="layer_norm_backward"):
+    """Blocks of variant ``v``'s ``kind`` kernel for ``dtype`` (a name) that
+    fit on the current GPU at once: blocks a multiprocessor (the CUDA
+    occupancy calculator, for its registers and shared memory) times the
+    multiprocessors.  Compiles the kernel if needed; cached per context."""
+    if K.SIM:
+        return BWD_SIM_SLOTS
+    ctx = cuda.current_context()
+    key = (id(ctx), v.suffix, dtype, kind)
+    n = _RESIDENT.get(key)
+    if n is None:
+        table = v.fwd if kind == "layer_norm_forward" else v.bwd
+        kernel = table[dtype].compile(K.signatures(dtype)[kind])
+        n = _RESIDENT[key] = max(1, int(kernel.max_cooperative_grid_blocks(v.threads)))
+    return n
+
+
+def backward_launch(rows, d, dtype="float32"):
     """``(G, nwin, variant, (tpr, R))`` of the backward: G row slots, nwin windows.
 
-    ``G`` is at most ``BWD_BLOCKS // nwin`` and aims at ``BWD_ROWS_PER_SLOT``
-    row groups a slot, but no fewer than ``BWD_MIN_BLOCKS`` blocks in all.
+    ``G * nwin`` blocks fill the GPU once (:func:`resident_blocks`), or fewer
+    when there are fewer row groups.  ``G`` depends on the shape and the GPU
+    model, so the gradients' summation order does too: bitwise reproducible
+    on one kind of GPU.
     """
-    v, block = row_geometry(d)
+    v, block = row_geometry(d, "backward")
     nwin = -(-d // v.capacity)
     groups = -(-rows // v.rows_per_block)
-    want = max(-(-groups // BWD_ROWS_PER_SLOT), -(-BWD_MIN_BLOCKS // nwin))
-    G = max(1, min(groups, BWD_BLOCKS // nwin, want))
+    G = max(1, min(groups, resident_blocks(v, dtype) // nwin))
     return G, nwin, v, block
 
 
-def forward_plan(rows, d, itemsize):
-    """``("rows" | "split", grid, variant, block)`` of the forward."""
+def forward_plan(rows, d, itemsize, dtype=None):
+    """``("rows" | "split", grid, variant, block)`` of the forward.
+
+    A pipelined variant (``variant.pipe``) takes one wave of resident blocks
+    (``dtype``, a name, says which kernel; float32 by default), others a
+    block per row group."""
     v, block = row_geometry(d)
     nwin = -(-d // v.capacity)
+    groups = -(-rows // v.rows_per_block)
     if nwin > 1 and rows * d * itemsize <= FWD_SPLIT_MAX_BYTES:
-        return "split", -(-rows // v.rows_per_block) * nwin, v, block
-    return "rows", -(-rows // v.rows_per_block), v, block
+        return "split", groups * nwin, v, block
+    dtype = dtype or {4: "float32", 8: "float64"}[itemsize]
+    if v.pipe[dtype] and groups > 0:
+        return "rows", min(groups, resident_blocks(v, dtype, "layer_norm_forward")), v, block
+    return "rows", groups, v, block
 
 
 def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
@@ -79,7 +107,7 @@ def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
     rows, d = x.shape
     if rows == 0 or d == 0:
         return
-    kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize)
+    kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize, x.dtype.name)
     if kind == "rows":
         v.fwd[x.dtype.name][grid, block, stream](x, w, b, np.int32(flags), eps, y, mean, rstd)
         return
@@ -108,7 +136,7 @@ def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None)
     if d == 0:
         return
     dtype = x.dtype
-    G, nwin, v, block = backward_launch(rows, d)
+    G, nwin, v, block = backward_launch(rows, d, dtype.name)
     key = ("bwd", rows, d, dtype.str)
     if work is not None and key in work:
         sa, sb, part_w, part_b = work[key]

@@ -306,7 +306,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     out = []
 
     # ---- forward ----
-    kind, grid, v, block = _launch.forward_plan(rows, d, item)
+    kind, grid, v, block = _launch.forward_plan(rows, d, item, dtype_name)
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward", "bytes": 2 * n * item,
            "plan": f"{kind} variant={v.suffix} grid={grid} block={block}", "buffer_sets": nsets}
     try:
@@ -347,7 +347,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     out.append(res)
 
     # ---- backward ----
-    G, nwin, v, block = _launch.backward_launch(rows, d)
+    G, nwin, v, block = _launch.backward_launch(rows, d, dtype_name)
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward", "bytes": 3 * n * item,
            "plan": f"variant={v.suffix} row slots={G} windows={nwin} block={block}",
            "buffer_sets": nsets}
