@@ -7,22 +7,24 @@ GPU array (a numba device array, or any object with
 zero-copy).  Importing :mod:`numba_ln` never imports this module; importing
 it imports :mod:`numba.cuda` but does not create a CUDA context.
 
-Kernels (see :mod:`numba_ln.gpu._kernels` for the design):
+Kernels (see :mod:`numba_ln.gpu._kernels` for the design), in variants
+specialised on threads a row x values a thread (``_32x8`` etc.):
 
-- ``layer_norm_forward``: rows of ``D <= 1024`` take a warp or less, many
-  rows a block; longer rows a block each.  The row stays in registers while it
-  fits (``D <= 8192``) so it is read from DRAM once.
-- Longer rows: ``layer_norm_forward_split_stats`` computes the statistics of
-  every 8192-column window of every row in its own block and
-  ``layer_norm_forward_split_apply`` combines them (Chan's update) and writes
-  ``y``, re-reading x (from L2: this path is taken while x fits in 32 MiB);
-  larger inputs with long rows take ``layer_norm_forward`` looping over the
-  row (a block per row, re-reading it from L1/L2).
-- ``layer_norm_backward``: fused ``dx`` and per-block partial
-  ``dweight``/``dbias``; ``layer_norm_backward_rowsums`` first when a row
-  spans several column windows (``D > 8192``);
-  ``layer_norm_backward_colsum`` adds the partials in a fixed order.  No
-  atomics: the gradients are bitwise reproducible.
+- ``layer_norm_forward_*``: rows of ``D <= 512`` take a group of 4-32
+  threads, many rows a block; longer rows a block of 128-512 threads.  The
+  row stays in registers while it fits (``D <= 8192``) so it is read from
+  DRAM once; small variants prefetch the next row.
+- Longer rows: ``layer_norm_forward_split_stats_*`` computes the statistics
+  of every 8192-column window of every row in its own block and
+  ``layer_norm_forward_split_apply_*`` combines them (Chan's update) and
+  writes ``y``, re-reading x (from L2: this path is taken while x fits in
+  32 MiB); larger inputs with long rows take the widest forward variant,
+  looping over the row (a block per row, re-reading it from L1/L2).
+- ``layer_norm_backward_*``: fused ``dx`` and per-block partial
+  ``dweight``/``dbias``; ``layer_norm_backward_rowsums_*`` first when a row
+  spans several column windows (``D > 8192``); ``layer_norm_backward_colsum``
+  adds the partials in a fixed order.  No atomics: the gradients are bitwise
+  reproducible on a given GPU model.
 
 :func:`compile_ptx` compiles every kernel for every dtype to PTX with no GPU.
 """

@@ -8,13 +8,15 @@ Variants
 The row kernels are built by :func:`_make_variant` once per entry of
 :data:`TABLE`: ``(tpr, kv)``, ``tpr`` threads (the *group*) per row and ``kv``
 values of the row per thread, both compile-time constants of the variant.
-:mod:`numba_ln.gpu._launch` takes the first variant whose capacity
-``tpr * kv`` holds the row; rows longer than the last one's are split into
-column windows of that size.  Constants matter here: with the thread count a
-runtime value, every one of a thread's ``kv`` loads had its own 64-bit address
-in a register (194-254 registers a thread, one block per multiprocessor,
-measured on an H200); with it a constant the loads share one base address
-and unroll, and a variant also holds only as many values as its rows need.
+:func:`variant` takes, for each pass, the first variant whose capacity
+``tpr * kv`` holds the row (a variant may serve the forward, the backward or
+both); rows longer than the last one's are split into column windows of that
+size.  Constants matter here: with the thread count a runtime value, every
+one of a thread's loads had its own 64-bit address in a register (194-254
+registers a thread, one block per multiprocessor, measured on an H200); with
+it a constant the loads share one base address and unroll, and a variant also
+holds only as many values as its rows need.  Variants that hold few bytes a
+thread also prefetch the next row (see :func:`_make_variant`).
 
 Thread layout
 -------------
