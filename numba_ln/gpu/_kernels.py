@@ -80,8 +80,8 @@ SIM = bool(config.ENABLE_CUDASIM)
 #: ``65536 / (threads * blocks)``), or None where the variant does not do that
 #: pass (the forward and the backward of one row length may be best served
 #: by different variants).  Chosen by ``ptxas -v`` for sm_90 (no or little
-#: spilling) and then by timing on an H200 (``scripts/gpu_tune.py``, figures
-#: in ``docs/gpu_bench_h200.md``).
+#: spilling; ``scripts/ptx_registers.py``) and then by timing on an H200
+#: (``scripts/gpu_tune.py``, figures in ``docs/gpu_bench_h200.md``).
 #: Also: threads per block of the warp-or-less variants (and of the column
 #: sums); the largest ``kv`` whose backward holds ``dy`` and ``xhat`` in
 #: registers between its two passes (wider variants re-read them, from L1);
