@@ -21,9 +21,11 @@ from . import _kernels as K
 #: Row slots of the backward kernel under the simulator (several, so that the
 #: partial sums go through the column reduction).  On a GPU the backward
 #: launches as many blocks as fit on it at once (:func:`resident_blocks`): one
-#: wave, each block looping over its share of the rows.  Fewer slots would
-#: leave multiprocessors idle (a second, partial wave cost up to 2x, measured
-#: on an H200); more would only add partial rows to write and re-read.
+#: wave, each block looping over its share of the rows (no partial second
+#: wave that leaves multiprocessors idle; fewer partial rows to write and
+#: re-read than more blocks).  Measured on an H200 against the previous rule
+#: (264-1024 blocks): 1.12-1.15x faster at three of five shapes, 5-7% slower
+#: at two (docs/gpu_bench_h200.md).
 BWD_SIM_SLOTS = 8
 
 #: Rows longer than the widest variant's capacity (``tpr * kv`` values) are split
@@ -83,9 +85,9 @@ def backward_launch(rows, d, dtype="float32"):
 def forward_plan(rows, d, itemsize, dtype=None):
     """``("rows" | "split", grid, variant, block)`` of the forward.
 
-    A pipelined variant (``variant.pipe``) takes one wave of resident blocks
-    (``dtype``, a name, says which kernel; float32 by default), others a
-    block per row group."""
+    A prefetching variant (``variant.pipe[dtype]``) takes one wave of
+    resident blocks, others a block per row group.  ``dtype``: the dtype's
+    name (default: the float of ``itemsize`` bytes)."""
     v, block = row_geometry(d)
     nwin = -(-d // v.capacity)
     groups = -(-rows // v.rows_per_block)
