@@ -593,8 +593,9 @@ class GRU:
         carry = self._scratch("carry", (B, H))
         tmp = self._scratch("tmp", (B, H))
         chunk, par = self._blocks(B)
+        w_hh_t = np.ascontiguousarray(layer["w_hh"].T)   # rows of W_hh^T: see _k._rec
         (_k._gru_backward_parallel if par else _k._gru_backward)(
-                chunk, dhs, dh_last, layer["w_hh"], mask, layer["states"], layer["gates"],
+                chunk, dhs, dh_last, w_hh_t, mask, layer["states"], layer["gates"],
                 layer["hn"], dgi, dgh, carry, tmp, dh0)
         return dgi, dgh
 
@@ -610,8 +611,9 @@ class GRU:
         n_blocks = -(-B // chunk)
         pw = self._scratch("pw", (n_blocks, 6 * H), np.float64)
         pb = self._scratch("pb", (n_blocks, 6 * H), np.float64)
+        w_hh_t = np.ascontiguousarray(p["weight_hh"].T)   # rows of W_hh^T: see _k._rec
         (_k._lngru_backward_parallel if par else _k._lngru_backward)(
-                chunk, dhs, dh_last, p["weight_hh"], mask, layer["states"], layer["gi"],
+                chunk, dhs, dh_last, w_hh_t, mask, layer["states"], layer["gi"],
                 layer["gh"], self._ln_params(p), self.eps, dgi, dgh, carry, tmp,
                 self._scratch("lni", (B, 3 * H)), self._scratch("lnh", (B, 3 * H)), dln, pw, pb,
                 dh0)
