@@ -75,17 +75,8 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
     rows, d = shape
     dtype = np.dtype(dtype_name)
     stream = cuda.default_stream()
-    rng = np.random.default_rng(0)
-    hx = rng.standard_normal(shape, dtype=dtype)
-    hdy = rng.standard_normal(shape, dtype=dtype)
-    w = cuda.to_device((1 + 0.1 * rng.standard_normal(d)).astype(dtype))
-    b = cuda.to_device((0.1 * rng.standard_normal(d)).astype(dtype))
     n = rows * d
-    nsets = B._sets_for(2 * n * dtype.itemsize, True)
-    sets = [{"x": cuda.to_device(hx), "dy": cuda.to_device(hdy),
-             "y": cuda.device_array(shape, dtype), "dx": cuda.device_array(shape, dtype),
-             "mean": cuda.device_array(rows, dtype), "rstd": cuda.device_array(rows, dtype)}
-            for _ in range(nsets)]
+    w, b, sets = B.buffers(shape, dtype)
     eps = dtype.type(1e-5)
     flags = np.int32(K.HAS_WEIGHT | K.HAS_BIAS)
     s0 = sets[0]

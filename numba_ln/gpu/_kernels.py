@@ -421,6 +421,15 @@ def _combine_windows(part, r, n, cw, nwin):
 
 
 @_device
+def _window_grid(nwin, cw):
+    """``(win, g0, G, c0)`` of this block in a grid of ``G * nwin`` blocks
+    over column windows of ``cw``: block ``i`` takes window ``win = i % nwin``
+    (its first column ``c0``) of row slot ``g0 = i // nwin``."""
+    win = cuda.blockIdx.x % nwin
+    return win, cuda.blockIdx.x // nwin, cuda.gridDim.x // nwin, win * cw
+
+
+@_device
 def _g(dyv, w, j, has_w):
     if has_w:
         return dyv * w[j]
@@ -591,10 +600,7 @@ def _make_variant(tpr, kv, loops, pipe):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         nwin = (n + CW - 1) // CW
-        win = cuda.blockIdx.x % nwin
-        g0 = cuda.blockIdx.x // nwin
-        G = cuda.gridDim.x // nwin
-        c0 = win * CW
+        win, g0, G, c0 = _window_grid(nwin, CW)
         nw = min(CW, n - c0)
         for base in range(g0 * R, rows, G * R):
             row = base + ty
@@ -617,10 +623,7 @@ def _make_variant(tpr, kv, loops, pipe):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         nwin = (n + CW - 1) // CW
-        win = cuda.blockIdx.x % nwin
-        g0 = cuda.blockIdx.x // nwin
-        G = cuda.gridDim.x // nwin
-        c0 = win * CW
+        win, g0, G, c0 = _window_grid(nwin, CW)
         has_w = (flags & HAS_WEIGHT) != 0
         has_b = (flags & HAS_BIAS) != 0
         last = n - 1
@@ -659,10 +662,7 @@ def _make_variant(tpr, kv, loops, pipe):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         nwin = (n + CW - 1) // CW
-        win = cuda.blockIdx.x % nwin
-        g0 = cuda.blockIdx.x // nwin
-        G = cuda.gridDim.x // nwin
-        c0 = win * CW
+        win, g0, G, c0 = _window_grid(nwin, CW)
         has_w = (flags & HAS_WEIGHT) != 0
         last = n - 1
         for base in range(g0 * R, rows, G * R):
@@ -711,10 +711,7 @@ def _make_variant(tpr, kv, loops, pipe):
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         nwin = (n + CW - 1) // CW if LOOPS else 1
-        win = cuda.blockIdx.x % nwin
-        g0 = cuda.blockIdx.x // nwin
-        G = cuda.gridDim.x // nwin
-        c0 = win * CW
+        win, g0, G, c0 = _window_grid(nwin, CW)
         has_w = (flags & HAS_WEIGHT) != 0
         nf = T(n)
         last = n - 1

@@ -273,6 +273,26 @@ def _rotate(items):
     return nxt
 
 
+def buffers(shape, dtype, cold=True):
+    """``(w, b, sets)`` on the GPU for rows x D ``shape``: weight and bias, and
+    buffer sets ``{"x", "dy", "y", "dx", "mean", "rstd"}`` (the same seeded
+    x and dy in each), enough of them (:func:`_sets_for`) that cycling
+    through them reads every call's inputs from DRAM when ``cold``."""
+    from numba import cuda
+
+    rows, d = shape
+    rng = np.random.default_rng(0)
+    hx = rng.standard_normal(shape, dtype=dtype)
+    hdy = rng.standard_normal(shape, dtype=dtype)
+    w = cuda.to_device((1 + 0.1 * rng.standard_normal(d)).astype(dtype))
+    b = cuda.to_device((0.1 * rng.standard_normal(d)).astype(dtype))
+    sets = [{"x": cuda.to_device(hx), "dy": cuda.to_device(hdy),
+             "y": cuda.device_array(shape, dtype), "dx": cuda.device_array(shape, dtype),
+             "mean": cuda.device_array(rows, dtype), "rstd": cuda.device_array(rows, dtype)}
+            for _ in range(_sets_for(2 * rows * d * dtype.itemsize, cold))]
+    return w, b, sets
+
+
 def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     """Results (a list of dicts, one per pass) for one shape and dtype."""
     from numba import cuda
@@ -286,17 +306,8 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     item = dtype.itemsize
     n = rows * d
     stream = cuda.default_stream()
-    rng = np.random.default_rng(0)
-    hx0 = rng.standard_normal(shape, dtype=dtype)
-    hdy0 = rng.standard_normal(shape, dtype=dtype)
-    w = cuda.to_device((1 + 0.1 * rng.standard_normal(d)).astype(dtype))
-    b = cuda.to_device((0.1 * rng.standard_normal(d)).astype(dtype))
-    nsets = _sets_for(2 * n * item, cold)
-    sets = []
-    for _ in range(nsets):
-        sets.append({"x": cuda.to_device(hx0), "dy": cuda.to_device(hdy0),
-                     "y": cuda.device_array(shape, dtype), "dx": cuda.device_array(shape, dtype),
-                     "mean": cuda.device_array(rows, dtype), "rstd": cuda.device_array(rows, dtype)})
+    w, b, sets = buffers(shape, dtype, cold)
+    nsets = len(sets)
     s0 = sets[0]
     x, dy, y, dx, mean, rstd = (s0[k] for k in ("x", "dy", "y", "dx", "mean", "rstd"))
     dw = cuda.device_array(d, dtype)
