@@ -23,8 +23,8 @@ specialised on threads a row x values a thread (``_32x8`` etc.):
 - ``layer_norm_backward_*``: fused ``dx`` and per-block partial
   ``dweight``/``dbias``; ``layer_norm_backward_rowsums_*`` first when a row
   spans several column windows (``D > 8192``); ``layer_norm_backward_colsum``
-  adds the partials in a fixed order.  No atomics: the gradients are bitwise
-  reproducible on a given GPU model.
+  adds the partials of both gradients, in one launch and a fixed order.  No
+  atomics: the gradients are bitwise reproducible on a given GPU model.
 
 :func:`compile_ptx` compiles every kernel for every dtype to PTX with no GPU.
 """

@@ -274,12 +274,11 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
 
     x2 = _rows(x, layout, dtype, stream)
     y2, direct = _target(out, layout, (x2, w, b), stream, dtype)
-    mean = cuda.device_array(layout.rows, dtype, stream=stream)
-    rstd = cuda.device_array(layout.rows, dtype, stream=stream)
+    # mean and rstd: the rows of one allocation (one cuMemAlloc, not two)
+    stats = cuda.device_array((2, layout.rows), dtype, stream=stream)
+    mean, rstd = stats[0], stats[1]
     if layout.features == 0 and layout.rows > 0:
-        nan = np.full(layout.rows, np.nan, dtype)
-        mean.copy_to_device(nan, stream=stream)
-        rstd.copy_to_device(nan, stream=stream)
+        stats.copy_to_device(np.full((2, layout.rows), np.nan, dtype), stream=stream)
     flags = (K.HAS_WEIGHT if w is not None else 0) | (K.HAS_BIAS if b is not None else 0)
     dummy = _dummy(dtype, stream) if w is None or b is None else None
     _launch.forward(x2, dummy if w is None else w, dummy if b is None else b, flags,
@@ -331,13 +330,12 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
     x2 = _rows(x, layout, dtype, stream)
     dy2 = _rows(dy, layout, dtype, stream)
     dx2, direct = _target(out, layout, (x2, dy2, w), stream, dtype)
-    dweight = None if w is None else cuda.device_array(layout.features, dtype, stream=stream)
-    dbias = cuda.device_array(layout.features, dtype, stream=stream)
+    # dweight and dbias: the rows of one allocation (one cuMemAlloc, not two)
+    grads = cuda.device_array((1 if w is None else 2, layout.features), dtype, stream=stream)
     flags = K.HAS_WEIGHT if w is not None else 0
     _launch.backward(dy2, x2, m, r, _dummy(dtype, stream) if w is None else w, flags,
-                     dx2, dweight, dbias, stream, work=_workspace(stream))
+                     dx2, grads, stream, work=_workspace(stream))
 
     dx = out if direct else _finish(dx2, out, layout, stream)
-    if dweight is not None:
-        dweight = dweight.reshape(layout.norm_shape)
-    return dx, dweight, dbias.reshape(layout.norm_shape)
+    dweight = None if w is None else grads[0].reshape(layout.norm_shape)
+    return dx, dweight, grads[grads.shape[0] - 1].reshape(layout.norm_shape)

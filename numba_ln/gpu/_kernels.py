@@ -124,9 +124,17 @@ else:
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
 
-#: Columns x rows of the column-reduction block.
-COL_TX = 32
-COL_TY = MAX_THREADS // COL_TX
+#: Columns x rows of the column-sum block (:func:`_col_sum`).  16 columns:
+#: a 64-byte (float32) or 128-byte (float64) piece of a partial row, whole
+#: 32-byte sectors, and twice the blocks of 32 columns for narrow rows.  64
+#: rows: a column's partials are read 64 at a time.  (The previous 32 x 8
+#: blocks, one launch a gradient, gave D = 1024 with 660 partial rows 32
+#: blocks and a thread 83 loads, 4 in flight: about 20 dependent L2 round
+#: trips a launch, a likely cause of the H200 backward's floor of 40 us there
+#: whatever the row kernel; not yet measured.)  COL_TY: a power of two.
+COL_TX = 8 if SIM else 16
+COL_TY = 4 if SIM else 64
+COL_THREADS = COL_TX * COL_TY
 
 #: Bits of the ``flags`` argument.
 HAS_WEIGHT = 1
@@ -827,28 +835,37 @@ def _make_variant(tpr, kv, loops, pipe):
 
 
 def _col_sum(part, out):
-    """``out[j] = sum(part[:, j])`` in a fixed order (no atomics).
+    """``out[k, j] = sum(part[k, :, j])`` in a fixed order (no atomics).
 
-    Blocks of ``(COL_TX, COL_TY)``: ``ty`` sums the rows ``ty, ty+COL_TY, ...``
-    of its column, then the ``COL_TY`` sums are added in ``ty`` order.
+    ``part``: ``(K, P, D)``, ``K`` arrays of ``P`` partial rows (the weight
+    and bias partials of the backward, or only the bias's), summed in one
+    launch: block ``(bx, k)`` takes columns ``bx*COL_TX ...`` of array ``k``.
+    In a block of ``(COL_TX, COL_TY)`` threads, ``ty`` sums the rows ``ty,
+    ty+COL_TY, ...`` of its column (``COL_TY`` loads of a column in flight,
+    each a 32-byte sector or more of a row), then a shared-memory tree adds
+    the ``COL_TY`` sums in a fixed pairing.
     """
     T = part.dtype.type
-    buf = cuda.shared.array(MAX_THREADS, part.dtype)
+    buf = cuda.shared.array(COL_THREADS, part.dtype)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
+    k = cuda.blockIdx.y
     j = cuda.blockIdx.x * COL_TX + tx
-    P = part.shape[0]
-    n = part.shape[1]
+    P = part.shape[1]
+    n = part.shape[2]
     t = T(0)
     if j < n:
         for p in range(ty, P, COL_TY):
-            t += part[p, j]
+            t += part[k, p, j]
     buf[ty * COL_TX + tx] = t
-    cuda.syncthreads()
+    half = COL_TY >> 1
+    while half > 0:
+        cuda.syncthreads()
+        if ty < half:
+            buf[ty * COL_TX + tx] += buf[(ty + half) * COL_TX + tx]
+        half >>= 1
     if ty == 0 and j < n:
-        for i in range(1, COL_TY):
-            t += buf[i * COL_TX + tx]
-        out[j] = t
+        out[k, j] = buf[tx]
 
 
 #: ``"name[dtype]"`` -> kernel compiled for that dtype, and -> its kind (the
@@ -863,7 +880,7 @@ KINDS = {}
 col_sum = {}
 for _dt in DTYPES:
     _key = f"layer_norm_backward_colsum[{_dt}]"
-    col_sum[_dt] = KERNELS[_key] = _jit_kernel(_col_sum, _key, MAX_THREADS, 1)
+    col_sum[_dt] = KERNELS[_key] = _jit_kernel(_col_sum, _key, COL_THREADS, 1)
     KINDS[_key] = "layer_norm_backward_colsum"
 
 #: The variants of :data:`TABLE`, in its order.
@@ -891,7 +908,7 @@ def signatures(dtype):
         "layer_norm_forward_split_apply": f"void({m}, {v}, {v}, int32, {t}, {p}, {m}, {v}, {v})",
         "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m})",
         "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m}, {m}, {m}, {m})",
-        "layer_norm_backward_colsum": f"void({m}, {v})",
+        "layer_norm_backward_colsum": f"void({p}, {m})",
     }
 
 

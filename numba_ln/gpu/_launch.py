@@ -125,14 +125,15 @@ def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
     v.fwd_apply[x.dtype.name][grid, block, stream](x, w, b, np.int32(flags), eps, part, y, mean, rstd)
 
 
-def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None):
-    """``dx`` of every row and the column sums ``dweight``, ``dbias``.
+def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
+    """``dx`` of every row and the column sums ``grads``: ``(2, D)`` for
+    ``(dweight, dbias)``, or ``(1, D)`` for ``dbias`` alone.
 
     Launches the variant's ``bwd_rowsums`` when a row spans several windows,
-    then its ``bwd``, then :func:`_col_sum` for each gradient (``dweight``
-    may be None).  ``work``: a dict in which to keep the scratch buffers for
-    the next call with the same shape (on the same stream), else they are
-    allocated per call.
+    then its ``bwd`` (which writes ``G`` partial rows of each sum), then one
+    :func:`~numba_ln.gpu._kernels._col_sum` for both gradients.  ``work``: a
+    dict in which to keep the scratch buffers for the next call with the same
+    shape (on the same stream), else they are allocated per call.
     """
     rows, d = x.shape
     if d == 0:
@@ -141,30 +142,26 @@ def backward(dy, x, mean, rstd, w, flags, dx, dweight, dbias, stream, work=None)
     G, nwin, v, block = backward_launch(rows, d, dtype.name)
     key = ("bwd", rows, d, dtype.str)
     if work is not None and key in work:
-        sa, sb, part_w, part_b = work[key]
+        sa, sb, part = work[key]
     else:
         sums = (rows, nwin) if nwin > 1 else (1, 1)
         sa = cuda.device_array(sums, dtype, stream=stream)
         sb = cuda.device_array(sums, dtype, stream=stream)
-        part_w = cuda.device_array((G, d), dtype, stream=stream)
-        part_b = cuda.device_array((G, d), dtype, stream=stream)
+        part = cuda.device_array((2, G, d), dtype, stream=stream)  # weight's, bias's
         if work is not None:
-            work[key] = (sa, sb, part_w, part_b)
+            work[key] = (sa, sb, part)
     if nwin > 1 and rows > 0:
         grid = -(-rows // block[1]) * nwin
-        v.bwd_rowsums[dtype.name][grid, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb)
+        v.bwd_rowsums[dtype.name][grid, block, stream](dy, x, mean, rstd, w, np.int32(flags),
+                                                       sa, sb)
     if rows > 0:
-        v.bwd[dtype.name][G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb, dx,
-                                       part_w, part_b)
+        v.bwd[dtype.name][G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb,
+                                                   dx, part[0], part[1])
     else:  # no rows: the sums are zero
-        zeros = np.zeros((G, d), dtype)
-        part_w.copy_to_device(zeros, stream=stream)
-        part_b.copy_to_device(zeros, stream=stream)
-    cgrid = -(-d // K.COL_TX)
-    cblock = (K.COL_TX, K.COL_TY)
-    K.col_sum[dtype.name][cgrid, cblock, stream](part_b, dbias)
-    if dweight is not None:
-        K.col_sum[dtype.name][cgrid, cblock, stream](part_w, dweight)
+        part.copy_to_device(np.zeros((2, G, d), dtype), stream=stream)
+    ngrad = grads.shape[0]
+    cgrid = (-(-d // K.COL_TX), ngrad)
+    K.col_sum[dtype.name][cgrid, (K.COL_TX, K.COL_TY), stream](part[2 - ngrad:], grads)
 
 
 # --------------------------------------------------------------------------

@@ -310,8 +310,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     nsets = len(sets)
     s0 = sets[0]
     x, dy, y, dx, mean, rstd = (s0[k] for k in ("x", "dy", "y", "dx", "mean", "rstd"))
-    dw = cuda.device_array(d, dtype)
-    db = cuda.device_array(d, dtype)
+    grads = cuda.device_array((2, d), dtype)  # dweight, dbias
     eps = dtype.type(1e-5)
     flags = K.HAS_WEIGHT | K.HAS_BIAS
     out = []
@@ -334,6 +333,11 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
         nxt_api = _rotate(sets)
         res["api_ms"] = _wall_ms(lambda: numba_ln.layer_norm(nxt_api()["x"], w, b, stream=stream),
                                  repeats, warmup, stream, stream.synchronize)
+
+        def fwd_api_out():  # y preallocated: the call still allocates mean and rstd
+            t = nxt_api()
+            return numba_ln.layer_norm(t["x"], w, b, out=t["y"], stream=stream)
+        res["api_out_ms"] = _wall_ms(fwd_api_out, repeats, warmup, stream, stream.synchronize)
         # Correctness against the CPU path on a few rows.
         _launch.forward(x, w, b, flags, eps, y, mean, rstd, stream)
         k = min(rows, 8)
@@ -373,8 +377,14 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
         def bwd():
             t = nxt()
             _launch.backward(t["dy"], t["x"], t["mean"], t["rstd"], w, K.HAS_WEIGHT, t["dx"],
-                             dw, db, stream, work=work)
+                             grads, stream, work=work)
         res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(bwd, repeats, warmup, stream, batch)
+        # the column sums alone (their share of kernel_ms; partials in L2 as in a real call)
+        part = work[("bwd", rows, d, dtype.str)][2]
+        cgrid = (-(-d // K.COL_TX), 2)
+        res["colsum_ms"], _ = _gpu_ms(
+            lambda: K.col_sum[dtype_name][cgrid, (K.COL_TX, K.COL_TY), stream](part, grads),
+            repeats, warmup, stream, batch)
         nxt_api = _rotate(sets)
 
         def bwd_api():
@@ -382,11 +392,16 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
             return numba_ln.layer_norm_backward(t["dy"], t["x"], t["mean"], t["rstd"], w,
                                                 stream=stream)
         res["api_ms"] = _wall_ms(bwd_api, repeats, warmup, stream, stream.synchronize)
-        _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, dw, db, stream, work=work)
-        first = (dw.copy_to_host(), db.copy_to_host())
-        _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, dw, db, stream, work=work)
-        res["bitwise_reproducible"] = bool(np.array_equal(first[0], dw.copy_to_host())
-                                           and np.array_equal(first[1], db.copy_to_host()))
+
+        def bwd_api_out():  # dx preallocated: the call still allocates dweight and dbias
+            t = nxt_api()
+            return numba_ln.layer_norm_backward(t["dy"], t["x"], t["mean"], t["rstd"], w,
+                                                out=t["dx"], stream=stream)
+        res["api_out_ms"] = _wall_ms(bwd_api_out, repeats, warmup, stream, stream.synchronize)
+        _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, grads, stream, work=work)
+        first = grads.copy_to_host()
+        _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, grads, stream, work=work)
+        res["bitwise_reproducible"] = bool(np.array_equal(first, grads.copy_to_host()))
         k = min(rows, 8)
         hx = x[:k].copy_to_host()
         ref, _, _ = numba_ln.layer_norm_backward(dy[:k].copy_to_host(), hx,
@@ -489,28 +504,32 @@ def markdown(data):
              "read x, write y; backward: read x and dy, write dx). copy: the fastest "
              "device-to-device copy of the same bytes in the same run (named in the JSON). "
              "api ms: wall time per call of the public function (allocates its outputs) "
-             "back to back, host and GPU together; torch api likewise. %s"
+             "back to back, host and GPU together; torch api likewise; api out=: with the "
+             "result array (y or dx) passed as out= (the rest still allocated). col sums: "
+             "the backward's column-sum kernel alone (part of its GPU ms). %s"
              % (data["repeats"], data.get("batch", 0),
                 "Successive calls cycle through buffer sets of together >= 256 MB (several "
                 "times L2), so every call reads from DRAM." if data.get("cold") else
                 "Hot: one buffer set, inputs that fit stay in L2."),
              "",
              "| shape | dtype | pass | GPU ms | GB/s | copy GB/s | % of copy | torch GPU ms "
-             "| vs torch | host us | api ms | torch api ms |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| vs torch | host us | api ms | api out= ms | torch api ms | col sums ms |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: |"]
     for r in data["results"]:
         shape = "x".join(str(s) for s in r["shape"])
         if "error" in r:
             msg = " ".join(str(r["error"]).split()).replace("|", "/")[:100]
             lines.append(f"| {shape} | {r['dtype']} | {r['pass']} | error: {msg} "
-                         "| | | | | | | | |")
+                         "| | | | | | | | | | |")
             continue
         lines.append(
             f"| {shape} | {r['dtype']} | {r['pass']} | {_fmt(r.get('kernel_ms'), '.4f')} | "
             f"{_fmt(r.get('kernel_GBps'), '.0f')} | {_fmt(r.get('copy_GBps'), '.0f')} | "
             f"{_fmt(r.get('pct_of_copy'), '.0f')} | {_fmt(r.get('torch_ms'), '.4f')} | "
             f"{_fmt(r.get('speedup_vs_torch'), '.2f')} | {_fmt(r.get('kernel_host_us'), '.0f')} | "
-            f"{_fmt(r.get('api_ms'), '.4f')} | {_fmt(r.get('torch_api_ms'), '.4f')} |")
+            f"{_fmt(r.get('api_ms'), '.4f')} | {_fmt(r.get('api_out_ms'), '.4f')} | "
+            f"{_fmt(r.get('torch_api_ms'), '.4f')} | {_fmt(r.get('colsum_ms'), '.4f')} |")
     kinfo = data.get("kernels")
     if kinfo:
         lines += ["", "Kernels (registers per thread / local bytes per thread): " + "; ".join(
