@@ -105,11 +105,12 @@ if [ "${TUNE:-0}" = "1" ]; then
 fi
 
 # Optional (NCU=1): Nsight Compute counters of the main kernels, one forward
-# and one backward per shape, clocks left alone.
+# and one backward per shape, clocks left alone, with the warp-state section
+# (why warps stall: memory, barriers, ...).
 if [ "${NCU:-0}" = "1" ] && command -v ncu >/dev/null 2>&1; then
     echo "== ncu"
-    timeout "${NCU_TIMEOUT:-60}" ncu --clock-control none --csv \
-        -k 'regex:_ln_|_col_sum' \
+    timeout "${NCU_TIMEOUT:-120}" ncu --clock-control none --csv \
+        -k 'regex:_ln_|_col_sum' --section WarpStateStats \
         --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__occupancy_limit_registers,launch__grid_size,launch__block_size,sm__throughput.avg.pct_of_peak_sustained_elapsed \
         "$PY" - > "$OUT/ncu.csv" 2> "$OUT/ncu.err" <<'PYEOF'
 import numpy as np
@@ -124,10 +125,10 @@ for (rows, d), dt in [((16384, 8192), np.float32), ((4096, 1024), np.float32),
     w = cuda.to_device(np.ones(d, dt)); b = cuda.to_device(np.zeros(d, dt))
     y = cuda.device_array_like(x); dx = cuda.device_array_like(x)
     m = cuda.device_array(rows, dt); r = cuda.device_array(rows, dt)
-    dw = cuda.device_array(d, dt); db = cuda.device_array(d, dt)
+    grads = cuda.device_array((2, d), dt)  # dweight, dbias
     s = cuda.default_stream()
     _launch.forward(x, w, b, 3, dt(1e-5), y, m, r, s)
-    _launch.backward(dy, x, m, r, w, 1, dx, dw, db, s)
+    _launch.backward(dy, x, m, r, w, 1, dx, grads, s)
     s.synchronize()
 PYEOF
     echo "ncu: exit $? ($(grep -c gpu__time_duration "$OUT/ncu.csv" 2>/dev/null) rows)" | tee -a "$summary"

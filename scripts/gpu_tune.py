@@ -141,14 +141,14 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                     sa = cuda.device_array((1, 1), dtype)
                     part = cuda.device_array((2, G, d), dtype)
                     cs = K.col_sum[dtype_name]
-                    cgrid = (-(-d // K.COL_TX), 2)
+                    cgrid, cblock = (-(-d // K.COL_TX), 2), _launch.col_block(G)
 
                     def call(t=None):
                         t = t or nxt()
                         kern[G, (tpr, R), stream](t["dy"], t["x"], t["mean"], t["rstd"], w,
                                                   np.int32(K.HAS_WEIGHT), sa, sa, t["dx"], part[0],
                                                   part[1])
-                        cs[cgrid, (K.COL_TX, K.COL_TY), stream](part, grads)
+                        cs[cgrid, cblock, stream](part, grads)
                     call(s0)
                     res["compile_s"] = round(time.perf_counter() - t0, 2)
                     res["max_abs_diff"] = float(np.abs(s0["dx"].copy_to_host() - ref_dx).max())

@@ -315,6 +315,27 @@ def test_gradients_are_bitwise_reproducible():
     assert G > 1  # the partials really go through the column reduction
 
 
+@pytest.mark.parametrize("P", [1, 3, 8, 16, 37])
+@pytest.mark.parametrize("ngrad", [1, 2])
+def test_column_sums(P, ngrad):
+    """The column-sum kernel alone: both gradients (or the bias's alone) in
+    one launch, partial-row counts that give blocks of 1, 2 and COL_TY rows,
+    a row that is not a multiple of the column tile.  Integer-valued
+    partials, so the sums are exact in any order."""
+    d = 2 * _kernels.COL_TX + 3
+    part = RNG.integers(-50, 50, size=(ngrad, P, d)).astype(np.float32)
+    out = cuda.device_array((ngrad, d), np.float32)
+    block = _launch.col_block(P)
+    assert block[1] == (1 if P < 8 else min(_kernels.COL_TY, 2 ** int(np.log2(P // 4))))
+    _kernels.col_sum["float32"][(-(-d // _kernels.COL_TX), ngrad), block](
+        cuda.to_device(part), out)
+    np.testing.assert_array_equal(_host(out), part.sum(axis=1))
+    # the most rows a block (the tree over COL_TY sums)
+    _kernels.col_sum["float32"][(-(-d // _kernels.COL_TX), ngrad),
+                                (_kernels.COL_TX, _kernels.COL_TY)](cuda.to_device(part), out)
+    np.testing.assert_array_equal(_host(out), part.sum(axis=1))
+
+
 def test_empty_shapes():
     y, m, r = gpu.layer_norm(cuda.to_device(np.zeros((0, 5), np.float32)), return_stats=True)
     assert y.shape == (0, 5) and m.shape == (0,)

@@ -124,14 +124,15 @@ else:
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
 
-#: Columns x rows of the column-sum block (:func:`_col_sum`).  16 columns:
-#: a 64-byte (float32) or 128-byte (float64) piece of a partial row, whole
-#: 32-byte sectors, and twice the blocks of 32 columns for narrow rows.  64
-#: rows: a column's partials are read 64 at a time.  (The previous 32 x 8
-#: blocks, one launch a gradient, gave D = 1024 with 660 partial rows 32
-#: blocks and a thread 83 loads, 4 in flight: about 20 dependent L2 round
-#: trips a launch, a likely cause of the H200 backward's floor of 40 us there
-#: whatever the row kernel; not yet measured.)  COL_TY: a power of two.
+#: Columns x the most rows of the column-sum block (:func:`_col_sum`; the
+#: rows: :func:`numba_ln.gpu._launch.col_block`).  16 columns: a 64-byte
+#: (float32) or 128-byte (float64) piece of a partial row, whole 32-byte
+#: sectors, and twice the blocks of 32 columns for narrow rows.  Up to 64
+#: rows: a column's partials read 64 at a time.  (Before: blocks of 32 x 8,
+#: a launch a gradient.  At D = 1024, 660 partial rows, that was 32 blocks a
+#: gradient and 83 loads a thread with 4 in flight, about 20 dependent L2
+#: round trips: a likely cause of the H200 backward's floor of 40 us at that
+#: shape whatever the row kernel (docs/gpu_bench_h200.md).  Not yet measured.)
 COL_TX = 8 if SIM else 16
 COL_TY = 4 if SIM else 64
 COL_THREADS = COL_TX * COL_TY
@@ -840,25 +841,27 @@ def _col_sum(part, out):
     ``part``: ``(K, P, D)``, ``K`` arrays of ``P`` partial rows (the weight
     and bias partials of the backward, or only the bias's), summed in one
     launch: block ``(bx, k)`` takes columns ``bx*COL_TX ...`` of array ``k``.
-    In a block of ``(COL_TX, COL_TY)`` threads, ``ty`` sums the rows ``ty,
-    ty+COL_TY, ...`` of its column (``COL_TY`` loads of a column in flight,
+    Blocks of ``(COL_TX, ny)`` threads, ``ny`` a power of two up to
+    ``COL_TY`` (:func:`numba_ln.gpu._launch.col_block`): ``ty`` sums the rows
+    ``ty, ty+ny, ...`` of its column (``ny`` loads of a column in flight,
     each a 32-byte sector or more of a row), then a shared-memory tree adds
-    the ``COL_TY`` sums in a fixed pairing.
+    the ``ny`` sums in a fixed pairing.
     """
     T = part.dtype.type
     buf = cuda.shared.array(COL_THREADS, part.dtype)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
+    ny = cuda.blockDim.y
     k = cuda.blockIdx.y
     j = cuda.blockIdx.x * COL_TX + tx
     P = part.shape[1]
     n = part.shape[2]
     t = T(0)
     if j < n:
-        for p in range(ty, P, COL_TY):
+        for p in range(ty, P, ny):
             t += part[k, p, j]
     buf[ty * COL_TX + tx] = t
-    half = COL_TY >> 1
+    half = ny >> 1
     while half > 0:
         cuda.syncthreads()
         if ty < half:

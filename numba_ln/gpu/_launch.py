@@ -160,8 +160,19 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     else:  # no rows: the sums are zero
         part.copy_to_device(np.zeros((2, G, d), dtype), stream=stream)
     ngrad = grads.shape[0]
-    cgrid = (-(-d // K.COL_TX), ngrad)
-    K.col_sum[dtype.name][cgrid, (K.COL_TX, K.COL_TY), stream](part[2 - ngrad:], grads)
+    K.col_sum[dtype.name][(-(-d // K.COL_TX), ngrad), col_block(G), stream](part[2 - ngrad:],
+                                                                          grads)
+
+
+def col_block(P):
+    """The block of the column sums of ``P`` partial rows: ``COL_TX`` columns
+    x the largest power of two up to ``COL_TY`` that leaves a thread at least
+    4 rows (1 for ``P < 8``), so that a few partial rows do not launch many
+    mostly idle threads."""
+    ny = 1
+    while ny * 2 <= min(K.COL_TY, P // 4):
+        ny *= 2
+    return K.COL_TX, ny
 
 
 # --------------------------------------------------------------------------

@@ -381,9 +381,9 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
         res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(bwd, repeats, warmup, stream, batch)
         # the column sums alone (their share of kernel_ms; partials in L2 as in a real call)
         part = work[("bwd", rows, d, dtype.str)][2]
-        cgrid = (-(-d // K.COL_TX), 2)
+        cgrid, cblock = (-(-d // K.COL_TX), 2), _launch.col_block(G)
         res["colsum_ms"], _ = _gpu_ms(
-            lambda: K.col_sum[dtype_name][cgrid, (K.COL_TX, K.COL_TY), stream](part, grads),
+            lambda: K.col_sum[dtype_name][cgrid, cblock, stream](part, grads),
             repeats, warmup, stream, batch)
         nxt_api = _rotate(sets)
 
