@@ -34,29 +34,33 @@ from numba_ln.gpu import _launch  # noqa: E402
 from numba_ln.gpu import bench as B  # noqa: E402
 
 #: (shape, dtype, forward candidates, backward candidates); a candidate is
-#: (tpr, kv, blocks, pipe); the committed variant is added to each list.
+#: (tpr, kv, blocks, pipe, chan) (``chan``: the forward's one-reduction
+#: statistics, see ``_make_variant``); the committed variant is added to each
+#: list.  The third sweep (next GPU session): the forward's one-reduction
+#: statistics against the committed two-pass, with the committed bound and
+#: one below (the extra register of the count); the backward's variants again
+#: now that its column sums are one better-shaped launch.
 PLAN = [
     ((4096, 1024), "float32",
-     [(128, 8, 8, False), (128, 8, 6, True), (256, 4, 8, True), (64, 16, 6, True)],
-     [(128, 8, 5, False), (128, 8, 4, True), (256, 4, 4, True)]),
+     [(128, 8, 8, True, True), (128, 8, 6, True, True), (128, 8, 6, True, False)],
+     [(128, 8, 4, True, False), (256, 4, 4, True, False)]),
     ((65536, 128), "float32",
-     [(16, 8, 5, False), (16, 8, 3, True), (8, 16, 2, True)],
-     [(16, 8, 3, False), (16, 8, 2, True)]),
+     [(16, 8, 5, True, True), (16, 8, 4, True, True)],
+     [(16, 8, 2, True, False)]),
     ((4096, 4096), "float32",
-     [(256, 16, 3, False), (512, 8, 4, True), (512, 8, 2, True)],
-     [(256, 16, 4, False), (512, 8, 2, True), (512, 8, 2, False)]),
+     [(256, 16, 2, False, True), (512, 8, 2, True, True), (512, 8, 2, True, False)],
+     [(256, 16, 2, True, False)]),
     ((16384, 8192), "float32",
-     [(256, 32, 1, False), (512, 16, 2, True), (512, 16, 1, True), (512, 16, 2, False),
-      (1024, 8, 2, True)],
-     [(512, 16, 1, False), (1024, 8, 1, True), (1024, 8, 2, True)]),
+     [(512, 16, 1, True, True), (512, 16, 2, True, True)],
+     [(256, 32, 2, False, False)]),
     ((4096, 4096), "float64",
-     [(512, 8, 2, True), (512, 8, 1, True)],
-     [(512, 8, 1, True), (512, 8, 2, True)]),
+     [(512, 8, 1, True, True)],
+     [(256, 16, 2, False, False)]),
 ]
 
 
-def _compile(tpr, kv, blocks, pipe, kind):
-    fn = K._make_variant(tpr, kv, False, pipe)[kind]
+def _compile(tpr, kv, blocks, pipe, kind, chan=False):
+    fn = K._make_variant(tpr, kv, False, pipe, chan=chan)[kind]
     threads = K.MAX_THREADS if tpr <= 32 else tpr
     bounds = (threads, blocks) if blocks > 1 else (threads,)
     if K.SIM:  # (a logic check of this script)
@@ -65,10 +69,10 @@ def _compile(tpr, kv, blocks, pipe, kind):
 
 
 def _committed(d, dtype, pass_):
-    """``(tpr, kv, blocks, pipe)`` of the committed kernel of a pass."""
+    """``(tpr, kv, blocks, pipe, chan)`` of the committed kernel of a pass."""
     v = K.variant(d, pass_)
     blocks = K.TABLE[K.VARIANTS.index(v)][2][dtype][0 if pass_ == "forward" else 1]
-    return v.tpr, v.kv, blocks, v.pipe[dtype]
+    return v.tpr, v.kv, blocks, v.pipe[dtype], False
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
@@ -95,15 +99,17 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
     for which, cands, committed in (("forward", fwd_cands, committed_f),
                                     ("backward", bwd_cands, committed_b)):
         cands = [c + ("fill",) for c in dict.fromkeys([committed] + list(cands))]
-        if which == "backward":  # the previous slot count, for comparison
-            cands.insert(1, committed + ("old",))
+        if which == "backward":  # the committed statistics again (candidates rewrote them)
+            for t in sets:
+                _launch.forward(t["x"], w, b, int(flags), eps, t["y"], t["mean"], t["rstd"],
+                                stream)
         m = n if which == "forward" else (3 * n + 1) // 2
         copy_ms = B._copy_ms(m, dtype, repeats, 2, stream, 20, None, True)[0]
         copy[which] = copy_ms
-        for tpr, kv, blocks, pipe, slots in cands:
+        for tpr, kv, blocks, pipe, chan, slots in cands:
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
-                   "blocks": blocks, "pipe": pipe, "slots_rule": slots,
-                   "committed": (tpr, kv, blocks, pipe) == committed and slots == "fill",
+                   "blocks": blocks, "pipe": pipe, "chan": chan, "slots_rule": slots,
+                   "committed": (tpr, kv, blocks, pipe, chan) == committed and slots == "fill",
                    "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
@@ -113,7 +119,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                 continue
             try:
                 t0 = time.perf_counter()
-                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which)
+                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which, chan)
                 nxt = B._rotate(sets)
                 sig = K.signatures(dtype_name)["layer_norm_" + which]
                 fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(tpr * R)
@@ -133,10 +139,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                                                      t["mean"], t["rstd"])
                 else:
                     groups = -(-rows // R)
-                    if slots == "fill":  # one full wave (the committed rule)
-                        G = max(1, min(groups, fits))
-                    else:  # the rule before: 8 row groups a slot, 264 to 1024 slots
-                        G = max(1, min(groups, 1024, max(-(-groups // 8), 264)))
+                    G = max(1, min(groups, fits))  # one full wave (the committed rule)
                     res["slots"] = G
                     sa = cuda.device_array((1, 1), dtype)
                     part = cuda.device_array((2, G, d), dtype)
@@ -167,21 +170,24 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                 res["error"] = f"{type(exc).__name__}: {exc}"
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
-            print(json.dumps({k: res.get(k) for k in ("shape", "dtype", "pass", "tpr", "kv",
-                                                      "blocks", "pipe", "slots", "grid", "ms", "pct_of_copy", "regs",
-                                                      "max_abs_diff", "error")}), flush=True)
+            keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "slots",
+                    "grid", "ms", "pct_of_copy", "regs", "max_abs_diff", "error")
+            print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     return out
 
 
 def markdown(results):
-    lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch | grid | regs "
-             "| GPU ms | % of copy | committed | max abs diff |",
-             "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch "
+             "| one-reduction stats | grid | regs | GPU ms | % of copy | committed "
+             "| max abs diff |",
+             "| --- | --- | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- "
+             "| ---: |"]
     for r in results:
         if "ms" not in r:
             continue
         lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['pass']} | "
                      f"{r['tpr']}x{r['kv']} | {r['blocks']} | {'yes' if r['pipe'] else ''} | "
+                     f"{'yes' if r.get('chan') else ''} | "
                      f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")

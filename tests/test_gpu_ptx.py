@@ -130,6 +130,34 @@ def test_launch_bounds_are_in_the_ptx(ptx):
 
 
 @needs_nvvm
+@pytest.mark.parametrize("cc", CCS, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
+def test_one_reduction_statistics_candidates_compile(cc):
+    """The forward with one-reduction statistics (a scripts/gpu_tune.py
+    candidate, not in the kernel table) compiles, for groups of a warp or
+    less and of a block, with one shuffle tree and half the barriers of the
+    two-pass, and float32 arithmetic only in float32."""
+    from numba import cuda
+
+    from numba_ln import gpu
+    from numba_ln.gpu import _kernels
+
+    for tpr, kv, pipe in ((16, 8, True), (128, 8, True), (512, 16, False)):
+        threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+        for dt in gpu.DTYPES:
+            sig = gpu.signatures(dt)["layer_norm_forward"]
+            texts = {}
+            for chan in (False, True):
+                fn = _kernels._make_variant(tpr, kv, False, pipe, chan=chan)["layer_norm_forward"]
+                with gpu._assume_device(cc):
+                    texts[chan], _ = cuda.compile_ptx(fn, sig, cc=cc, launch_bounds=(threads,))
+            text = texts[True]
+            assert "shfl.sync.bfly" in text and ".local" not in text, (tpr, kv, dt)
+            assert text.count("bar.sync") <= texts[False].count("bar.sync") // 2, (tpr, kv, dt)
+            if dt == "float32":
+                assert not F64.findall(text), (tpr, kv)
+
+
+@needs_nvvm
 def test_signatures_match_the_launchers():
     from numba_ln import gpu
     from numba_ln.gpu import _kernels

@@ -497,3 +497,16 @@ def test_prefetching_blocks_loop_over_their_rows(dtype):
     else:
         assert dtype == np.float64 and grid == groups
     _check_forward_backward((rows, d), -1, dtype)
+
+
+# One-reduction statistics (Chan's update): a candidate of scripts/gpu_tune.py,
+# built here as the sweep builds it (the shared-memory reduction of the
+# simulator; tests/test_gpu_real.py runs the shuffle one).
+@pytest.mark.parametrize("tpr,kv,pipe", [(4, 2, True), (8, 4, False), (32, 2, True),
+                                         (64, 2, False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_reduction_statistics(tpr, kv, pipe, dtype):
+    from _gpu_cases import check_one_reduction_statistics
+
+    check_one_reduction_statistics(tpr, kv, pipe, dtype, RNG, _tol(dtype)["rtol"],
+                                   _tol(dtype)["atol"])

@@ -283,6 +283,73 @@ def _any_smem(flag, tpr):
     return cuda.syncthreads_or(flag) != 0
 
 
+@_device
+def _chan(ma, qa, na, mb, qb, nb, half):
+    """Chan et al.'s pairwise update: the mean, sum of squared deviations
+    and count of two sets from theirs (``a`` the lower-indexed set, so that
+    both partners of a butterfly compute the same bits).  ``half``: 0.5 in
+    the dtype."""
+    n = na + nb
+    if n == 0:
+        return ma, qa, n
+    d = mb - ma
+    # (equal counts, every pair but the row's tail: no division)
+    f = half if na == nb else nb / n
+    return ma + d * f, qa + qb + d * d * na * f, n
+
+
+@_device
+def _group_chan_shfl(m, q, c, red, tpr):
+    """:func:`_chan` over the group: every thread ends with the same triple."""
+    tx = cuda.threadIdx.x
+    half = red.dtype.type(0.5)
+    off = (tpr if tpr <= 32 else 32) >> 1
+    while off > 0:
+        mo = cuda.shfl_xor_sync(_FULL_MASK, m, off)
+        qo = cuda.shfl_xor_sync(_FULL_MASK, q, off)
+        co = cuda.shfl_xor_sync(_FULL_MASK, c, off)
+        if tx & off:
+            m, q, c = _chan(mo, qo, co, m, q, c, half)
+        else:
+            m, q, c = _chan(m, q, c, mo, qo, co, half)
+        off >>= 1
+    if tpr <= 32:
+        return m, q, c
+    nw = tpr // 32
+    cuda.syncthreads()  # the previous reduction's readers are done with red
+    if tx % 32 == 0:
+        red[tx // 32] = m
+        red[nw + tx // 32] = q
+        red[2 * nw + tx // 32] = c
+    cuda.syncthreads()
+    m = red[0]
+    q = red[nw]
+    c = red[2 * nw]
+    for i in range(1, nw):
+        m, q, c = _chan(m, q, c, red[i], red[nw + i], red[2 * nw + i], half)
+    return m, q, c
+
+
+@_device
+def _group_chan_smem(m, q, c, red, tpr):
+    base = cuda.threadIdx.y * tpr
+    half = red.dtype.type(0.5)
+    nt = cuda.blockDim.x * cuda.blockDim.y
+    cuda.syncthreads()
+    red[base + cuda.threadIdx.x] = m
+    red[nt + base + cuda.threadIdx.x] = q
+    red[2 * nt + base + cuda.threadIdx.x] = c
+    cuda.syncthreads()
+    m = red[base]
+    q = red[nt + base]
+    c = red[2 * nt + base]
+    for i in range(1, tpr):
+        m, q, c = _chan(m, q, c, red[base + i], red[nt + base + i], red[2 * nt + base + i],
+                        half)
+    return m, q, c
+
+
+_group_chan = _group_chan_smem if SIM else _group_chan_shfl
 _group_sum = _group_sum_smem if SIM else _group_sum_shfl
 _group_sum2 = _group_sum2_smem if SIM else _group_sum2_shfl
 _block_any = _any_smem if SIM else _any_shfl
@@ -363,6 +430,48 @@ def _row_stats(xr, xv, in_regs, n, red, tpr, kv):
                 else:
                     s = T(2.0 ** -100)  # float32
     return s, m1, dm, var
+
+
+@_device
+def _row_stats_chan(xr, xv, n, red, tpr, kv):
+    """:func:`_row_stats` with one group reduction instead of two, for a row
+    held in registers: each thread's mean and squared deviations of its
+    ``x*s - c`` (two passes over its registers), combined over the group by
+    Chan's update.  ``c`` is the row's first value (read by every thread), a
+    shift that keeps the thread means small next to a large common offset.
+    Returns ``(s, c, dm, var)``: the mean is ``(c + dm) / s``."""
+    T = xr.dtype.type
+    tx = cuda.threadIdx.x
+    nf = T(n)
+    s = T(1)
+    c = T(0)
+    dm = T(0)
+    var = T(0)
+    cnt = min(kv, max(0, (n - tx + tpr - 1) // tpr))
+    for attempt in range(2):
+        c = xr[0] * s
+        a = T(0)
+        for k in range(kv):
+            d = xv[k] * s - c
+            a += d if k < cnt else T(0)
+        mt = a / T(cnt) if cnt > 0 else T(0)
+        q = T(0)
+        for k in range(kv):
+            d = xv[k] * s - c - mt
+            q += d * d if k < cnt else T(0)
+        dm, m2, _n = _group_chan(mt, q, T(cnt), red, tpr)
+        var = m2 / nf
+        bad = not (c - c == T(0) and dm - dm == T(0) and var - var == T(0))
+        if attempt == 0:
+            if not _block_any(bad, tpr):
+                break
+            if bad:
+                # Overflow (or NaN/Inf in the row): redo on scaled values.
+                if T(1e-300) > T(0):
+                    s = T(2.0 ** -600)  # float64
+                else:
+                    s = T(2.0 ** -100)  # float32
+    return s, c, dm, var
 
 
 @_device
@@ -498,8 +607,12 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
          "bwd_rowsums", "layer_norm_backward": "bwd"}
 
 
-def _make_variant(tpr, kv, loops, pipe):
+def _make_variant(tpr, kv, loops, pipe, chan=False):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
+
+    ``chan``: the forward's statistics by :func:`_row_stats_chan` (one group
+    reduction a row) instead of the shifted two-pass (two).  A candidate of
+    ``scripts/gpu_tune.py``, not yet in :data:`TABLE` (unmeasured).
 
     ``pipe``: software
     pipelining.  A block walks its rows with the next row's loads issued
@@ -520,9 +633,12 @@ def _make_variant(tpr, kv, loops, pipe):
     KP = KV if PIPE else 1
     assert not (HOLD and LOOPS), "the widest variant re-reads (several windows)"
     assert not (PIPE and LOOPS), "a prefetched row must fit in registers"
+    CHAN = chan
+    assert not (CHAN and LOOPS), "one-reduction statistics need the row in registers"
     #: the shared reduction scratch: two slots per warp on a GPU (a pair of
-    #: sums is reduced at once), two per thread in the simulator
-    RED = 2 * NT if SIM else 2 * max(1, NT // 32)
+    #: sums is reduced at once; three with ``chan``: mean, squares, count),
+    #: as many per thread in the simulator
+    RED = (3 if CHAN else 2) * (NT if SIM else max(1, NT // 32))
     KC = min(_KC, KV)
     #: the shared buffer of the block's column sums in the backward
     COLBUF = NT * KC if R > 1 else 1
@@ -557,7 +673,10 @@ def _make_variant(tpr, kv, loops, pipe):
                     _load_row(x[min(base + step + ty, rows - 1)], xn, n, tx, TPR, KV)
             elif in_regs:
                 _load_row(xr, xv, n, tx, TPR, KV)
-            s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV)
+            if CHAN:
+                s, m1, dm, var = _row_stats_chan(xr, xv, n, red, TPR, KV)
+            else:
+                s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV)
             mu, rs, mult = _scales(xr, s, m1, dm, var, eps)
             if active:
                 if tx == 0:

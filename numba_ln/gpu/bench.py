@@ -141,7 +141,7 @@ def _gpu_ms(fn, repeats, warmup, stream, batch, record=None):
 
 
 def _wall_ms(fn, repeats, warmup, stream, sync):
-    """Median wall time per call of ``repeats`` back-to-back calls, synced."""
+    """Wall time per call: ``repeats`` back-to-back calls, synced at the end, / ``repeats``."""
     for _ in range(warmup):
         fn()
     sync()
