@@ -9,7 +9,8 @@
 # OUTDIR/gpu_bench.md and OUTDIR/summary.txt (and, with TUNE=1, the variant
 # sweep of scripts/gpu_tune.py: OUTDIR/gpu_tune.json, OUTDIR/gpu_tune.md).
 # One failing step does not stop the others; the exit status is 0 when every
-# step succeeded, 1 otherwise.
+# step succeeded, 1 otherwise.  TESTS=0 / BENCH=0 skip those steps (e.g. a
+# second device call for TUNE=1 NCU=1 alone: one call may run 10 minutes).
 # Budget: tests <= 240 s (most of it compiling the kernel variants and the
 # sweep's candidates that the tests check), benchmark <= 140 s, sweep <= 170 s,
 # Nsight Compute <= 120 s (under 7 minutes without the sweep and NCU, worst case).
@@ -73,8 +74,10 @@ PYEOF
 cat "$OUT/versions.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 2
 
-echo "== tests"
-if "$PY" -c "import pytest" 2>/dev/null; then
+if [ "${TESTS:-1}" = "0" ]; then
+    echo "tests: skipped (TESTS=0)" | tee -a "$summary"
+elif "$PY" -c "import pytest" 2>/dev/null; then
+    echo "== tests"
     timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
         tests/test_gpu_real.py tests/test_gpu_ptx.py -k "not sm_80" > "$OUT/tests.txt" 2>&1
     rc=$?
@@ -86,15 +89,19 @@ else
     status=1
 fi
 
-echo "== benchmark"
-timeout 140 "$PY" -m numba_ln.gpu.bench --out "$OUT" --time-limit 90 > "$OUT/bench.log" 2>&1
-rc=$?
-tail -n 25 "$OUT/bench.log"
-echo "bench: exit $rc" | tee -a "$summary"
-[ "$rc" -eq 0 ] || status=1
-if [ -f "$OUT/gpu_bench.json" ]; then
-    n_err=$(grep -c '"error"' "$OUT/gpu_bench.json" || true)
-    echo "bench: $n_err result(s) with an error" | tee -a "$summary"
+if [ "${BENCH:-1}" = "0" ]; then
+    echo "bench: skipped (BENCH=0)" | tee -a "$summary"
+else
+    echo "== benchmark"
+    timeout 140 "$PY" -m numba_ln.gpu.bench --out "$OUT" --time-limit 90 > "$OUT/bench.log" 2>&1
+    rc=$?
+    tail -n 25 "$OUT/bench.log"
+    echo "bench: exit $rc" | tee -a "$summary"
+    [ "$rc" -eq 0 ] || status=1
+    if [ -f "$OUT/gpu_bench.json" ]; then
+        n_err=$(grep -c '"error"' "$OUT/gpu_bench.json" || true)
+        echo "bench: $n_err result(s) with an error" | tee -a "$summary"
+    fi
 fi
 
 # Optional (TUNE=1): the launch-configuration sweep of the row kernels.
