@@ -400,6 +400,16 @@ def _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, c):
 
 
 @_device
+def _redo_scale(a):
+    """The exact power of two a row is redone at when its sums overflow, for
+    the dtype of array ``a``: 2**-600 (float64), 2**-100 (float32)."""
+    T = a.dtype.type
+    if T(1e-300) > T(0):
+        return T(2.0 ** -600)
+    return T(2.0 ** -100)
+
+
+@_device
 def _row_stats(xr, xv, in_regs, n, red, tpr, kv):
     """``(s, m1, dm, var)`` of a row: its mean is ``(m1 + dm) / s`` and the
     biased variance ``var / s**2``; ``x*s - m1`` is exact near the mean."""
@@ -425,10 +435,7 @@ def _row_stats(xr, xv, in_regs, n, red, tpr, kv):
                 break
             if bad:
                 # Overflow (or NaN/Inf in the row): redo on scaled values.
-                if T(1e-300) > T(0):
-                    s = T(2.0 ** -600)  # float64
-                else:
-                    s = T(2.0 ** -100)  # float32
+                s = _redo_scale(xr)
     return s, m1, dm, var
 
 
@@ -467,10 +474,7 @@ def _row_stats_chan(xr, xv, n, red, tpr, kv):
                 break
             if bad:
                 # Overflow (or NaN/Inf in the row): redo on scaled values.
-                if T(1e-300) > T(0):
-                    s = T(2.0 ** -600)  # float64
-                else:
-                    s = T(2.0 ** -100)  # float32
+                s = _redo_scale(xr)
     return s, c, dm, var
 
 
@@ -515,10 +519,7 @@ def _combine_windows(part, r, n, cw, nwin):
         if attempt == 0 and not all_one:
             continue
         if attempt == 1:
-            if T(1e-300) > T(0):
-                s = T(2.0 ** -600)
-            else:
-                s = T(2.0 ** -100)
+            s = _redo_scale(part)
         c = part[r, 0, 1] * (s / part[r, 0, 0])
         lo = T(0)
         for i in range(nwin):
