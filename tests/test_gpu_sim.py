@@ -505,6 +505,8 @@ def test_prefetching_blocks_loop_over_their_rows(dtype):
 @pytest.mark.parametrize("tpr,kv,pipe", [(4, 2, True), (8, 4, False), (32, 2, True),
                                          (64, 2, False)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")  # (the overflowing row)
 def test_one_reduction_statistics(tpr, kv, pipe, dtype):
     from _gpu_cases import check_one_reduction_statistics
 
