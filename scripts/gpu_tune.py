@@ -34,33 +34,39 @@ from numba_ln.gpu import _launch  # noqa: E402
 from numba_ln.gpu import bench as B  # noqa: E402
 
 #: (shape, dtype, forward candidates, backward candidates); a candidate is
-#: (tpr, kv, blocks, pipe, chan) (``chan``: the forward's one-reduction
-#: statistics, see ``_make_variant``); the committed variant is added to each
-#: list.  The third sweep (next GPU session): the forward's one-reduction
-#: statistics against the committed two-pass, with the committed bound and
-#: one below (the extra register of the count); the backward's variants again
-#: now that its column sums are one better-shaped launch.
+#: (tpr, kv, blocks, pipe, chan, acc) (``chan``: the forward's one-reduction
+#: statistics; ``acc``: the backward's accumulators in shared memory; see
+#: ``_make_variant``); the committed variant is added to each list.  The
+#: third sweep (next GPU session): the forward's one-reduction statistics
+#: against the committed two-pass, with the committed bound and one below (the
+#: extra register of the count); the backward's variants again now that its
+#: column sums are one better-shaped launch, and with shared accumulators at
+#: the bound where they remove ptxas's spills (128x8 at 6 blocks: 12 B -> 0;
+#: 16x8 at 4: 204 -> 104; 512x8 at 2: 112 -> 96).
 PLAN = [
     ((4096, 1024), "float32",
-     [(128, 8, 8, True, True), (128, 8, 6, True, True), (128, 8, 6, True, False)],
-     [(128, 8, 4, True, False), (256, 4, 4, True, False)]),
+     [(128, 8, 8, True, True, False), (128, 8, 6, True, True, False),
+      (128, 8, 6, True, False, False)],
+     [(128, 8, 6, True, False, True), (128, 8, 4, True, False, False),
+      (256, 4, 4, True, False, False)]),
     ((65536, 128), "float32",
-     [(16, 8, 5, True, True), (16, 8, 4, True, True)],
-     [(16, 8, 2, True, False)]),
+     [(16, 8, 5, True, True, False), (16, 8, 4, True, True, False)],
+     [(16, 8, 4, True, False, True), (16, 8, 3, True, False, True)]),
     ((4096, 4096), "float32",
-     [(256, 16, 2, False, True), (512, 8, 2, True, True), (512, 8, 2, True, False)],
-     [(256, 16, 2, True, False)]),
+     [(256, 16, 2, False, True, False), (512, 8, 2, True, True, False),
+      (512, 8, 2, True, False, False)],
+     [(512, 8, 2, True, False, True), (256, 16, 2, True, False, False)]),
     ((16384, 8192), "float32",
-     [(512, 16, 1, True, True), (512, 16, 2, True, True)],
-     [(256, 32, 2, False, False)]),
+     [(512, 16, 1, True, True, False), (512, 16, 2, True, True, False)],
+     [(256, 32, 2, False, False, False)]),
     ((4096, 4096), "float64",
-     [(512, 8, 1, True, True)],
-     [(256, 16, 2, False, False)]),
+     [(512, 8, 1, True, True, False)],
+     [(256, 16, 2, False, False, False)]),
 ]
 
 
-def _compile(tpr, kv, blocks, pipe, kind, chan=False):
-    fn = K._make_variant(tpr, kv, False, pipe, chan=chan)[kind]
+def _compile(tpr, kv, blocks, pipe, kind, chan=False, acc=False):
+    fn = K._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc)[kind]
     threads = K.MAX_THREADS if tpr <= 32 else tpr
     bounds = (threads, blocks) if blocks > 1 else (threads,)
     if K.SIM:  # (a logic check of this script)
@@ -69,13 +75,13 @@ def _compile(tpr, kv, blocks, pipe, kind, chan=False):
 
 
 def _committed(d, dtype, pass_):
-    """``(tpr, kv, blocks, pipe, chan)`` of the committed kernel of a pass."""
+    """``(tpr, kv, blocks, pipe, chan, acc)`` of the committed kernel of a pass."""
     v = K.variant(d, pass_)
     blocks = K.TABLE[K.VARIANTS.index(v)][2][dtype][0 if pass_ == "forward" else 1]
-    return v.tpr, v.kv, blocks, v.pipe[dtype], False
+    return v.tpr, v.kv, blocks, v.pipe[dtype], False, False
 
 
-def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
+def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):
     rows, d = shape
     dtype = np.dtype(dtype_name)
     stream = cuda.default_stream()
@@ -104,12 +110,13 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                 _launch.forward(t["x"], w, b, int(flags), eps, t["y"], t["mean"], t["rstd"],
                                 stream)
         m = n if which == "forward" else (3 * n + 1) // 2
-        copy_ms = B._copy_ms(m, dtype, repeats, 2, stream, 20, None, True)[0]
+        copy_ms = B._copy_ms(m, dtype, repeats, warmup, stream, batch, None, True)[0]
         copy[which] = copy_ms
-        for tpr, kv, blocks, pipe, chan, slots in cands:
+        for tpr, kv, blocks, pipe, chan, acc, slots in cands:
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
-                   "blocks": blocks, "pipe": pipe, "chan": chan, "slots_rule": slots,
-                   "committed": (tpr, kv, blocks, pipe, chan) == committed and slots == "fill",
+                   "blocks": blocks, "pipe": pipe, "chan": chan, "acc_smem": acc,
+                   "slots_rule": slots,
+                   "committed": (tpr, kv, blocks, pipe, chan, acc) == committed and slots == "fill",
                    "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
@@ -119,7 +126,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                 continue
             try:
                 t0 = time.perf_counter()
-                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which, chan)
+                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which, chan, acc)
                 nxt = B._rotate(sets)
                 sig = K.signatures(dtype_name)["layer_norm_" + which]
                 fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(tpr * R)
@@ -157,7 +164,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                     res["max_abs_diff"] = float(np.abs(s0["dx"].copy_to_host() - ref_dx).max())
                     res["dweight_max_abs_diff"] = float(
                         np.abs(grads[0].copy_to_host() - ref_dw).max())
-                ms, _ = B._gpu_ms(call, repeats, 2, stream, 20)
+                ms, _ = B._gpu_ms(call, repeats, warmup, stream, batch)
                 res["ms"] = ms
                 res["pct_of_copy"] = round(100 * copy_ms / ms, 1) if ms and copy_ms else None
                 try:
@@ -170,24 +177,24 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline):
                 res["error"] = f"{type(exc).__name__}: {exc}"
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
-            keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "slots",
-                    "grid", "ms", "pct_of_copy", "regs", "max_abs_diff", "error")
+            keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
+                    "slots", "grid", "ms", "pct_of_copy", "regs", "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     return out
 
 
 def markdown(results):
     lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch "
-             "| one-reduction stats | grid | regs | GPU ms | % of copy | committed "
-             "| max abs diff |",
-             "| --- | --- | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- "
+             "| one-reduction stats | shared accumulators | grid | regs | GPU ms | % of copy "
+             "| committed | max abs diff |",
+             "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- "
              "| ---: |"]
     for r in results:
         if "ms" not in r:
             continue
         lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['pass']} | "
                      f"{r['tpr']}x{r['kv']} | {r['blocks']} | {'yes' if r['pipe'] else ''} | "
-                     f"{'yes' if r.get('chan') else ''} | "
+                     f"{'yes' if r.get('chan') else ''} | {'yes' if r.get('acc_smem') else ''} | "
                      f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")
@@ -199,13 +206,15 @@ def main(argv=None):
     p.add_argument("out")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--time-limit", type=float, default=150.0)
+    p.add_argument("--batch", type=int, default=20, help="calls a timing runs back to back")
+    p.add_argument("--warmup", type=int, default=2)
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     deadline = time.monotonic() + a.time_limit
     results = []
     for shape, dt, fc, bc in PLAN:
         try:
-            results += tune_shape(shape, dt, fc, bc, a.repeats, deadline)
+            results += tune_shape(shape, dt, fc, bc, a.repeats, deadline, a.batch, a.warmup)
         except Exception as exc:
             results.append({"shape": list(shape), "dtype": dt,
                             "error": f"{type(exc).__name__}: {exc}"})

@@ -158,6 +158,35 @@ def test_one_reduction_statistics_candidates_compile(cc):
 
 
 @needs_nvvm
+def test_tune_candidates_compile_within_static_shared_memory():
+    """Every candidate of scripts/gpu_tune.py's plan compiles for sm_90 and
+    declares at most 48 KiB of static shared memory (a block's limit without
+    an opt-in; shared accumulators take 2 * threads * kv values)."""
+    import importlib.util
+
+    from numba import cuda
+
+    from numba_ln import gpu
+    from numba_ln.gpu import _kernels
+
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_tune.py")
+    spec = importlib.util.spec_from_file_location("gpu_tune", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    for _shape, dt, fwd, bwd in tune.PLAN:
+        for kind, cands in (("layer_norm_forward", fwd), ("layer_norm_backward", bwd)):
+            for tpr, kv, blocks, pipe, chan, acc in cands:
+                fn = _kernels._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc)[kind]
+                threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+                bounds = (threads, blocks) if blocks > 1 else (threads,)
+                with gpu._assume_device((9, 0)):
+                    text, _ = cuda.compile_ptx(fn, gpu.signatures(dt)[kind], cc=(9, 0),
+                                               launch_bounds=bounds)
+                smem = sum(int(n) for n in re.findall(r"\.shared .*\[(\d+)\];", text))
+                assert smem <= 48 * 1024, (kind, tpr, kv, dt, smem)
+
+
+@needs_nvvm
 def test_signatures_match_the_launchers():
     from numba_ln import gpu
     from numba_ln.gpu import _kernels

@@ -450,6 +450,32 @@ def test_bench_quick_runs(tmp_path):
     assert (tmp_path / "gpu_bench.md").read_text().count("|") > 10
 
 
+def test_tune_script_runs(tmp_path, monkeypatch):
+    """scripts/gpu_tune.py's logic on tiny shapes (a GPU runs its real plan):
+    every candidate kind runs, its output matches the committed kernels'."""
+    import importlib.util
+    import json
+
+    from numba_ln.gpu import bench
+
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_tune.py")
+    spec = importlib.util.spec_from_file_location("gpu_tune", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    monkeypatch.setattr(bench, "_sets_for", lambda *a, **k: 2)
+    monkeypatch.setattr(tune, "PLAN", [
+        ((9, 30), "float32", [(8, 4, 1, True, True, False)], [(8, 4, 1, True, False, True)]),
+        ((5, 64), "float64", [(32, 2, 1, True, True, False)], [(32, 2, 1, True, False, True)])])
+    tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
+               "--time-limit", "1000"])
+    results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
+    assert len(results) == 8 and not [r for r in results if "error" in r]
+    for r in results:
+        tol = 1e-5 if r["dtype"] == "float32" else 1e-13
+        assert r["max_abs_diff"] <= (0 if r["pass"] == "backward" else tol), r
+    assert (tmp_path / "gpu_tune.md").read_text().count("yes") >= 6
+
+
 def test_kernel_table_is_complete():
     kinds = set(_kernels.KINDS.values())
     assert kinds == set(gpu.signatures("float32")) == set(gpu.signatures("float64"))
@@ -512,3 +538,38 @@ def test_one_reduction_statistics(tpr, kv, pipe, dtype):
 
     check_one_reduction_statistics(tpr, kv, pipe, dtype, RNG, _tol(dtype)["rtol"],
                                    _tol(dtype)["atol"])
+
+
+@pytest.mark.parametrize("tpr,kv,pipe", [(8, 4, True), (8, 4, False), (64, 2, True),
+                                         (64, 2, False), (32, 2, True)])
+def test_shared_memory_accumulators_give_the_same_bits(tpr, kv, pipe):
+    """The backward with its weight/bias accumulators in shared memory (a
+    scripts/gpu_tune.py candidate) does the same additions in the same order
+    as the committed kernel: dx and the partial sums are bitwise equal, with
+    several groups a block or a block a row, several row slots, rows that
+    leave threads past the end."""
+    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+    R = threads // tpr
+    kern = {acc: cuda.jit(_kernels._make_variant(tpr, kv, False, pipe, acc_smem=acc)
+                          ["layer_norm_backward"]) for acc in (False, True)}
+    for d in sorted({tpr * kv, tpr * kv - 1, tpr + 1, 2}):
+        rows = 5 * R + 3
+        x = RNG.standard_normal((rows, d)).astype(np.float32)
+        dy = RNG.standard_normal((rows, d)).astype(np.float32)
+        w = cuda.to_device(RNG.standard_normal(d).astype(np.float32))
+        _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+        sa = cuda.device_array((1, 1), np.float32)
+        G = 3
+        out = {}
+        for acc, k in kern.items():
+            dx = cuda.device_array((rows, d), np.float32)
+            part = cuda.device_array((2, G, d), np.float32)
+            k[G, (tpr, R)](cuda.to_device(dy), cuda.to_device(x), m, r, w,
+                           np.int32(_kernels.HAS_WEIGHT), sa, sa, dx, part[0], part[1])
+            out[acc] = (_host(dx), _host(part))
+        assert np.array_equal(out[False][0], out[True][0])
+        assert np.array_equal(out[False][1], out[True][1])
+        ref_dx, ref_dw, ref_db = ref_backward(dy, x, _host(w), 1, mean=_host(m), rstd=_host(r))
+        np.testing.assert_allclose(out[True][0], ref_dx, **_tol(np.float32))
+        np.testing.assert_allclose(out[True][1][0].sum(0), ref_dw, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out[True][1][1].sum(0), ref_db, rtol=1e-4, atol=1e-4)

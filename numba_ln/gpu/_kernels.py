@@ -608,12 +608,17 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
          "bwd_rowsums", "layer_norm_backward": "bwd"}
 
 
-def _make_variant(tpr, kv, loops, pipe, chan=False):
+def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_row_stats_chan` (one group
-    reduction a row) instead of the shifted two-pass (two).  A candidate of
-    ``scripts/gpu_tune.py``, not yet in :data:`TABLE` (unmeasured).
+    reduction a row) instead of the shifted two-pass (two).  ``acc_smem``:
+    the backward keeps its ``dweight``/``dbias`` accumulators in shared
+    memory (each thread its own slots, ``2 * threads * kv`` values a block)
+    instead of ``2 * kv`` registers a thread, and sums a block's groups
+    from there; the same additions in the same order, so the same bits.
+    Both are candidates of ``scripts/gpu_tune.py``, not yet in
+    :data:`TABLE` (unmeasured).
 
     ``pipe``: software
     pipelining.  A block walks its rows with the next row's loads issued
@@ -636,13 +641,18 @@ def _make_variant(tpr, kv, loops, pipe, chan=False):
     assert not (PIPE and LOOPS), "a prefetched row must fit in registers"
     CHAN = chan
     assert not (CHAN and LOOPS), "one-reduction statistics need the row in registers"
+    ACC = acc_smem
     #: the shared reduction scratch: two slots per warp on a GPU (a pair of
     #: sums is reduced at once; three with ``chan``: mean, squares, count),
     #: as many per thread in the simulator
     RED = (3 if CHAN else 2) * (NT if SIM else max(1, NT // 32))
     KC = min(_KC, KV)
     #: the shared buffer of the block's column sums in the backward
-    COLBUF = NT * KC if R > 1 else 1
+    COLBUF = NT * KC if R > 1 and not ACC else 1
+    #: the shared accumulators (``acc_smem``): thread (tx, ty)'s slot of its
+    #: k-th column is ``ty * CW + k * TPR + tx`` (the weight's; the bias's
+    #: ``R * CW`` further), so group ty's column c is ``ty * CW + c``
+    ACCN = 2 * R * CW if ACC else 1
     HV = KV if HOLD else 1
 
     def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
@@ -829,8 +839,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False):
         T = x.dtype.type
         red = cuda.shared.array(RED, x.dtype)
         colbuf = cuda.shared.array(COLBUF, x.dtype)
-        accw = cuda.local.array(KV, x.dtype)
-        accb = cuda.local.array(KV, x.dtype)
+        accs = cuda.shared.array(ACCN, x.dtype)
+        accw = cuda.local.array(1 if ACC else KV, x.dtype)
+        accb = cuda.local.array(1 if ACC else KV, x.dtype)
         dyv = cuda.local.array(HV, x.dtype)
         xhv = cuda.local.array(HV, x.dtype)
         dyn = cuda.local.array(KP if BPIPE else 1, x.dtype)
@@ -845,8 +856,12 @@ def _make_variant(tpr, kv, loops, pipe, chan=False):
         nf = T(n)
         last = n - 1
         for k in range(KV):
-            accw[k] = T(0)
-            accb[k] = T(0)
+            if ACC:
+                accs[ty * CW + k * TPR + tx] = T(0)
+                accs[(R + ty) * CW + k * TPR + tx] = T(0)
+            else:
+                accw[k] = T(0)
+                accb[k] = T(0)
         start = g0 * R
         step = G * R
         if BPIPE and start < rows:
@@ -912,20 +927,41 @@ def _make_variant(tpr, kv, loops, pipe, chan=False):
                         xhat = (xr[jc] - m) * rs
                     v = rs * (_g(d, w, jc, has_w) - a - xhat * q)
                     d = d if j < n else T(0)
-                    accw[k] += d * xhat
-                    accb[k] += d
+                    if ACC:
+                        accs[ty * CW + k * TPR + tx] += d * xhat
+                        accs[(R + ty) * CW + k * TPR + tx] += d
+                    else:
+                        accw[k] += d * xhat
+                        accb[k] += d
                     if j < n:
                         dxr[jc] = v
         if R == 1:  # a block per row: the thread's sums are the block's
             for k in range(KV):
                 j = c0 + tx + k * TPR
                 if j < n:
-                    part_w[g0, j] = accw[k]
-                    part_b[g0, j] = accb[k]
+                    if ACC:
+                        part_w[g0, j] = accs[k * TPR + tx]
+                        part_b[g0, j] = accs[CW + k * TPR + tx]
+                    else:
+                        part_w[g0, j] = accw[k]
+                        part_b[g0, j] = accb[k]
+            return
+        tid = ty * TPR + tx
+        if ACC:  # the R groups' sums of a column, in ty order, from shared memory
+            cuda.syncthreads()
+            for c in range(tid, CW, NT):
+                j = c0 + c
+                if j < n:
+                    tw = accs[c]
+                    tb = accs[R * CW + c]
+                    for i in range(1, R):
+                        tw += accs[i * CW + c]
+                        tb += accs[(R + i) * CW + c]
+                    part_w[g0, j] = tw
+                    part_b[g0, j] = tb
             return
         # Sum the R groups of the block in ty order, KC window columns of a
         # thread at a time (bounded shared memory), one column per thread.
-        tid = ty * TPR + tx
         cc = TPR * KC
         for which in range(2):
             for kc in range(KV // KC):
