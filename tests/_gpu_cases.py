@@ -1,5 +1,8 @@
 """GPU test cases shared by the simulator tests and the real-GPU tests."""
 
+import importlib.util
+import os
+
 import numpy as np
 from _reference import ln_ref
 from numba import cuda
@@ -7,6 +10,15 @@ from numba import cuda
 from numba_ln.gpu import _kernels
 
 _CHAN = {}
+
+
+def load_tune_script():
+    """``scripts/gpu_tune.py`` as a module (it is a script, not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_tune.py")
+    spec = importlib.util.spec_from_file_location("gpu_tune", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    return tune
 
 
 def _chan_kernel(tpr, kv, pipe, blocks):

@@ -162,17 +162,13 @@ def test_tune_candidates_compile_within_static_shared_memory():
     """Every candidate of scripts/gpu_tune.py's plan compiles for sm_90 and
     declares at most 48 KiB of static shared memory (a block's limit without
     an opt-in; shared accumulators take 2 * threads * kv values)."""
-    import importlib.util
-
+    from _gpu_cases import load_tune_script
     from numba import cuda
 
     from numba_ln import gpu
     from numba_ln.gpu import _kernels
 
-    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_tune.py")
-    spec = importlib.util.spec_from_file_location("gpu_tune", path)
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
+    tune = load_tune_script()
     for _shape, dt, fwd, bwd in tune.PLAN:
         for kind, cands in (("layer_norm_forward", fwd), ("layer_norm_backward", bwd)):
             for tpr, kv, blocks, pipe, chan, acc in cands:

@@ -453,15 +453,13 @@ def test_bench_quick_runs(tmp_path):
 def test_tune_script_runs(tmp_path, monkeypatch):
     """scripts/gpu_tune.py's logic on tiny shapes (a GPU runs its real plan):
     every candidate kind runs, its output matches the committed kernels'."""
-    import importlib.util
     import json
+
+    from _gpu_cases import load_tune_script
 
     from numba_ln.gpu import bench
 
-    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_tune.py")
-    spec = importlib.util.spec_from_file_location("gpu_tune", path)
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
+    tune = load_tune_script()
     monkeypatch.setattr(bench, "_sets_for", lambda *a, **k: 2)
     monkeypatch.setattr(tune, "PLAN", [
         ((9, 30), "float32", [(8, 4, 1, True, True, False)], [(8, 4, 1, True, False, True)]),

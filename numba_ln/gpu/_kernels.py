@@ -410,72 +410,72 @@ def _redo_scale(a):
 
 
 @_device
-def _row_stats(xr, xv, in_regs, n, red, tpr, kv):
-    """``(s, m1, dm, var)`` of a row: its mean is ``(m1 + dm) / s`` and the
-    biased variance ``var / s**2``; ``x*s - m1`` is exact near the mean."""
+def _two_pass(xr, xv, in_regs, n, red, tpr, kv, s):
+    """One attempt of :func:`_row_stats` by the shifted two-pass (two group
+    reductions): ``(m1, dm, var, bad)``, ``x*s - m1`` exact near the mean."""
     T = xr.dtype.type
     tx = cuda.threadIdx.x
     nf = T(n)
+    a, _q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, T(0))
+    m1 = _group_sum(a, red, tpr) / nf
+    a, q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, m1)
+    sd, sq = _group_sum2(a, q, red, tpr)
+    dm = sd / nf
+    var = sq / nf - dm * dm
+    if var < T(0):
+        var = T(0)
+    return m1, dm, var, not (m1 - m1 == T(0) and var - var == T(0))
+
+
+@_device
+def _one_reduction(xr, xv, n, red, tpr, kv, s):
+    """One attempt of :func:`_row_stats` with one group reduction, for a row
+    held in registers: each thread's mean and squared deviations of its
+    ``x*s - c`` (two passes over its registers), combined over the group by
+    Chan's update.  ``c`` is the row's first value (read by every thread), a
+    shift that keeps the thread means small next to a large common offset.
+    Returns ``(c, dm, var, bad)``."""
+    T = xr.dtype.type
+    tx = cuda.threadIdx.x
+    cnt = min(kv, max(0, (n - tx + tpr - 1) // tpr))
+    c = xr[0] * s
+    a = T(0)
+    for k in range(kv):
+        d = xv[k] * s - c
+        a += d if k < cnt else T(0)
+    mt = a / T(cnt) if cnt > 0 else T(0)
+    q = T(0)
+    for k in range(kv):
+        d = xv[k] * s - c - mt
+        q += d * d if k < cnt else T(0)
+    dm, m2, _n = _group_chan(mt, q, T(cnt), red, tpr)
+    var = m2 / T(n)
+    return c, dm, var, not (c - c == T(0) and dm - dm == T(0) and var - var == T(0))
+
+
+@_device
+def _row_stats(xr, xv, in_regs, n, red, tpr, kv, chan):
+    """``(s, m1, dm, var)`` of a row: its mean is ``(m1 + dm) / s`` and the
+    biased variance ``var / s**2``.  By :func:`_one_reduction` when ``chan``
+    (a compile-time constant of the variant; the row in registers), else by
+    :func:`_two_pass`.  When a sum overflows (or the row has NaN/Inf), the
+    row is redone at the scale :func:`_redo_scale`."""
+    T = xr.dtype.type
     s = T(1)
     m1 = T(0)
     dm = T(0)
     var = T(0)
     for attempt in range(2):
-        a, _q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, T(0))
-        m1 = _group_sum(a, red, tpr) / nf
-        a, q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, m1)
-        sd, sq = _group_sum2(a, q, red, tpr)
-        dm = sd / nf
-        var = sq / nf - dm * dm
-        if var < T(0):
-            var = T(0)
-        bad = not (m1 - m1 == T(0) and var - var == T(0))
+        if chan:
+            m1, dm, var, bad = _one_reduction(xr, xv, n, red, tpr, kv, s)
+        else:
+            m1, dm, var, bad = _two_pass(xr, xv, in_regs, n, red, tpr, kv, s)
         if attempt == 0:
             if not _block_any(bad, tpr):
                 break
             if bad:
-                # Overflow (or NaN/Inf in the row): redo on scaled values.
                 s = _redo_scale(xr)
     return s, m1, dm, var
-
-
-@_device
-def _row_stats_chan(xr, xv, n, red, tpr, kv):
-    """:func:`_row_stats` with one group reduction instead of two, for a row
-    held in registers: each thread's mean and squared deviations of its
-    ``x*s - c`` (two passes over its registers), combined over the group by
-    Chan's update.  ``c`` is the row's first value (read by every thread), a
-    shift that keeps the thread means small next to a large common offset.
-    Returns ``(s, c, dm, var)``: the mean is ``(c + dm) / s``."""
-    T = xr.dtype.type
-    tx = cuda.threadIdx.x
-    nf = T(n)
-    s = T(1)
-    c = T(0)
-    dm = T(0)
-    var = T(0)
-    cnt = min(kv, max(0, (n - tx + tpr - 1) // tpr))
-    for attempt in range(2):
-        c = xr[0] * s
-        a = T(0)
-        for k in range(kv):
-            d = xv[k] * s - c
-            a += d if k < cnt else T(0)
-        mt = a / T(cnt) if cnt > 0 else T(0)
-        q = T(0)
-        for k in range(kv):
-            d = xv[k] * s - c - mt
-            q += d * d if k < cnt else T(0)
-        dm, m2, _n = _group_chan(mt, q, T(cnt), red, tpr)
-        var = m2 / nf
-        bad = not (c - c == T(0) and dm - dm == T(0) and var - var == T(0))
-        if attempt == 0:
-            if not _block_any(bad, tpr):
-                break
-            if bad:
-                # Overflow (or NaN/Inf in the row): redo on scaled values.
-                s = _redo_scale(xr)
-    return s, c, dm, var
 
 
 @_device
@@ -611,7 +611,7 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
 def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
-    ``chan``: the forward's statistics by :func:`_row_stats_chan` (one group
+    ``chan``: the forward's statistics by :func:`_one_reduction` (one group
     reduction a row) instead of the shifted two-pass (two).  ``acc_smem``:
     the backward keeps its ``dweight``/``dbias`` accumulators in shared
     memory (each thread its own slots, ``2 * threads * kv`` values a block)
@@ -684,10 +684,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
                     _load_row(x[min(base + step + ty, rows - 1)], xn, n, tx, TPR, KV)
             elif in_regs:
                 _load_row(xr, xv, n, tx, TPR, KV)
-            if CHAN:
-                s, m1, dm, var = _row_stats_chan(xr, xv, n, red, TPR, KV)
-            else:
-                s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV)
+            s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV, CHAN)
             mu, rs, mult = _scales(xr, s, m1, dm, var, eps)
             if active:
                 if tx == 0:
@@ -747,7 +744,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
             r = row if active else rows - 1
             xr = x[r, c0:c0 + nw]
             _load_row(xr, xv, nw, tx, TPR, KV)
-            s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV)
+            s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV, False)
             if active and tx == 0:
                 part[r, win, 0] = s
                 part[r, win, 1] = m1
