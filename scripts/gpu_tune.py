@@ -33,11 +33,20 @@ from numba_ln.gpu import _kernels as K  # noqa: E402
 from numba_ln.gpu import _launch  # noqa: E402
 from numba_ln.gpu import bench as B  # noqa: E402
 
-#: (shape, dtype, forward candidates, backward candidates); a candidate is
-#: (tpr, kv, blocks, pipe, chan, acc) (``chan``: the forward's one-reduction
-#: statistics; ``acc``: the backward's accumulators in shared memory; see
-#: ``_make_variant``); the committed variant is added to each list.  The
-#: third sweep (next GPU session): the forward's one-reduction statistics
+
+def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None):
+    """A candidate: ``(tpr, kv, blocks, pipe, chan, acc, ks)`` (``chan``: the
+    forward's one-reduction statistics; ``acc``: the backward's accumulators
+    in shared memory; ``ks``: the columns a thread computes before storing
+    them, default ``STORE_CHUNK``; see ``_make_variant``)."""
+    return tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK
+
+
+#: (shape, dtype, forward candidates, backward candidates); the committed
+#: variant is added to each list.  The third sweep (next GPU session), first
+#: the committed variants with their stores one column at a time (``ks=1``,
+#: as before the kernels issued their loads ahead of their stores) and 8 at a
+#: time, against the committed 4; then the forward's one-reduction statistics
 #: against the committed two-pass, with the committed bound and one below (the
 #: extra register of the count); the backward's variants again now that its
 #: column sums are one better-shaped launch, and with shared accumulators at
@@ -45,28 +54,29 @@ from numba_ln.gpu import bench as B  # noqa: E402
 #: 16x8 at 4: 204 -> 104; 512x8 at 2: 112 -> 96).
 PLAN = [
     ((4096, 1024), "float32",
-     [(128, 8, 8, True, True, False), (128, 8, 6, True, True, False),
-      (128, 8, 6, True, False, False)],
-     [(128, 8, 6, True, False, True), (128, 8, 4, True, False, False),
-      (256, 4, 4, True, False, False)]),
+     [C(128, 8, 8, True, ks=1), C(128, 8, 8, True, ks=8), C(128, 8, 8, True, True),
+      C(128, 8, 6, True, True), C(128, 8, 6, True)],
+     [C(128, 8, 5, True, ks=1), C(128, 8, 5, True, ks=8), C(128, 8, 6, True, acc=True),
+      C(128, 8, 4, True), C(256, 4, 4, True)]),
     ((65536, 128), "float32",
-     [(16, 8, 5, True, True, False), (16, 8, 4, True, True, False)],
-     [(16, 8, 4, True, False, True), (16, 8, 3, True, False, True)]),
+     [C(16, 8, 4, True, ks=1), C(16, 8, 5, True, True), C(16, 8, 4, True, True)],
+     [C(16, 8, 3, True, ks=1), C(16, 8, 4, True, acc=True), C(16, 8, 3, True, acc=True)]),
     ((4096, 4096), "float32",
-     [(256, 16, 2, False, True, False), (512, 8, 2, True, True, False),
-      (512, 8, 2, True, False, False)],
-     [(512, 8, 2, True, False, True), (256, 16, 2, True, False, False)]),
+     [C(256, 16, 2, True, ks=1), C(256, 16, 2, False, True), C(512, 8, 2, True, True),
+      C(512, 8, 2, True)],
+     [C(512, 8, 2, True, ks=1), C(512, 8, 2, True, acc=True), C(256, 16, 2, True)]),
     ((16384, 8192), "float32",
-     [(512, 16, 1, True, True, False), (512, 16, 2, True, True, False)],
-     [(256, 32, 2, False, False, False)]),
+     [C(512, 16, 1, True, ks=1), C(512, 16, 1, True, ks=8), C(512, 16, 1, True, True),
+      C(512, 16, 2, True, True)],
+     [C(512, 16, 1, True, ks=1), C(512, 16, 1, True, ks=8), C(256, 32, 2, False)]),
     ((4096, 4096), "float64",
-     [(512, 8, 1, True, True, False)],
-     [(256, 16, 2, False, False, False)]),
+     [C(256, 16, 2, False, ks=1), C(512, 8, 1, True, True)],
+     [C(512, 8, 1, True, ks=1), C(256, 16, 2, False)]),
 ]
 
 
-def _compile(tpr, kv, blocks, pipe, kind, chan=False, acc=False):
-    fn = K._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc)[kind]
+def _compile(tpr, kv, blocks, pipe, kind, chan=False, acc=False, ks=None):
+    fn = K._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc, store_chunk=ks)[kind]
     threads = K.MAX_THREADS if tpr <= 32 else tpr
     bounds = (threads, blocks) if blocks > 1 else (threads,)
     if K.SIM:  # (a logic check of this script)
@@ -75,10 +85,10 @@ def _compile(tpr, kv, blocks, pipe, kind, chan=False, acc=False):
 
 
 def _committed(d, dtype, pass_):
-    """``(tpr, kv, blocks, pipe, chan, acc)`` of the committed kernel of a pass."""
+    """The candidate tuple (:func:`C`) of the committed kernel of a pass."""
     v = K.variant(d, pass_)
     blocks = K.TABLE[K.VARIANTS.index(v)][2][dtype][0 if pass_ == "forward" else 1]
-    return v.tpr, v.kv, blocks, v.pipe[dtype], False, False
+    return C(v.tpr, v.kv, blocks, v.pipe[dtype])
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):
@@ -112,12 +122,12 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
         m = n if which == "forward" else (3 * n + 1) // 2
         copy_ms = B._copy_ms(m, dtype, repeats, warmup, stream, batch, None, True)[0]
         copy[which] = copy_ms
-        for tpr, kv, blocks, pipe, chan, acc, slots in cands:
+        for tpr, kv, blocks, pipe, chan, acc, ks, slots in cands:
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
                    "blocks": blocks, "pipe": pipe, "chan": chan, "acc_smem": acc,
-                   "slots_rule": slots,
-                   "committed": (tpr, kv, blocks, pipe, chan, acc) == committed and slots == "fill",
-                   "copy_ms": copy_ms}
+                   "store_chunk": min(ks, kv), "slots_rule": slots,
+                   "committed": (tpr, kv, blocks, pipe, chan, acc, ks) == committed
+                   and slots == "fill", "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
                 out.append(res)
@@ -126,7 +136,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 continue
             try:
                 t0 = time.perf_counter()
-                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which, chan, acc)
+                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which, chan, acc, ks)
                 nxt = B._rotate(sets)
                 sig = K.signatures(dtype_name)["layer_norm_" + which]
                 fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(tpr * R)
@@ -178,23 +188,25 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
             keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
-                    "slots", "grid", "ms", "pct_of_copy", "regs", "max_abs_diff", "error")
+                    "store_chunk", "slots", "grid", "ms", "pct_of_copy", "regs", "max_abs_diff",
+                    "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     return out
 
 
 def markdown(results):
     lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch "
-             "| one-reduction stats | shared accumulators | grid | regs | GPU ms | % of copy "
-             "| committed | max abs diff |",
-             "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- "
-             "| ---: |"]
+             "| one-reduction stats | shared accumulators | store chunk | grid | regs | GPU ms "
+             "| % of copy | committed | max abs diff |",
+             "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: "
+             "| --- | ---: |"]
     for r in results:
         if "ms" not in r:
             continue
         lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['pass']} | "
                      f"{r['tpr']}x{r['kv']} | {r['blocks']} | {'yes' if r['pipe'] else ''} | "
                      f"{'yes' if r.get('chan') else ''} | {'yes' if r.get('acc_smem') else ''} | "
+                     f"{r.get('store_chunk', '')} | "
                      f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")

@@ -102,6 +102,40 @@ def test_row_kernels_use_shuffles_and_registers(ptx):
 
 
 @needs_nvvm
+def test_rows_are_stored_after_their_loads(ptx):
+    """Loads before stores (``_make_variant``'s docstring): the compiler
+    cannot move a global load above a global store (the arrays may alias),
+    so a row kernel computes ``KS`` columns before it stores them.  In the
+    PTX a store is followed by a load at most a few times a chunk of
+    columns; storing each column as it is computed gave 2 to 5 times a
+    column (for example 30 in the 128x8 forward, now 4)."""
+    from numba_ln.gpu import _kernels
+
+    _, table = ptx
+    by_suffix = {v.suffix: v for v in _kernels.VARIANTS}
+    for key, text in table.items():
+        if _kernels.KINDS[key] not in ("layer_norm_forward", "layer_norm_backward",
+                                       "layer_norm_forward_split_apply"):
+            continue
+        v = by_suffix[key.split("[")[0].rsplit("_", 1)[1]]
+        seq = re.findall(r"^\s*(?:@!?%p\d+\s+)?(ld|st)\.global", text, re.M)
+        back = sum(1 for a, b in zip(seq, seq[1:]) if (a, b) == ("st", "ld"))
+        assert back <= 3 * v.kv // _kernels.STORE_CHUNK, (key, back)
+
+
+def test_the_widest_variant_takes_only_rows_no_other_holds():
+    """The widest variant's forward always loops over its row (re-reading
+    it): every row it could hold in registers has an earlier variant."""
+    from numba_ln.gpu import _kernels
+
+    widest = _kernels.VARIANTS[-1]
+    assert widest.loops
+    for p in ("forward", "backward"):
+        assert _kernels.variant(widest.capacity, p) is not widest
+        assert _kernels.variant(widest.capacity + 1, p) is widest
+
+
+@needs_nvvm
 def test_launch_bounds_are_in_the_ptx(ptx):
     """Every kernel is compiled for its launch bound: its variant's threads a
     block and the blocks a multiprocessor of numba_ln.gpu._kernels.TABLE."""
@@ -171,8 +205,9 @@ def test_tune_candidates_compile_within_static_shared_memory():
     tune = load_tune_script()
     for _shape, dt, fwd, bwd in tune.PLAN:
         for kind, cands in (("layer_norm_forward", fwd), ("layer_norm_backward", bwd)):
-            for tpr, kv, blocks, pipe, chan, acc in cands:
-                fn = _kernels._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc)[kind]
+            for tpr, kv, blocks, pipe, chan, acc, ks in cands:
+                fn = _kernels._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc,
+                                            store_chunk=ks)[kind]
                 threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
                 bounds = (threads, blocks) if blocks > 1 else (threads,)
                 with gpu._assume_device((9, 0)):

@@ -63,7 +63,7 @@ CASES = [
     ((70, 7), -1),         # 2 threads a row, several rows of a block inactive
     ((9, 100), -1),        # 32 threads a row (D not a multiple), 2 rows a block
     ((21, 33), -1),        # several blocks of warp groups
-    ((3, 200), -1),        # a block per row, row in registers
+    ((3, 200), -1),        # a block per row, the widest variant (the forward loops)
     ((4, 300), -1),        # rows split over two blocks; two backward windows
     ((3, 700), -1),        # three windows
     ((2, 3, 4, 7), (2, 3)),  # two trailing axes
@@ -129,11 +129,14 @@ def _check_forward_backward(shape, axis, dtype):
     np.testing.assert_allclose(_host(dx), dxc, **_tol(dtype))
 
 
+@pytest.mark.parametrize("d", [40, 300])
 @pytest.mark.parametrize("with_w,with_b", [(False, False), (True, False), (False, True)])
-def test_without_weight_or_bias(with_w, with_b):
-    x = RNG.standard_normal((5, 40))
-    w = RNG.standard_normal(40) if with_w else None
-    b = RNG.standard_normal(40) if with_b else None
+def test_without_weight_or_bias(with_w, with_b, d):
+    """The kernels read a 1-element dummy for a missing weight or bias and
+    select past it; rows in registers (40) and split over windows (300)."""
+    x = RNG.standard_normal((5, d))
+    w = RNG.standard_normal(d) if with_w else None
+    b = RNG.standard_normal(d) if with_b else None
     dev = (lambda a: None if a is None else cuda.to_device(a))
     y = gpu.layer_norm(dev(x), dev(w), dev(b))
     np.testing.assert_allclose(_host(y), ref_forward(x, w, b, (1,))[0], rtol=1e-12, atol=1e-12)
@@ -461,13 +464,16 @@ def test_tune_script_runs(tmp_path, monkeypatch):
 
     tune = load_tune_script()
     monkeypatch.setattr(bench, "_sets_for", lambda *a, **k: 2)
+    C = tune.C
     monkeypatch.setattr(tune, "PLAN", [
-        ((9, 30), "float32", [(8, 4, 1, True, True, False)], [(8, 4, 1, True, False, True)]),
-        ((5, 64), "float64", [(32, 2, 1, True, True, False)], [(32, 2, 1, True, False, True)])])
+        ((9, 30), "float32", [C(8, 4, 1, True, True), C(8, 4, 1, True, ks=1)],
+         [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1)]),
+        ((5, 64), "float64", [C(32, 2, 1, True, True)], [C(32, 2, 1, True, acc=True)])])
     tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
                "--time-limit", "1000"])
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
-    assert len(results) == 8 and not [r for r in results if "error" in r]
+    assert len(results) == 10 and not [r for r in results if "error" in r]
+    assert {r["store_chunk"] for r in results} == {1, 2}
     for r in results:
         tol = 1e-5 if r["dtype"] == "float32" else 1e-13
         assert r["max_abs_diff"] <= (0 if r["pass"] == "backward" else tol), r

@@ -175,17 +175,19 @@ _DUMMIES = {}
 
 
 def _dummy(dtype, stream):
-    """A 1-element array standing in for an absent weight/bias (never read).
+    """A 1-element array standing in for an absent weight/bias: the kernels
+    read it (without a branch) but select past its value.  A zero, so that
+    the read is of initialised memory.
 
     Kept per context and dtype: an allocation per call would cost more than
     a small LayerNorm.
     """
     if K.SIM:
-        return cuda.device_array(1, dtype)
+        return cuda.to_device(np.zeros(1, dtype), stream=stream)
     key = (id(cuda.current_context()), dtype.str)
     arr = _DUMMIES.get(key)
     if arr is None:
-        arr = _DUMMIES[key] = cuda.device_array(1, dtype)
+        arr = _DUMMIES[key] = cuda.to_device(np.zeros(1, dtype))  # once: synchronous
     return arr
 
 

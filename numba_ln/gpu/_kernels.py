@@ -30,10 +30,11 @@ Thread ``tx`` of a group owns the columns ``tx + k * tpr``.  Those values live
 in a fully unrolled local array, which NVVM keeps in registers: the row is
 read from DRAM once.  The loads use a clamped column index and mask the value
 (no branch per column), so all of a thread's loads are in flight at once.
-The widest variant also loops over rows longer than its capacity (re-reading
-them from L1/L2).  A column is only ever read and written by the thread that
-owns it, so every kernel is safe in place (``y`` may be ``x``, ``dx`` may be
-``dy``).
+The widest variant's forward loops over its rows, re-reading them from L1/L2
+(it takes only rows longer than its capacity: an earlier variant of the same
+capacity holds the others; a test checks this).  A column is only ever read
+and written by the thread that owns it, and read before it is written, so
+every kernel is safe in place (``y`` may be ``x``, ``dx`` may be ``dy``).
 
 Arithmetic
 ----------
@@ -89,8 +90,12 @@ SIM = bool(config.ENABLE_CUDASIM)
 #: prefetch the next row (a second set of registers; the backward only where
 #: it holds its row too);
 #: the window columns of a thread the backward sums through shared memory at
-#: a time.  The simulator runs a Python thread per CUDA thread: there the same
-#: code runs with small constants, so that small shapes reach every path (warp
+#: a time; the columns a thread computes before it stores them (see "Loads
+#: before stores" in :func:`_make_variant`; by ``ptxas -v`` for sm_90, 4
+#: spills no more than storing each column at once in all but three float64
+#: kernels, 4-32 bytes more there, and 8 spills more in seven).
+#: The simulator runs a Python thread per CUDA thread: there the same code
+#: runs with small constants, so that small shapes reach every path (warp
 #: and block groups, values held or re-read, looped rows, several windows).
 if SIM:
     _ONE = {"float32": (1, 1), "float64": (1, 1)}
@@ -102,6 +107,7 @@ if SIM:
     HOLD_MAX = 2
     PIPE_BYTES = 16
     _KC = 2
+    STORE_CHUNK = 2
 else:
     TABLE = (
         (4, 8, {"float32": (4, 3), "float64": (2, 2)}),
@@ -120,6 +126,7 @@ else:
     HOLD_MAX = 8
     PIPE_BYTES = 64
     _KC = 8
+    STORE_CHUNK = 4
 
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
@@ -392,10 +399,15 @@ def _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, c):
             a += d
             q += d * d
     else:
-        for j in range(tx, n, tpr):
-            d = xr[j] * s - c
-            a += d
-            q += d * d
+        # kv columns at a time into xv, their loads issued together; the
+        # same additions in the same order
+        for c0 in range(0, n, tpr * kv):
+            _load_row(xr[c0:], xv, n - c0, tx, tpr, kv)
+            for k in range(kv):
+                d = xv[k] * s - c
+                d = d if c0 + tx + k * tpr < n else T(0)
+                a += d
+                q += d * d
     return a, q
 
 
@@ -497,6 +509,62 @@ def _scales(xr, s, m1, dm, var, eps):
 
 
 @_device
+def _affine(h, w, b, j, has_w, has_b):
+    """``h * w[j] + b[j]``, each where the layer has it.
+
+    Without branches: ``w`` and ``b`` are read whether real or a
+    1-element dummy (the index clamped to its length; an L1 hit), and the
+    flags select.  A branch here would let the compiler make a copy of the
+    row loop for each combination of flags, each holding its own hoisted
+    column addresses in registers (measured: 69 -> 128 registers and 584
+    spilled bytes in the split forward)."""
+    wj = w[min(j, uint32(w.shape[0] - 1))]
+    bj = b[min(j, uint32(b.shape[0] - 1))]
+    h = h * wj if has_w else h
+    return h + bj if has_b else h
+
+
+@_device
+def _apply_chunk(xr, xv, hb, held, c0, n, s, m1, dm, mult, w, b, has_w, has_b, yr, tpr, kv, ks):
+    """``yr[j] = affine(((x*s - m1) - dm) * mult)`` for this thread's ``kv``
+    columns ``j = c0 + tx + k*tpr`` below ``n``: ``x`` from registers ``xv``
+    (``held``) or from ``xr``.  ``ks`` columns at a time, all their loads
+    first (the results in ``hb``, ``ks`` registers), then their stores: a
+    load placed after a store waits for it, since the compiler cannot move it
+    above a store to an array that may alias it."""
+    tx = cuda.threadIdx.x
+    last = n - 1
+    for k0 in range(0, kv, ks):
+        for kk in range(ks):
+            jc = uint32(min(c0 + tx + (k0 + kk) * tpr, last))
+            xk = xv[k0 + kk] if held else xr[jc]
+            hb[kk] = _affine(((xk * s - m1) - dm) * mult, w, b, jc, has_w, has_b)
+        for kk in range(ks):
+            j = c0 + tx + (k0 + kk) * tpr
+            if j < n:
+                yr[uint32(j)] = hb[kk]
+
+
+@_device
+def _sum_windows(sa, sb, r, nwin):
+    """``(sum(sa[r, :nwin]), sum(sb[r, :nwin]))`` added in window order, the
+    loads 8 at a time (clamped index, masked value) so that they are in
+    flight together."""
+    T = sa.dtype.type
+    a = T(0)
+    q = T(0)
+    last = nwin - 1
+    for i0 in range(0, nwin, 8):
+        for k in range(8):
+            i = min(i0 + k, last)
+            ai = sa[r, i]
+            qi = sb[r, i]
+            a += ai if i0 + k < nwin else T(0)
+            q += qi if i0 + k < nwin else T(0)
+    return a, q
+
+
+@_device
 def _combine_windows(part, r, n, cw, nwin):
     """``(s, c, lo, var)`` of row ``r`` from its windows' statistics.
 
@@ -550,9 +618,9 @@ def _window_grid(nwin, cw):
 
 @_device
 def _g(dyv, w, j, has_w):
-    if has_w:
-        return dyv * w[j]
-    return dyv
+    """``dyv * w[j]``, or ``dyv`` without a weight (no branch: see :func:`_affine`)."""
+    wj = w[min(j, uint32(w.shape[0] - 1))]
+    return dyv * wj if has_w else dyv
 
 
 # --------------------------------------------------------------------------
@@ -608,7 +676,7 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
          "bwd_rowsums", "layer_norm_backward": "bwd"}
 
 
-def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
+def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_one_reduction` (one group
@@ -626,6 +694,16 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
     reduces and writes (a GPU does not wait for a load until its value is
     used); launched as one wave of resident blocks, each loops over its
     share of the rows.  Without it every row waits for its loads.
+
+    Loads before stores: numba cannot say that ``y`` (``dx``) does not alias
+    ``x``, ``w`` or ``b`` (it may: ``out=x`` works in place), so the
+    compiler keeps every global load after a store that precedes it in the
+    code, and a load placed after a store waits for a full memory round
+    trip.  Where a kernel writes a row, it therefore computes a chunk of its
+    outputs into registers first (the loads of ``w``, ``b``, and of ``x``,
+    ``dy`` where they are re-read, in flight together) and then stores the
+    chunk: a round trip a chunk rather than one a column (before: 8-32 a
+    row, seen as alternating ``ld.global``/``st.global`` in the PTX).
     """
     TPR = tpr
     KV = kv
@@ -647,6 +725,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
     #: as many per thread in the simulator
     RED = (3 if CHAN else 2) * (NT if SIM else max(1, NT // 32))
     KC = min(_KC, KV)
+    #: columns a thread writes per chunk of loads (see "Loads before stores")
+    KS = min(KV, store_chunk or STORE_CHUNK)
+    assert KV % KS == 0, "rows are written in chunks of KS columns"
     #: the shared buffer of the block's column sums in the backward
     COLBUF = NT * KC if R > 1 and not ACC else 1
     #: the shared accumulators (``acc_smem``): thread (tx, ty)'s slot of its
@@ -659,15 +740,15 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
         """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``, ``rstd``."""
         red = cuda.shared.array(RED, x.dtype)
         xv = cuda.local.array(KV, x.dtype)
+        hb = cuda.local.array(KS, x.dtype)
         xn = cuda.local.array(KP, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        in_regs = (not LOOPS) or n <= CW
+        in_regs = not LOOPS
         has_w = (flags & HAS_WEIGHT) != 0
         has_b = (flags & HAS_BIAS) != 0
-        last = n - 1
         start = cuda.blockIdx.x * R
         step = cuda.gridDim.x * R
         if PIPE and start < rows:
@@ -687,39 +768,28 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
             s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV, CHAN)
             mu, rs, mult = _scales(xr, s, m1, dm, var, eps)
             if active:
-                if tx == 0:
-                    mean[r] = mu
-                    rstd[r] = rs
+                # KS columns at a time: their loads (w, b; x where the row
+                # loops), then their stores (see _make_variant).
                 yr = y[r]
                 if in_regs and tx + (KV - 1) * TPR < n:
                     t0 = uint64(tx)
-                    for k in range(KV):
-                        jj = t0 + uint64(k * TPR)
-                        h = ((xv[k] * s - m1) - dm) * mult
-                        if has_w:
-                            h = h * w[jj]
-                        if has_b:
-                            h = h + b[jj]
-                        yr[jj] = h
+                    for k0 in range(0, KV, KS):
+                        for kk in range(KS):
+                            jj = t0 + uint64((k0 + kk) * TPR)
+                            hb[kk] = _affine(((xv[k0 + kk] * s - m1) - dm) * mult, w, b, jj,
+                                             has_w, has_b)
+                        for kk in range(KS):
+                            yr[t0 + uint64((k0 + kk) * TPR)] = hb[kk]
                 elif in_regs:
-                    for k in range(KV):
-                        j = tx + k * TPR
-                        jc = uint32(min(j, last))
-                        h = ((xv[k] * s - m1) - dm) * mult
-                        if has_w:
-                            h = h * w[jc]
-                        if has_b:
-                            h = h + b[jc]
-                        if j < n:
-                            yr[jc] = h
+                    _apply_chunk(xr, xv, hb, True, 0, n, s, m1, dm, mult, w, b, has_w, has_b,
+                                 yr, TPR, KV, KS)
                 else:
-                    for j in range(tx, n, TPR):
-                        h = ((xr[j] * s - m1) - dm) * mult
-                        if has_w:
-                            h = h * w[j]
-                        if has_b:
-                            h = h + b[j]
-                        yr[j] = h
+                    for c0 in range(0, n, CW):
+                        _apply_chunk(xr, xv, hb, False, c0, n, s, m1, dm, mult, w, b, has_w,
+                                     has_b, yr, TPR, KV, KS)
+                if tx == 0:
+                    mean[r] = mu
+                    rstd[r] = rs
 
     def _ln_fwd_part(x, part):
         """Statistics of every column window of every row.
@@ -754,6 +824,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
     def _ln_fwd_apply(x, w, b, flags, eps, part, y, mean, rstd):
         """``y`` of every column window from the combined window statistics
         (same grid as ``_ln_fwd_part``); window 0 writes ``mean``, ``rstd``."""
+        hb = cuda.local.array(KS, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
         tx = cuda.threadIdx.x
@@ -762,27 +833,16 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
         win, g0, G, c0 = _window_grid(nwin, CW)
         has_w = (flags & HAS_WEIGHT) != 0
         has_b = (flags & HAS_BIAS) != 0
-        last = n - 1
         for base in range(g0 * R, rows, G * R):
             r = base + ty
             if r < rows:
                 s, c, lo, var = _combine_windows(part, r, n, CW, nwin)
                 mu, rs, mult = _scales(x, s, c, lo, var, eps)
+                _apply_chunk(x[r], hb, hb, False, c0, n, s, c, lo, mult, w, b, has_w, has_b,
+                             y[r], TPR, KV, KS)
                 if win == 0 and tx == 0:
                     mean[r] = mu
                     rstd[r] = rs
-                xr = x[r]
-                yr = y[r]
-                for k in range(KV):
-                    j = c0 + tx + k * TPR
-                    jc = uint32(min(j, last))
-                    h = ((xr[jc] * s - c) - lo) * mult
-                    if has_w:
-                        h = h * w[jc]
-                    if has_b:
-                        h = h + b[jc]
-                    if j < n:
-                        yr[jc] = h
 
     def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
         """Per column window: ``sa[r, win] = sum(g)``, ``sb[r, win] = sum(g*xhat)``
@@ -843,6 +903,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
         xhv = cuda.local.array(HV, x.dtype)
         dyn = cuda.local.array(KP if BPIPE else 1, x.dtype)
         xn = cuda.local.array(KP if BPIPE else 1, x.dtype)
+        vb = cuda.local.array(KS, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
         tx = cuda.threadIdx.x
@@ -861,19 +922,23 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
                 accb[k] = T(0)
         start = g0 * R
         step = G * R
+        mn = T(0)
+        rsn = T(0)
         if BPIPE and start < rows:
             rn = min(start + ty, rows - 1)
             _load_row(dy[rn], dyn, n, tx, TPR, KV)
             _load_row(x[rn], xn, n, tx, TPR, KV)
+            mn = mean[rn]
+            rsn = rstd[rn]
         for base in range(start, rows, step):
             row = base + ty
             active = row < rows
             r = row if active else rows - 1
-            m = mean[r]
-            rs = rstd[r]
             dyr = dy[r]
             xr = x[r]
             if BPIPE:
+                m = mn
+                rs = rsn
                 for k in range(KV):
                     dyv[k] = dyn[k]
                     xhv[k] = xn[k]
@@ -881,6 +946,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
                     rn = min(base + step + ty, rows - 1)
                     _load_row(dy[rn], dyn, n, tx, TPR, KV)
                     _load_row(x[rn], xn, n, tx, TPR, KV)
+                    mn = mean[rn]
+                    rsn = rstd[rn]
+            else:
+                m = mean[r]
+                rs = rstd[r]
             if nwin == 1:
                 a = T(0)
                 q = T(0)
@@ -904,34 +974,36 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False):
                 a = a / nf
                 q = q / nf
             else:
-                a = T(0)
-                q = T(0)
-                for i in range(nwin):
-                    a += sa[r, i]
-                    q += sb[r, i]
+                a, q = _sum_windows(sa, sb, r, nwin)
                 a = a / nf
                 q = q / nf
             if active:
+                # KS columns at a time: their loads (w; dy and x where not
+                # held), then their stores (see _make_variant).
                 dxr = dx[r]
-                for k in range(KV):
-                    j = c0 + tx + k * TPR
-                    jc = uint32(min(j, last))
-                    if HOLD:
-                        d = dyv[k]
-                        xhat = xhv[k]
-                    else:
-                        d = dyr[jc]
-                        xhat = (xr[jc] - m) * rs
-                    v = rs * (_g(d, w, jc, has_w) - a - xhat * q)
-                    d = d if j < n else T(0)
-                    if ACC:
-                        accs[ty * CW + k * TPR + tx] += d * xhat
-                        accs[(R + ty) * CW + k * TPR + tx] += d
-                    else:
-                        accw[k] += d * xhat
-                        accb[k] += d
-                    if j < n:
-                        dxr[jc] = v
+                for kc in range(KV // KS):
+                    for kk in range(KS):
+                        k = kc * KS + kk
+                        j = c0 + tx + k * TPR
+                        jc = uint32(min(j, last))
+                        if HOLD:
+                            d = dyv[k]
+                            xhat = xhv[k]
+                        else:
+                            d = dyr[jc]
+                            xhat = (xr[jc] - m) * rs
+                        vb[kk] = rs * (_g(d, w, jc, has_w) - a - xhat * q)
+                        d = d if j < n else T(0)
+                        if ACC:
+                            accs[ty * CW + k * TPR + tx] += d * xhat
+                            accs[(R + ty) * CW + k * TPR + tx] += d
+                        else:
+                            accw[k] += d * xhat
+                            accb[k] += d
+                    for kk in range(KS):
+                        j = c0 + tx + (kc * KS + kk) * TPR
+                        if j < n:
+                            dxr[uint32(j)] = vb[kk]
         if R == 1:  # a block per row: the thread's sums are the block's
             for k in range(KV):
                 j = c0 + tx + k * TPR
