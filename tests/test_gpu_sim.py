@@ -264,6 +264,31 @@ def test_out_direct_in_place_and_strided():
                                atol=1e-4)
 
 
+@pytest.mark.parametrize("d,split", [(200, True), (300, True), (300, False)])
+def test_in_place_on_rows_read_twice(d, split, monkeypatch):
+    """``out=x`` and the backward's ``out=dy`` on rows a kernel reads again
+    after its statistics (the widest forward's loop, the split forward's
+    second kernel, the backward's windows): a thread loads a chunk of its
+    columns, then stores it, never storing a column it has yet to read."""
+    if not split:
+        monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)
+    x = (RNG.standard_normal((3, d)) + 3).astype(np.float32)
+    w = RNG.standard_normal(d).astype(np.float32)
+    b = RNG.standard_normal(d).astype(np.float32)
+    dx_ = cuda.to_device(x)
+    assert numba_ln.layer_norm(dx_, cuda.to_device(w), cuda.to_device(b), out=dx_) is dx_
+    np.testing.assert_allclose(_host(dx_), ref_forward(x, w, b, (1,))[0], rtol=1e-5, atol=1e-5)
+    _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    dy = RNG.standard_normal(x.shape).astype(np.float32)
+    ddy = cuda.to_device(dy)
+    dxo, dw, _ = gpu.layer_norm_backward(ddy, cuda.to_device(x), m, r, cuda.to_device(w),
+                                         out=ddy)
+    assert dxo is ddy
+    dxr, dwr, _ = ref_backward(dy, x, w, (1,))
+    np.testing.assert_allclose(_host(ddy), dxr, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_host(dw), dwr, rtol=1e-4, atol=1e-4)
+
+
 def test_out_with_leading_axis():
     x = RNG.standard_normal((7, 3, 4))
     out = cuda.device_array(x.shape, np.float64)
