@@ -93,7 +93,7 @@ SIM = bool(config.ENABLE_CUDASIM)
 #: a time; the columns a thread computes before it stores them (see "Loads
 #: before stores" in :func:`_make_variant`; by ``ptxas -v`` for sm_90, 4
 #: spills no more than storing each column at once in all but three float64
-#: kernels, 4-32 bytes more there, and 8 spills more in seven).
+#: kernels, 4-32 bytes more there; 8 spills more in 13, up to 260 bytes).
 #: The simulator runs a Python thread per CUDA thread: there the same code
 #: runs with small constants, so that small shapes reach every path (warp
 #: and block groups, values held or re-read, looped rows, several windows).
