@@ -34,12 +34,13 @@ from numba_ln.gpu import _launch  # noqa: E402
 from numba_ln.gpu import bench as B  # noqa: E402
 
 
-def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None):
-    """A candidate: ``(tpr, kv, blocks, pipe, chan, acc, ks)`` (``chan``: the
-    forward's one-reduction statistics; ``acc``: the backward's accumulators
-    in shared memory; ``ks``: the columns a thread computes before storing
-    them, default ``STORE_CHUNK``; see ``_make_variant``)."""
-    return tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK
+def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False):
+    """A candidate: ``(tpr, kv, blocks, pipe, chan, acc, ks, l2)`` (``chan``:
+    the forward's one-reduction statistics; ``acc``: the backward's
+    accumulators in shared memory; ``ks``: the columns a thread computes
+    before storing them, default ``STORE_CHUNK``; ``l2``: the backward
+    prefetches its next row into L2; see ``_make_variant``)."""
+    return tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
@@ -51,7 +52,8 @@ def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None):
 #: extra register of the count); the backward's variants again now that its
 #: column sums are one better-shaped launch, and with shared accumulators at
 #: the bound where they remove ptxas's spills (128x8 at 6 blocks: 12 B -> 0;
-#: 16x8 at 4: 204 -> 104; 512x8 at 2: 112 -> 96).
+#: 16x8 at 4: 204 -> 104; 512x8 at 2: 112 -> 96); at 16384x8192, whose
+#: backward cannot hold its row in registers, the next row prefetched into L2.
 PLAN = [
     ((4096, 1024), "float32",
      [C(128, 8, 8, True, ks=1), C(128, 8, 8, True, ks=8), C(128, 8, 8, True, True),
@@ -68,15 +70,17 @@ PLAN = [
     ((16384, 8192), "float32",
      [C(512, 16, 1, True, ks=1), C(512, 16, 1, True, ks=8), C(512, 16, 1, True, True),
       C(512, 16, 2, True, True)],
-     [C(512, 16, 1, True, ks=1), C(512, 16, 1, True, ks=8), C(256, 32, 2, False)]),
+     [C(512, 16, 1, True, ks=1), C(512, 16, 1, True, ks=8), C(512, 16, 1, True, l2=True),
+      C(256, 32, 2, False), C(256, 32, 2, False, l2=True)]),
     ((4096, 4096), "float64",
      [C(256, 16, 2, False, ks=1), C(512, 8, 1, True, True)],
      [C(512, 8, 1, True, ks=1), C(256, 16, 2, False)]),
 ]
 
 
-def _compile(tpr, kv, blocks, pipe, kind, chan=False, acc=False, ks=None):
-    fn = K._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc, store_chunk=ks)[kind]
+def _compile(tpr, kv, blocks, pipe, kind, chan=False, acc=False, ks=None, l2=False):
+    fn = K._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc, store_chunk=ks,
+                         l2_prefetch=l2)[kind]
     threads = K.MAX_THREADS if tpr <= 32 else tpr
     bounds = (threads, blocks) if blocks > 1 else (threads,)
     if K.SIM:  # (a logic check of this script)
@@ -122,11 +126,11 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
         m = n if which == "forward" else (3 * n + 1) // 2
         copy_ms = B._copy_ms(m, dtype, repeats, warmup, stream, batch, None, True)[0]
         copy[which] = copy_ms
-        for tpr, kv, blocks, pipe, chan, acc, ks, slots in cands:
+        for tpr, kv, blocks, pipe, chan, acc, ks, l2, slots in cands:
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
                    "blocks": blocks, "pipe": pipe, "chan": chan, "acc_smem": acc,
-                   "store_chunk": min(ks, kv), "slots_rule": slots,
-                   "committed": (tpr, kv, blocks, pipe, chan, acc, ks) == committed
+                   "store_chunk": min(ks, kv), "l2_prefetch": l2, "slots_rule": slots,
+                   "committed": (tpr, kv, blocks, pipe, chan, acc, ks, l2) == committed
                    and slots == "fill", "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
@@ -136,7 +140,8 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 continue
             try:
                 t0 = time.perf_counter()
-                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which, chan, acc, ks)
+                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which, chan, acc, ks,
+                                   l2)
                 nxt = B._rotate(sets)
                 sig = K.signatures(dtype_name)["layer_norm_" + which]
                 fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(tpr * R)
@@ -188,25 +193,25 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
             keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
-                    "store_chunk", "slots", "grid", "ms", "pct_of_copy", "regs", "max_abs_diff",
-                    "error")
+                    "store_chunk", "l2_prefetch", "slots", "grid", "ms", "pct_of_copy", "regs",
+                    "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     return out
 
 
 def markdown(results):
     lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch "
-             "| one-reduction stats | shared accumulators | store chunk | grid | regs | GPU ms "
-             "| % of copy | committed | max abs diff |",
-             "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: "
-             "| --- | ---: |"]
+             "| one-reduction stats | shared accumulators | store chunk | L2 prefetch | grid "
+             "| regs | GPU ms | % of copy | committed | max abs diff |",
+             "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: "
+             "| ---: | --- | ---: |"]
     for r in results:
         if "ms" not in r:
             continue
         lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['pass']} | "
                      f"{r['tpr']}x{r['kv']} | {r['blocks']} | {'yes' if r['pipe'] else ''} | "
                      f"{'yes' if r.get('chan') else ''} | {'yes' if r.get('acc_smem') else ''} | "
-                     f"{r.get('store_chunk', '')} | "
+                     f"{r.get('store_chunk', '')} | {'yes' if r.get('l2_prefetch') else ''} | "
                      f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")

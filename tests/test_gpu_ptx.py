@@ -205,9 +205,9 @@ def test_tune_candidates_compile_within_static_shared_memory():
     tune = load_tune_script()
     for _shape, dt, fwd, bwd in tune.PLAN:
         for kind, cands in (("layer_norm_forward", fwd), ("layer_norm_backward", bwd)):
-            for tpr, kv, blocks, pipe, chan, acc, ks in cands:
+            for tpr, kv, blocks, pipe, chan, acc, ks, l2 in cands:
                 fn = _kernels._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc,
-                                            store_chunk=ks)[kind]
+                                            store_chunk=ks, l2_prefetch=l2)[kind]
                 threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
                 bounds = (threads, blocks) if blocks > 1 else (threads,)
                 with gpu._assume_device((9, 0)):
@@ -215,6 +215,9 @@ def test_tune_candidates_compile_within_static_shared_memory():
                                                launch_bounds=bounds)
                 smem = sum(int(n) for n in re.findall(r"\.shared .*\[(\d+)\];", text))
                 assert smem <= 48 * 1024, (kind, tpr, kv, dt, smem)
+                # the L2 prefetch: two a column (dy and x), where the row is not held
+                want = 2 * kv if l2 and kv > _kernels.HOLD_MAX and "backward" in kind else 0
+                assert text.count("prefetch.L2") == want, (kind, tpr, kv, dt)
 
 
 @needs_nvvm

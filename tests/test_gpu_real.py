@@ -281,3 +281,36 @@ def test_one_reduction_statistics(tpr, kv, pipe, blocks, dtype):
 
     tol = _tol(dtype, tpr * kv)
     check_one_reduction_statistics(tpr, kv, pipe, dtype, RNG, tol["rtol"], tol["atol"], blocks)
+
+
+@pytest.mark.parametrize("tpr,kv,dtype", [(512, 16, np.float32), (128, 16, np.float32),
+                                          (32, 16, np.float64)])
+def test_l2_prefetch_gives_the_same_bits(tpr, kv, dtype):
+    """The backward that prefetches its next row into L2 (a
+    scripts/gpu_tune.py candidate; inline ``prefetch.L2``, which the
+    simulator cannot run) computes exactly what the same variant without it
+    does, over several rows a block."""
+    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+    R = threads // tpr
+    kern = {pf: cuda.jit(_kernels._make_variant(tpr, kv, False, True, l2_prefetch=pf)
+                         ["layer_norm_backward"]) for pf in (False, True)}
+    for d in (tpr * kv, tpr * kv - 3):
+        rows = 7 * R + 3
+        x = RNG.standard_normal((rows, d)).astype(dtype)
+        dy = RNG.standard_normal((rows, d)).astype(dtype)
+        w = cuda.to_device(RNG.standard_normal(d).astype(dtype))
+        _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+        sa = cuda.device_array((1, 1), dtype)
+        G = 2
+        out = {}
+        for pf, k in kern.items():
+            dx = cuda.device_array((rows, d), dtype)
+            part = cuda.device_array((2, G, d), dtype)
+            k[G, (tpr, R)](cuda.to_device(dy), cuda.to_device(x), m, r, w,
+                           np.int32(_kernels.HAS_WEIGHT), sa, sa, dx, part[0], part[1])
+            out[pf] = (dx.copy_to_host(), part.copy_to_host())
+        assert np.array_equal(out[False][0], out[True][0])
+        assert np.array_equal(out[False][1], out[True][1])
+        ref_dx = ln_backward_ref(dy, x, w.copy_to_host(), 1, mean=m.copy_to_host(),
+                                 rstd=r.copy_to_host())[0]
+        np.testing.assert_allclose(out[True][0], ref_dx, **_tol(dtype, d))

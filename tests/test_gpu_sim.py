@@ -492,12 +492,12 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     C = tune.C
     monkeypatch.setattr(tune, "PLAN", [
         ((9, 30), "float32", [C(8, 4, 1, True, True), C(8, 4, 1, True, ks=1)],
-         [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1)]),
+         [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1), C(8, 4, 1, True, l2=True)]),
         ((5, 64), "float64", [C(32, 2, 1, True, True)], [C(32, 2, 1, True, acc=True)])])
     tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
                "--time-limit", "1000"])
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
-    assert len(results) == 10 and not [r for r in results if "error" in r]
+    assert len(results) == 11 and not [r for r in results if "error" in r]
     assert {r["store_chunk"] for r in results} == {1, 2}
     for r in results:
         tol = 1e-5 if r["dtype"] == "float32" else 1e-13

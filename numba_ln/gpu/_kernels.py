@@ -184,6 +184,39 @@ def _jit_kernel(fn, key, threads, blocks):
 _device = cuda.jit(device=True)
 
 
+if SIM:
+    @_device
+    def _prefetch_l2(a, i):
+        """(The simulator has no caches: nothing to do.)"""
+        return
+else:
+    from llvmlite import ir as _ir
+    from numba import types as _types
+    from numba.cuda import cgutils as _cgutils
+    from numba.cuda.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _prefetch_l2(typingctx, a, i):
+        """``prefetch.L2 [&a[i]]`` for a 1-D array ``a``: the line holding
+        ``a[i]`` is fetched into L2, with no register and no wait (PTX
+        ``prefetch``, generic addressing; inline assembly, as numba-cuda's
+        own cache-hint loads are written)."""
+        if not (isinstance(a, _types.Array) and a.ndim == 1 and isinstance(i, _types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            aty, ity = sig.args
+            ary = context.make_array(aty)(context, builder, value=args[0])
+            idx = context.cast(builder, args[1], ity, _types.intp)
+            ptr = _cgutils.get_item_pointer(context, builder, aty, ary, [idx])
+            asm = _ir.InlineAsm(_ir.FunctionType(_ir.VoidType(), [ptr.type]),
+                                "prefetch.L2 [$0];", "l", side_effect=True)
+            builder.call(asm, [ptr])
+            return context.get_dummy_value()
+
+        return _types.void(a, i), codegen
+
+
 # --------------------------------------------------------------------------
 # Group reductions.  ``red`` is a shared array (see ``RED`` in
 # :func:`_make_variant`); every thread of the block must call these together
@@ -546,6 +579,20 @@ def _apply_chunk(xr, xv, hb, held, c0, n, s, m1, dm, mult, w, b, has_w, has_b, y
 
 
 @_device
+def _prefetch_rows(a, b, r, c0, n, tpr, kv):
+    """Fetch this thread's ``kv`` columns ``c0 + tx + k*tpr`` of rows
+    ``a[r]`` and ``b[r]`` into L2 (:func:`_prefetch_l2`)."""
+    tx = cuda.threadIdx.x
+    last = n - 1
+    ar = a[r]
+    br = b[r]
+    for k in range(kv):
+        jc = uint32(min(c0 + tx + k * tpr, last))
+        _prefetch_l2(ar, jc)
+        _prefetch_l2(br, jc)
+
+
+@_device
 def _sum_windows(sa, sb, r, nwin):
     """``(sum(sa[r, :nwin]), sum(sb[r, :nwin]))`` added in window order, the
     loads 8 at a time (clamped index, masked value) so that they are in
@@ -676,7 +723,8 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
          "bwd_rowsums", "layer_norm_backward": "bwd"}
 
 
-def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None):
+def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None,
+                  l2_prefetch=False):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_one_reduction` (one group
@@ -685,8 +733,13 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     memory (each thread its own slots, ``2 * threads * kv`` values a block)
     instead of ``2 * kv`` registers a thread, and sums a block's groups
     from there; the same additions in the same order, so the same bits.
-    Both are candidates of ``scripts/gpu_tune.py``, not yet in
-    :data:`TABLE` (unmeasured).
+    ``store_chunk``: ``KS`` below (default :data:`STORE_CHUNK`).
+    ``l2_prefetch``: a backward that does not hold its row in registers
+    (``kv > HOLD_MAX``, so it cannot prefetch it into registers) has the
+    next row's ``dy`` and ``x`` fetched into L2 (:func:`_prefetch_l2`) while
+    it works on the current one, so that DRAM is not idle through its
+    reductions and second pass.  All three are candidates of
+    ``scripts/gpu_tune.py``, not yet in :data:`TABLE` (unmeasured).
 
     ``pipe``: software
     pipelining.  A block walks its rows with the next row's loads issued
@@ -714,6 +767,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     HOLD = KV <= HOLD_MAX
     PIPE = pipe
     BPIPE = PIPE and HOLD  # the backward prefetches where it holds its row
+    L2P = l2_prefetch and not HOLD  # ... and into L2 where it does not
     KP = KV if PIPE else 1
     assert not (HOLD and LOOPS), "the widest variant re-reads (several windows)"
     assert not (PIPE and LOOPS), "a prefetched row must fit in registers"
@@ -970,10 +1024,14 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     g = g if j < n else T(0)
                     a += g
                     q += g * xhat
+                if L2P and base + step < rows:  # (after this row's loads)
+                    _prefetch_rows(dy, x, min(base + step + ty, rows - 1), c0, n, TPR, KV)
                 a, q = _group_sum2(a, q, red, TPR)
                 a = a / nf
                 q = q / nf
             else:
+                if L2P and base + step < rows:
+                    _prefetch_rows(dy, x, min(base + step + ty, rows - 1), c0, n, TPR, KV)
                 a, q = _sum_windows(sa, sb, r, nwin)
                 a = a / nf
                 q = q / nf
