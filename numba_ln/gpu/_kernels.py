@@ -192,8 +192,13 @@ if SIM:
 else:
     from llvmlite import ir as _ir
     from numba import types as _types
-    from numba.cuda import cgutils as _cgutils
-    from numba.cuda.extending import intrinsic as _intrinsic
+
+    try:  # numba-cuda has its own copies (0.30 does); older releases use numba's
+        from numba.cuda import cgutils as _cgutils
+        from numba.cuda.extending import intrinsic as _intrinsic
+    except ImportError:
+        from numba.core import cgutils as _cgutils
+        from numba.core.extending import intrinsic as _intrinsic
 
     @_intrinsic
     def _prefetch_l2(typingctx, a, i):
