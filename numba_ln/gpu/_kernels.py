@@ -547,18 +547,24 @@ def _scales(xr, s, m1, dm, var, eps):
 
 
 @_device
-def _affine(h, w, b, j, has_w, has_b):
-    """``h * w[j] + b[j]``, each where the layer has it.
+def _g(dyv, w, j, has_w):
+    """``dyv * w[j]``, or ``dyv`` without a weight.
 
-    Without branches: ``w`` and ``b`` are read whether real or a
-    1-element dummy (the index clamped to its length; an L1 hit), and the
-    flags select.  A branch here would let the compiler make a copy of the
-    row loop for each combination of flags, each holding its own hoisted
-    column addresses in registers (measured: 69 -> 128 registers and 584
-    spilled bytes in the split forward)."""
+    Without a branch: ``w`` is read whether real or a 1-element dummy (the
+    index clamped to its length; an L1 hit), and the flag selects.  A branch
+    here would let the compiler make a copy of the row loop for each
+    combination of flags, each holding its own hoisted column addresses in
+    registers (measured: 69 -> 128 registers and 584 spilled bytes in the
+    split forward)."""
     wj = w[min(j, uint32(w.shape[0] - 1))]
+    return dyv * wj if has_w else dyv
+
+
+@_device
+def _affine(h, w, b, j, has_w, has_b):
+    """``h * w[j] + b[j]``, each where the layer has it (no branch: see :func:`_g`)."""
+    h = _g(h, w, j, has_w)
     bj = b[min(j, uint32(b.shape[0] - 1))]
-    h = h * wj if has_w else h
     return h + bj if has_b else h
 
 
@@ -666,13 +672,6 @@ def _window_grid(nwin, cw):
     (its first column ``c0``) of row slot ``g0 = i // nwin``."""
     win = cuda.blockIdx.x % nwin
     return win, cuda.blockIdx.x // nwin, cuda.gridDim.x // nwin, win * cw
-
-
-@_device
-def _g(dyv, w, j, has_w):
-    """``dyv * w[j]``, or ``dyv`` without a weight (no branch: see :func:`_affine`)."""
-    wj = w[min(j, uint32(w.shape[0] - 1))]
-    return dyv * wj if has_w else dyv
 
 
 # --------------------------------------------------------------------------
