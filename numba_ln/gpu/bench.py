@@ -19,6 +19,8 @@ For every shape and pass it measures, after warm-up, the median of
 - ``api``: the public :func:`numba_ln.layer_norm` /
   :func:`numba_ln.layer_norm_backward` (which allocate their outputs), wall
   time per call of back-to-back calls, the host's and the GPU's work together;
+  ``alloc``: the same calls' allocations alone (numba's memory manager), the
+  share of ``api`` that ``out=`` or a pooling allocator would save;
 - ``copy``: a device-to-device copy of the pass's minimal traffic in the same
   run (forward: read x + write y; backward: read x and dy + write dx), GPU
   time measured like ``kernel``; the best of ``cuMemcpyDtoDAsync``, a numba
@@ -150,6 +152,17 @@ def _wall_ms(fn, repeats, warmup, stream, sync):
         fn()
     sync()
     return (time.perf_counter() - t0) * 1e3 / repeats
+
+
+def _alloc_ms(shapes, dtype, repeats, warmup, stream):
+    """Wall time per call of allocating the arrays a public call allocates
+    (``shapes``, with numba's memory manager, on ``stream``) and dropping
+    them, back to back: the allocation share of ``api_ms``."""
+    from numba import cuda
+
+    def alloc():
+        return [cuda.device_array(s, dtype, stream=stream) for s in shapes]
+    return _wall_ms(alloc, repeats, warmup, stream, stream.synchronize)
 
 
 _COPY = None
@@ -338,6 +351,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
             t = nxt_api()
             return numba_ln.layer_norm(t["x"], w, b, out=t["y"], stream=stream)
         res["api_out_ms"] = _wall_ms(fwd_api_out, repeats, warmup, stream, stream.synchronize)
+        res["alloc_ms"] = _alloc_ms([(rows, d), (2, rows)], dtype, repeats, warmup, stream)
         # Correctness against the CPU path on a few rows.
         _launch.forward(x, w, b, flags, eps, y, mean, rstd, stream)
         k = min(rows, 8)
@@ -398,6 +412,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
             return numba_ln.layer_norm_backward(t["dy"], t["x"], t["mean"], t["rstd"], w,
                                                 out=t["dx"], stream=stream)
         res["api_out_ms"] = _wall_ms(bwd_api_out, repeats, warmup, stream, stream.synchronize)
+        res["alloc_ms"] = _alloc_ms([(rows, d), (2, d)], dtype, repeats, warmup, stream)
         _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, grads, stream, work=work)
         first = grads.copy_to_host()
         _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, grads, stream, work=work)
@@ -505,7 +520,8 @@ def markdown(data):
              "device-to-device copy of the same bytes in the same run (named in the JSON). "
              "api ms: wall time per call of the public function (allocates its outputs) "
              "back to back, host and GPU together; torch api likewise; api out=: with the "
-             "result array (y or dx) passed as out= (the rest still allocated). col sums: "
+             "result array (y or dx) passed as out= (the rest still allocated); alloc ms: "
+             "allocating and dropping those outputs alone, back to back. col sums: "
              "the backward's column-sum kernel alone (part of its GPU ms). %s"
              % (data["repeats"], data.get("batch", 0),
                 "Successive calls cycle through buffer sets of together >= 256 MB (several "
@@ -513,15 +529,15 @@ def markdown(data):
                 "Hot: one buffer set, inputs that fit stay in L2."),
              "",
              "| shape | dtype | pass | GPU ms | GB/s | copy GB/s | % of copy | torch GPU ms "
-             "| vs torch | host us | api ms | api out= ms | torch api ms | col sums ms |",
+             "| vs torch | host us | api ms | api out= ms | alloc ms | torch api ms | col sums ms |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-             "| ---: | ---: |"]
+             "| ---: | ---: | ---: |"]
     for r in data["results"]:
         shape = "x".join(str(s) for s in r["shape"])
         if "error" in r:
             msg = " ".join(str(r["error"]).split()).replace("|", "/")[:100]
             lines.append(f"| {shape} | {r['dtype']} | {r['pass']} | error: {msg} "
-                         "| | | | | | | | | | |")
+                         "| | | | | | | | | | | |")
             continue
         lines.append(
             f"| {shape} | {r['dtype']} | {r['pass']} | {_fmt(r.get('kernel_ms'), '.4f')} | "
@@ -529,6 +545,7 @@ def markdown(data):
             f"{_fmt(r.get('pct_of_copy'), '.0f')} | {_fmt(r.get('torch_ms'), '.4f')} | "
             f"{_fmt(r.get('speedup_vs_torch'), '.2f')} | {_fmt(r.get('kernel_host_us'), '.0f')} | "
             f"{_fmt(r.get('api_ms'), '.4f')} | {_fmt(r.get('api_out_ms'), '.4f')} | "
+            f"{_fmt(r.get('alloc_ms'), '.4f')} | "
             f"{_fmt(r.get('torch_api_ms'), '.4f')} | {_fmt(r.get('colsum_ms'), '.4f')} |")
     kinfo = data.get("kernels")
     if kinfo:
