@@ -27,6 +27,9 @@ specialised on threads a row x values a thread (``_32x8`` etc.):
   atomics: the gradients are bitwise reproducible on a given GPU model.
 
 :func:`compile_ptx` compiles every kernel for every dtype to PTX with no GPU.
+:func:`use_memory_pool` makes the results come from a stream-ordered memory
+pool instead of numba's memory manager (which calls ``cuMemAlloc`` and
+``cuMemFree`` per array).
 """
 
 import contextlib
@@ -35,9 +38,10 @@ import types
 from . import _kernels
 from ._kernels import signatures
 from ._api import is_available, layer_norm, layer_norm_backward, require_gpu
+from ._memory import memory_pool_enabled, use_memory_pool
 
 __all__ = ["layer_norm", "layer_norm_backward", "compile_ptx", "signatures", "is_available",
-           "require_gpu", "DTYPES"]
+           "require_gpu", "use_memory_pool", "memory_pool_enabled", "DTYPES"]
 
 #: The dtypes every kernel is compiled for.
 DTYPES = _kernels.DTYPES

@@ -13,6 +13,7 @@ from numba import cuda
 from .._validate import Layout, check_eps, check_shape, float_dtype, normalize_axes
 from . import _kernels as K
 from . import _launch
+from ._memory import empty
 
 __all__ = ["layer_norm", "layer_norm_backward", "is_available", "require_gpu"]
 
@@ -159,14 +160,14 @@ def _target(out, layout, reads, stream, dtype):
         y2 = out.reshape(layout.rows, layout.features)
         if all(r is None or not _overlaps(y2, r) or _same_view(y2, r) for r in reads):
             return y2, True
-    return cuda.device_array((layout.rows, layout.features), dtype, stream=stream), False
+    return empty((layout.rows, layout.features), dtype, stream=stream), False
 
 
 def _finish(y2, out, layout, stream):
     if out is None:
         if layout.trailing:
             return y2.reshape(layout.shape)
-        out = cuda.device_array(layout.shape, y2.dtype, stream=stream)
+        out = empty(layout.shape, y2.dtype, stream=stream)
     _launch.scatter(y2.reshape(layout.permuted_shape), out, layout.perm, stream)
     return out
 
@@ -277,7 +278,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
     x2 = _rows(x, layout, dtype, stream)
     y2, direct = _target(out, layout, (x2, w, b), stream, dtype)
     # mean and rstd: the rows of one allocation (one cuMemAlloc, not two)
-    stats = cuda.device_array((2, layout.rows), dtype, stream=stream)
+    stats = empty((2, layout.rows), dtype, stream=stream)
     mean, rstd = stats[0], stats[1]
     if layout.features == 0 and layout.rows > 0:
         stats.copy_to_device(np.full((2, layout.rows), np.nan, dtype), stream=stream)
@@ -333,7 +334,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
     dy2 = _rows(dy, layout, dtype, stream)
     dx2, direct = _target(out, layout, (x2, dy2, w), stream, dtype)
     # dweight and dbias: the rows of one allocation (one cuMemAlloc, not two)
-    grads = cuda.device_array((1 if w is None else 2, layout.features), dtype, stream=stream)
+    grads = empty((1 if w is None else 2, layout.features), dtype, stream=stream)
     flags = K.HAS_WEIGHT if w is not None else 0
     _launch.backward(dy2, x2, m, r, _dummy(dtype, stream) if w is None else w, flags,
                      dx2, grads, stream, work=_workspace(stream))

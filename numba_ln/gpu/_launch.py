@@ -17,6 +17,7 @@ import numpy as np
 from numba import cuda
 
 from . import _kernels as K
+from ._memory import empty
 
 #: Row slots of the backward kernel under the simulator (several, so that the
 #: partial sums go through the column reduction).  On a GPU the backward
@@ -118,7 +119,7 @@ def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
     if work is not None and key in work:
         part = work[key]
     else:
-        part = cuda.device_array((rows, nwin, 4), x.dtype, stream=stream)
+        part = empty((rows, nwin, 4), x.dtype, stream=stream)
         if work is not None:
             work[key] = part
     v.fwd_part[x.dtype.name][grid, block, stream](x, part)
@@ -145,9 +146,9 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
         sa, sb, part = work[key]
     else:
         sums = (rows, nwin) if nwin > 1 else (1, 1)
-        sa = cuda.device_array(sums, dtype, stream=stream)
-        sb = cuda.device_array(sums, dtype, stream=stream)
-        part = cuda.device_array((2, G, d), dtype, stream=stream)  # weight's, bias's
+        sa = empty(sums, dtype, stream=stream)
+        sb = empty(sums, dtype, stream=stream)
+        part = empty((2, G, d), dtype, stream=stream)  # weight's, bias's
         if work is not None:
             work[key] = (sa, sb, part)
     if nwin > 1 and rows > 0:
@@ -243,7 +244,7 @@ def gather(a, perm, dtype, stream):
     """A new C-contiguous device array of dtype ``dtype`` holding
     ``a.transpose(perm)`` (a cast where the dtypes differ)."""
     shape = tuple(a.shape[p] for p in perm)
-    out = cuda.device_array(shape, dtype, stream=stream)
+    out = empty(shape, dtype, stream=stream)
     n = math.prod(shape)
     if n == 0:
         return out
