@@ -137,10 +137,10 @@ for (rows, d), dt in [((16384, 8192), np.float32), ((4096, 1024), np.float32),
     dy = cuda.to_device(rng.standard_normal((rows, d), dtype=dt))
     w = cuda.to_device(np.ones(d, dt)); b = cuda.to_device(np.zeros(d, dt))
     y = cuda.device_array_like(x); dx = cuda.device_array_like(x)
-    m = cuda.device_array(rows, dt); r = cuda.device_array(rows, dt)
+    stats = cuda.device_array((2, rows), dt); m, r = stats[0], stats[1]
     grads = cuda.device_array((2, d), dt)  # dweight, dbias
     s = cuda.default_stream()
-    _launch.forward(x, w, b, 3, dt(1e-5), y, m, r, s)
+    _launch.forward(x, w, b, 3, dt(1e-5), y, stats, s)
     _launch.backward(dy, x, m, r, w, 1, dx, grads, s)
     s.synchronize()
 PYEOF

@@ -346,22 +346,23 @@ def test_gradients_are_bitwise_reproducible():
 @pytest.mark.parametrize("P", [1, 3, 8, 16, 37])
 @pytest.mark.parametrize("ngrad", [1, 2])
 def test_column_sums(P, ngrad):
-    """The column-sum kernel alone: both gradients (or the bias's alone) in
-    one launch, partial-row counts that give blocks of 1, 2 and COL_TY rows,
-    a row that is not a multiple of the column tile.  Integer-valued
-    partials, so the sums are exact in any order."""
+    """The column-sum kernel alone: both gradients (or the bias's alone, the
+    last of the two partial arrays) in one launch, partial-row counts that
+    give blocks of 1, 2 and COL_TY rows, a row that is not a multiple of the
+    column tile.  Integer-valued partials, so the sums are exact in any order."""
     d = 2 * _kernels.COL_TX + 3
-    part = RNG.integers(-50, 50, size=(ngrad, P, d)).astype(np.float32)
+    part = RNG.integers(-50, 50, size=(2, P, d)).astype(np.float32)
+    want = part[2 - ngrad:].sum(axis=1)
     out = cuda.device_array((ngrad, d), np.float32)
     block = _launch.col_block(P)
     assert block[1] == (1 if P < 8 else min(_kernels.COL_TY, 2 ** int(np.log2(P // 4))))
     _kernels.col_sum["float32"][(-(-d // _kernels.COL_TX), ngrad), block](
         cuda.to_device(part), out)
-    np.testing.assert_array_equal(_host(out), part.sum(axis=1))
+    np.testing.assert_array_equal(_host(out), want)
     # the most rows a block (the tree over COL_TY sums)
     _kernels.col_sum["float32"][(-(-d // _kernels.COL_TX), ngrad),
                                 (_kernels.COL_TX, _kernels.COL_TY)](cuda.to_device(part), out)
-    np.testing.assert_array_equal(_host(out), part.sum(axis=1))
+    np.testing.assert_array_equal(_host(out), want)
 
 
 def test_empty_shapes():
@@ -592,14 +593,14 @@ def test_shared_memory_accumulators_give_the_same_bits(tpr, kv, pipe):
         dy = RNG.standard_normal((rows, d)).astype(np.float32)
         w = cuda.to_device(RNG.standard_normal(d).astype(np.float32))
         _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
-        sa = cuda.device_array((1, 1), np.float32)
+        sums = cuda.device_array((2, 1, 1), np.float32)
         G = 3
         out = {}
         for acc, k in kern.items():
             dx = cuda.device_array((rows, d), np.float32)
             part = cuda.device_array((2, G, d), np.float32)
             k[G, (tpr, R)](cuda.to_device(dy), cuda.to_device(x), m, r, w,
-                           np.int32(_kernels.HAS_WEIGHT), sa, sa, dx, part[0], part[1])
+                           np.int32(_kernels.HAS_WEIGHT), sums, dx, part)
             out[acc] = (_host(dx), _host(part))
         assert np.array_equal(out[False][0], out[True][0])
         assert np.array_equal(out[False][1], out[True][1])

@@ -115,11 +115,39 @@ def _is_c_contiguous(a):
     return bool(a.is_c_contiguous()) if a.size else True
 
 
+def _reshape(a, shape):
+    """``a.reshape(shape)``, or ``a`` itself when it has that shape already
+    (a numba device array's ``reshape`` costs microseconds of Python)."""
+    return a if tuple(a.shape) == shape else a.reshape(shape)
+
+
+def _c_strides(shape, item):
+    strides = []
+    for n in reversed(shape):
+        strides.append(item)
+        item *= n
+    return tuple(reversed(strides))
+
+
+def _row_view(a, i, shape):
+    """``a[i].reshape(shape)`` for a C-contiguous 2-D device array ``a``: a
+    view of row ``i``'s memory, built directly (numba's ``__getitem__`` and
+    ``reshape`` cost tens of microseconds of Python together)."""
+    nbytes = a.shape[1] * a.dtype.itemsize
+    if K.SIM or nbytes == 0:
+        return a[i].reshape(shape)
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    mem = a.gpu_data.view(i * nbytes, (i + 1) * nbytes)
+    return DeviceNDArray(shape, _c_strides(shape, a.dtype.itemsize), a.dtype, stream=a.stream,
+                         gpu_data=mem)
+
+
 def _rows(a, layout, dtype, stream):
     """``a`` as C-contiguous (rows, features) of ``dtype``: a view when it
     is already so, else a gather (transpose, compaction and/or cast)."""
     if layout.trailing and a.dtype == dtype and _is_c_contiguous(a):
-        return a.reshape(layout.rows, layout.features)
+        return _reshape(a, (layout.rows, layout.features))
     g = _launch.gather(a, layout.perm, dtype, stream)
     return g.reshape(layout.rows, layout.features)
 
@@ -127,7 +155,7 @@ def _rows(a, layout, dtype, stream):
 def _flat(a, n, dtype, stream):
     """A 1-D C-contiguous array of ``dtype`` with the ``n`` elements of ``a``."""
     if a.dtype == dtype and _is_c_contiguous(a):
-        return a.reshape(n)
+        return _reshape(a, (n,))
     return _launch.gather(a, tuple(range(a.ndim)), dtype, stream).reshape(n)
 
 
@@ -157,7 +185,7 @@ def _target(out, layout, reads, stream, dtype):
     than by being exactly it.
     """
     if out is not None and layout.trailing and _is_c_contiguous(out):
-        y2 = out.reshape(layout.rows, layout.features)
+        y2 = _reshape(out, (layout.rows, layout.features))
         if all(r is None or not _overlaps(y2, r) or _same_view(y2, r) for r in reads):
             return y2, True
     return empty((layout.rows, layout.features), dtype, stream=stream), False
@@ -166,7 +194,7 @@ def _target(out, layout, reads, stream, dtype):
 def _finish(y2, out, layout, stream):
     if out is None:
         if layout.trailing:
-            return y2.reshape(layout.shape)
+            return _reshape(y2, layout.shape)
         out = empty(layout.shape, y2.dtype, stream=stream)
     _launch.scatter(y2.reshape(layout.permuted_shape), out, layout.perm, stream)
     return out
@@ -279,23 +307,18 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
     y2, direct = _target(out, layout, (x2, w, b), stream, dtype)
     # mean and rstd: the rows of one allocation (one cuMemAlloc, not two)
     stats = empty((2, layout.rows), dtype, stream=stream)
-    mean, rstd = stats[0], stats[1]
     if layout.features == 0 and layout.rows > 0:
         stats.copy_to_device(np.full((2, layout.rows), np.nan, dtype), stream=stream)
     flags = (K.HAS_WEIGHT if w is not None else 0) | (K.HAS_BIAS if b is not None else 0)
     dummy = _dummy(dtype, stream) if w is None or b is None else None
     _launch.forward(x2, dummy if w is None else w, dummy if b is None else b, flags,
-                    dtype.type(eps), y2, mean, rstd, stream, work=_workspace(stream))
+                    dtype.type(eps), y2, stats, stream, work=_workspace(stream))
 
     y = out if direct else _finish(y2, out, layout, stream)
     if return_stats:
-        return y, _stats(mean, layout), _stats(rstd, layout)
+        return (y, _row_view(stats, 0, layout.stats_shape),
+                _row_view(stats, 1, layout.stats_shape))
     return y
-
-
-def _stats(s, layout):
-    """The (rows,) statistics in the shape of the non-normalised axes."""
-    return s.reshape(layout.stats_shape)
 
 
 def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, stream=None):
@@ -340,5 +363,5 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
                      dx2, grads, stream, work=_workspace(stream))
 
     dx = out if direct else _finish(dx2, out, layout, stream)
-    dweight = None if w is None else grads[0].reshape(layout.norm_shape)
-    return dx, dweight, grads[grads.shape[0] - 1].reshape(layout.norm_shape)
+    dweight = None if w is None else _row_view(grads, 0, layout.norm_shape)
+    return dx, dweight, _row_view(grads, grads.shape[0] - 1, layout.norm_shape)

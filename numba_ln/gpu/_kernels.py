@@ -604,19 +604,19 @@ def _prefetch_rows(a, b, r, c0, n, tpr, kv):
 
 
 @_device
-def _sum_windows(sa, sb, r, nwin):
-    """``(sum(sa[r, :nwin]), sum(sb[r, :nwin]))`` added in window order, the
+def _sum_windows(sums, r, nwin):
+    """``(sum(sums[0, r, :nwin]), sum(sums[1, r, :nwin]))`` added in window order, the
     loads 8 at a time (clamped index, masked value) so that they are in
     flight together."""
-    T = sa.dtype.type
+    T = sums.dtype.type
     a = T(0)
     q = T(0)
     last = nwin - 1
     for i0 in range(0, nwin, 8):
         for k in range(8):
             i = min(i0 + k, last)
-            ai = sa[r, i]
-            qi = sb[r, i]
+            ai = sums[0, r, i]
+            qi = sums[1, r, i]
             a += ai if i0 + k < nwin else T(0)
             q += qi if i0 + k < nwin else T(0)
     return a, q
@@ -794,8 +794,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     ACCN = 2 * R * CW if ACC else 1
     HV = KV if HOLD else 1
 
-    def _ln_fwd(x, w, b, flags, eps, y, mean, rstd):
-        """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``, ``rstd``."""
+    def _ln_fwd(x, w, b, flags, eps, y, stats):
+        """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``,
+        ``rstd`` (the rows of ``stats``, ``(2, rows)``)."""
         red = cuda.shared.array(RED, x.dtype)
         xv = cuda.local.array(KV, x.dtype)
         hb = cuda.local.array(KS, x.dtype)
@@ -846,8 +847,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                         _apply_chunk(xr, xv, hb, False, c0, n, s, m1, dm, mult, w, b, has_w,
                                      has_b, yr, TPR, KV, KS)
                 if tx == 0:
-                    mean[r] = mu
-                    rstd[r] = rs
+                    stats[0, r] = mu
+                    stats[1, r] = rs
 
     def _ln_fwd_part(x, part):
         """Statistics of every column window of every row.
@@ -879,9 +880,10 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 part[r, win, 2] = dm
                 part[r, win, 3] = var
 
-    def _ln_fwd_apply(x, w, b, flags, eps, part, y, mean, rstd):
+    def _ln_fwd_apply(x, w, b, flags, eps, part, y, stats):
         """``y`` of every column window from the combined window statistics
-        (same grid as ``_ln_fwd_part``); window 0 writes ``mean``, ``rstd``."""
+        (same grid as ``_ln_fwd_part``); window 0 writes ``mean``, ``rstd``
+        (``stats``)."""
         hb = cuda.local.array(KS, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
@@ -899,11 +901,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 _apply_chunk(x[r], hb, hb, False, c0, n, s, c, lo, mult, w, b, has_w, has_b,
                              y[r], TPR, KV, KS)
                 if win == 0 and tx == 0:
-                    mean[r] = mu
-                    rstd[r] = rs
+                    stats[0, r] = mu
+                    stats[1, r] = rs
 
-    def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sa, sb):
-        """Per column window: ``sa[r, win] = sum(g)``, ``sb[r, win] = sum(g*xhat)``
+    def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sums):
+        """Per column window: ``sums[0, r, win] = sum(g)``, ``sums[1, r, win] = sum(g*xhat)``
         (``g = w*dy``) over the window's columns of row ``r``.
 
         Only for rows wider than one window of ``_ln_bwd`` (same windows, same
@@ -938,17 +940,17 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 q += g * ((xr[jc] - m) * rs)
             a, q = _group_sum2(a, q, red, TPR)
             if active and tx == 0:
-                sa[r, win] = a
-                sb[r, win] = q
+                sums[0, r, win] = a
+                sums[1, r, win] = q
 
-    def _ln_bwd(dy, x, mean, rstd, w, flags, sa, sb, dx, part_w, part_b):
+    def _ln_bwd(dy, x, mean, rstd, w, flags, sums, dx, part):
         """``dx`` of every row and per-block partial sums of ``dy*xhat`` and ``dy``.
 
         The grid is ``G * nwin`` blocks: block ``i`` handles the column window
         ``i % nwin`` (``CW`` columns) of the rows ``g*R + ty + t*G*R`` with
-        ``g = i // nwin``, and writes ``part_w[g, window]``,
-        ``part_b[g, window]``.  With one window the row means of ``g`` and
-        ``g*xhat`` are computed here (``sa``, ``sb`` unused); otherwise they
+        ``g = i // nwin``, and writes ``part[0, g, window]`` (``dweight``'s) and
+        ``part[1, g, window]`` (``dbias``'s).  With one window the row means of ``g`` and
+        ``g*xhat`` are computed here (``sums`` unused); otherwise they
         come from ``_ln_bwd_rowsums``.
         """
         T = x.dtype.type
@@ -1036,7 +1038,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
             else:
                 if L2P and base + step < rows:
                     _prefetch_rows(dy, x, min(base + step + ty, rows - 1), c0, n, TPR, KV)
-                a, q = _sum_windows(sa, sb, r, nwin)
+                a, q = _sum_windows(sums, r, nwin)
                 a = a / nf
                 q = q / nf
             if active:
@@ -1071,11 +1073,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 j = c0 + tx + k * TPR
                 if j < n:
                     if ACC:
-                        part_w[g0, j] = accs[k * TPR + tx]
-                        part_b[g0, j] = accs[CW + k * TPR + tx]
+                        part[0, g0, j] = accs[k * TPR + tx]
+                        part[1, g0, j] = accs[CW + k * TPR + tx]
                     else:
-                        part_w[g0, j] = accw[k]
-                        part_b[g0, j] = accb[k]
+                        part[0, g0, j] = accw[k]
+                        part[1, g0, j] = accb[k]
             return
         tid = ty * TPR + tx
         if ACC:  # the R groups' sums of a column, in ty order, from shared memory
@@ -1088,8 +1090,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     for i in range(1, R):
                         tw += accs[i * CW + c]
                         tb += accs[(R + i) * CW + c]
-                    part_w[g0, j] = tw
-                    part_b[g0, j] = tb
+                    part[0, g0, j] = tw
+                    part[1, g0, j] = tb
             return
         # Sum the R groups of the block in ty order, KC window columns of a
         # thread at a time (bounded shared memory), one column per thread.
@@ -1110,9 +1112,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                         for i in range(1, R):
                             t += colbuf[i * cc + c]
                         if which == 0:
-                            part_w[g0, j] = t
+                            part[0, g0, j] = t
                         else:
-                            part_b[g0, j] = t
+                            part[1, g0, j] = t
 
     kernels = {"layer_norm_forward": _ln_fwd, "layer_norm_backward": _ln_bwd}
     if LOOPS:
@@ -1123,11 +1125,13 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
 
 
 def _col_sum(part, out):
-    """``out[k, j] = sum(part[k, :, j])`` in a fixed order (no atomics).
+    """``out[k, j] = sum(part[k + K - k_out, :, j])`` in a fixed order (no
+    atomics), ``k_out`` the rows of ``out``.
 
     ``part``: ``(K, P, D)``, ``K`` arrays of ``P`` partial rows (the weight
-    and bias partials of the backward, or only the bias's), summed in one
-    launch: block ``(bx, k)`` takes columns ``bx*COL_TX ...`` of array ``k``.
+    and bias partials of the backward), summed in one launch into the last
+    ``k_out`` of them (both, or only the bias's): block ``(bx, k)`` takes
+    columns ``bx*COL_TX ...`` of ``out``'s row ``k``.
     Blocks of ``(COL_TX, ny)`` threads, ``ny`` a power of two up to
     ``COL_TY`` (:func:`numba_ln.gpu._launch.col_block`): ``ty`` sums the rows
     ``ty, ty+ny, ...`` of its column (``ny`` loads of a column in flight,
@@ -1140,13 +1144,14 @@ def _col_sum(part, out):
     ty = cuda.threadIdx.y
     ny = cuda.blockDim.y
     k = cuda.blockIdx.y
+    kp = k + part.shape[0] - out.shape[0]
     j = cuda.blockIdx.x * COL_TX + tx
     P = part.shape[1]
     n = part.shape[2]
     t = T(0)
     if j < n:
         for p in range(ty, P, ny):
-            t += part[k, p, j]
+            t += part[kp, p, j]
     buf[ty * COL_TX + tx] = t
     half = ny >> 1
     while half > 0:
@@ -1193,11 +1198,11 @@ def signatures(dtype):
     t = {"float32": "float32", "float64": "float64"}[dtype]
     m, v, p = f"{t}[:, ::1]", f"{t}[::1]", f"{t}[:, :, ::1]"
     return {
-        "layer_norm_forward": f"void({m}, {v}, {v}, int32, {t}, {m}, {v}, {v})",
+        "layer_norm_forward": f"void({m}, {v}, {v}, int32, {t}, {m}, {m})",
         "layer_norm_forward_split_stats": f"void({m}, {p})",
-        "layer_norm_forward_split_apply": f"void({m}, {v}, {v}, int32, {t}, {p}, {m}, {v}, {v})",
-        "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m})",
-        "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {m}, {m}, {m}, {m}, {m})",
+        "layer_norm_forward_split_apply": f"void({m}, {v}, {v}, int32, {t}, {p}, {m}, {m})",
+        "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {p})",
+        "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {p})",
         "layer_norm_backward_colsum": f"void({p}, {m})",
     }
 

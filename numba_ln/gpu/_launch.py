@@ -100,8 +100,13 @@ def forward_plan(rows, d, itemsize, dtype=None):
     return "rows", groups, v, block
 
 
-def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
-    """LayerNorm of every row of ``x`` (rows, D) into ``y``, ``mean``, ``rstd``.
+#: dtype.char -> dtype name (``np.dtype.name`` is a slow Python property)
+_NAME = {"f": "float32", "d": "float64"}
+
+
+def forward(x, w, b, flags, eps, y, stats, stream, work=None):
+    """LayerNorm of every row of ``x`` (rows, D) into ``y``; ``stats``
+    (2, rows) receives ``mean`` and ``rstd``.
 
     ``w`` and ``b`` are 1-D arrays (a 1-element dummy when absent; ``flags``
     says which are real); ``eps`` a scalar of x's dtype.  ``work``: as in
@@ -110,28 +115,30 @@ def forward(x, w, b, flags, eps, y, mean, rstd, stream, work=None):
     rows, d = x.shape
     if rows == 0 or d == 0:
         return
-    kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize, x.dtype.name)
+    name = _NAME[x.dtype.char]
+    kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize, name)
     if kind == "rows":
-        v.fwd[x.dtype.name][grid, block, stream](x, w, b, np.int32(flags), eps, y, mean, rstd)
+        v.fwd[name][grid, block, stream](x, w, b, np.int32(flags), eps, y, stats)
         return
     nwin = -(-d // v.capacity)
-    key = ("fwd", rows, d, x.dtype.str)
+    key = ("fwd", rows, d, name)
     if work is not None and key in work:
         part = work[key]
     else:
         part = empty((rows, nwin, 4), x.dtype, stream=stream)
         if work is not None:
             work[key] = part
-    v.fwd_part[x.dtype.name][grid, block, stream](x, part)
-    v.fwd_apply[x.dtype.name][grid, block, stream](x, w, b, np.int32(flags), eps, part, y, mean, rstd)
+    v.fwd_part[name][grid, block, stream](x, part)
+    v.fwd_apply[name][grid, block, stream](x, w, b, np.int32(flags), eps, part, y, stats)
 
 
 def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     """``dx`` of every row and the column sums ``grads``: ``(2, D)`` for
     ``(dweight, dbias)``, or ``(1, D)`` for ``dbias`` alone.
 
-    Launches the variant's ``bwd_rowsums`` when a row spans several windows,
-    then its ``bwd`` (which writes ``G`` partial rows of each sum), then one
+    Launches the variant's ``bwd_rowsums`` when a row spans several windows
+    (the windows' sums of each row into ``sums``), then its ``bwd`` (which
+    writes ``G`` partial rows of each gradient into ``part``), then one
     :func:`~numba_ln.gpu._kernels._col_sum` for both gradients.  ``work``: a
     dict in which to keep the scratch buffers for the next call with the same
     shape (on the same stream), else they are allocated per call.
@@ -140,29 +147,26 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     if d == 0:
         return
     dtype = x.dtype
-    G, nwin, v, block = backward_launch(rows, d, dtype.name)
-    key = ("bwd", rows, d, dtype.str)
+    name = _NAME[dtype.char]
+    G, nwin, v, block = backward_launch(rows, d, name)
+    key = ("bwd", rows, d, name)
     if work is not None and key in work:
-        sa, sb, part = work[key]
+        sums, part = work[key]
     else:
-        sums = (rows, nwin) if nwin > 1 else (1, 1)
-        sa = empty(sums, dtype, stream=stream)
-        sb = empty(sums, dtype, stream=stream)
+        sums = empty((2, rows, nwin) if nwin > 1 else (2, 1, 1), dtype, stream=stream)
         part = empty((2, G, d), dtype, stream=stream)  # weight's, bias's
         if work is not None:
-            work[key] = (sa, sb, part)
+            work[key] = (sums, part)
     if nwin > 1 and rows > 0:
         grid = -(-rows // block[1]) * nwin
-        v.bwd_rowsums[dtype.name][grid, block, stream](dy, x, mean, rstd, w, np.int32(flags),
-                                                       sa, sb)
+        v.bwd_rowsums[name][grid, block, stream](dy, x, mean, rstd, w, np.int32(flags), sums)
     if rows > 0:
-        v.bwd[dtype.name][G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sa, sb,
-                                                   dx, part[0], part[1])
+        v.bwd[name][G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sums, dx,
+                                             part)
     else:  # no rows: the sums are zero
         part.copy_to_device(np.zeros((2, G, d), dtype), stream=stream)
-    ngrad = grads.shape[0]
-    K.col_sum[dtype.name][(-(-d // K.COL_TX), ngrad), col_block(G), stream](part[2 - ngrad:],
-                                                                          grads)
+    # dweight and dbias, or dbias alone (the last rows of part: see _col_sum)
+    K.col_sum[name][(-(-d // K.COL_TX), grads.shape[0]), col_block(G), stream](part, grads)
 
 
 def col_block(P):

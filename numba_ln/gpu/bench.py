@@ -300,8 +300,9 @@ def _rotate(items):
 
 def buffers(shape, dtype, cold=True):
     """``(w, b, sets)`` on the GPU for rows x D ``shape``: weight and bias, and
-    buffer sets ``{"x", "dy", "y", "dx", "mean", "rstd"}`` (the same seeded
-    x and dy in each), enough of them (:func:`_sets_for`) that cycling
+    buffer sets ``{"x", "dy", "y", "dx", "stats", "mean", "rstd"}`` (the same seeded
+    x and dy in each; ``mean`` and ``rstd`` the rows of ``stats``, where the
+    forward writes them), enough of them (:func:`_sets_for`) that cycling
     through them reads every call's inputs from DRAM when ``cold``."""
     from numba import cuda
 
@@ -313,8 +314,10 @@ def buffers(shape, dtype, cold=True):
     b = cuda.to_device((0.1 * rng.standard_normal(d)).astype(dtype))
     sets = [{"x": cuda.to_device(hx), "dy": cuda.to_device(hdy),
              "y": cuda.device_array(shape, dtype), "dx": cuda.device_array(shape, dtype),
-             "mean": cuda.device_array(rows, dtype), "rstd": cuda.device_array(rows, dtype)}
+             "stats": cuda.device_array((2, rows), dtype)}
             for _ in range(_sets_for(2 * rows * d * dtype.itemsize, cold))]
+    for t in sets:
+        t["mean"], t["rstd"] = t["stats"][0], t["stats"][1]
     return w, b, sets
 
 
@@ -334,7 +337,8 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
     w, b, sets = buffers(shape, dtype, cold)
     nsets = len(sets)
     s0 = sets[0]
-    x, dy, y, dx, mean, rstd = (s0[k] for k in ("x", "dy", "y", "dx", "mean", "rstd"))
+    x, dy, y, dx, stats, mean, rstd = (s0[k] for k in ("x", "dy", "y", "dx", "stats", "mean",
+                                                      "rstd"))
     grads = cuda.device_array((2, d), dtype)  # dweight, dbias
     eps = dtype.type(1e-5)
     flags = K.HAS_WEIGHT | K.HAS_BIAS
@@ -352,7 +356,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
 
         def fwd():
             t = nxt()
-            _launch.forward(t["x"], w, b, flags, eps, t["y"], t["mean"], t["rstd"], stream,
+            _launch.forward(t["x"], w, b, flags, eps, t["y"], t["stats"], stream,
                             work=fwork)
         res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(fwd, repeats, warmup, stream, batch)
         nxt_api = _rotate(sets)
@@ -368,7 +372,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
             lambda: numba_ln.layer_norm(nxt_api()["x"], w, b, stream=stream),
             repeats, warmup, stream, stream.synchronize))
         # Correctness against the CPU path on a few rows.
-        _launch.forward(x, w, b, flags, eps, y, mean, rstd, stream)
+        _launch.forward(x, w, b, flags, eps, y, stats, stream)
         k = min(rows, 8)
         ref = numba_ln.layer_norm(x[:k].copy_to_host(), w.copy_to_host(), b.copy_to_host())
         res["max_abs_err_vs_cpu"] = float(np.abs(y[:k].copy_to_host() - ref).max())
@@ -399,7 +403,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
         res["copy_ms"], res["copy_how"], res["copy_all_ms"] = _copy_ms(
             (3 * n + 1) // 2, dtype, repeats, warmup, stream, batch, torch, cold)
         for t in sets:
-            _launch.forward(t["x"], w, b, flags, eps, t["y"], t["mean"], t["rstd"], stream)
+            _launch.forward(t["x"], w, b, flags, eps, t["y"], t["stats"], stream)
         work = {}
         nxt = _rotate(sets)
 
@@ -409,7 +413,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
                              grads, stream, work=work)
         res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(bwd, repeats, warmup, stream, batch)
         # the column sums alone (their share of kernel_ms; partials in L2 as in a real call)
-        part = work[("bwd", rows, d, dtype.str)][2]
+        part = work[("bwd", rows, d, dtype_name)][1]
         cgrid, cblock = (-(-d // K.COL_TX), 2), _launch.col_block(G)
         res["colsum_ms"], _ = _gpu_ms(
             lambda: K.col_sum[dtype_name][cgrid, cblock, stream](part, grads),
