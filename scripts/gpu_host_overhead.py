@@ -10,6 +10,9 @@ context and allocation stubbed out: what remains is numba_ln's own front end
 and launch logic (validation, reshapes, views, launch geometry) and numba's
 device-array objects.  numba's launch path and the driver's allocation cost
 come on top on a GPU (``host us`` and ``alloc ms`` of ``numba_ln.gpu.bench``).
+Of numba's launch path, the part that needs no GPU is measured too: typing
+the forward kernel's arguments and preparing them as kernel parameters
+(numba-cuda internals; skipped if they have moved).
 Prints microseconds a call, the median of 7 runs of 1000 calls.
 """
 
@@ -96,6 +99,36 @@ def _us_per_call(fn, n=1000, runs=7):
     return sorted(times)[runs // 2]
 
 
+def _numba_dispatch(x, w, b, y, device_array):
+    """numba's per-launch Python work before the driver call, for the
+    forward kernel's arguments: ``typeof`` of each, then ``_prepare_args``."""
+    try:
+        from numba.core.typing.typeof import Purpose, typeof
+        from numba.cuda.dispatcher import _Kernel
+
+        stats = device_array((2, x.shape[0]), x.dtype)
+        args = (x, w, b, np.int32(3), x.dtype.type(1e-5), y, stats)
+        types = tuple(typeof(a, Purpose.argument) for a in args)
+
+        class Kernel:
+            extensions = []
+
+        def prepare():
+            params, retr = [], []
+            for t, v in zip(types, args):
+                _Kernel._prepare_args(Kernel, t, v, 0, retr, params)
+            return params
+        n = len(prepare())
+    except Exception as exc:  # numba-cuda internals moved
+        print(f"  numba dispatch: not measured ({type(exc).__name__}: {exc})")
+        return
+    print("numba's launch path before the driver, forward kernel (7 arguments, "
+          f"{n} parameters):")
+    print(f"  {'typeof':22s} "
+          f"{_us_per_call(lambda: [typeof(a, Purpose.argument) for a in args]):7.1f} us")
+    print(f"  {'_prepare_args':22s} {_us_per_call(prepare):7.1f} us")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=4096)
@@ -121,6 +154,7 @@ def main(argv=None):
           f"no driver calls):")
     for name, fn in cases.items():
         print(f"  {name:22s} {_us_per_call(fn):7.1f} us")
+    _numba_dispatch(x, w, b, y, device_array)
     if a.profile:
         prof = cProfile.Profile()
         prof.runcall(lambda: [cases[a.profile]() for _ in range(2000)])

@@ -477,6 +477,7 @@ def test_bench_quick_runs(tmp_path):
     data = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert data["results"] and all("error" not in r for r in data["results"]), data
     assert all(r["alloc_ms"] > 0 and r["api_out_ms"] > 0 and r["api_pool_ms"] > 0
+               and r["api_host_us"] > 0
                for r in data["results"])
     md = (tmp_path / "gpu_bench.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("|")]

@@ -21,7 +21,9 @@ For every shape and pass it measures, after warm-up, the median of
   time per call of back-to-back calls, the host's and the GPU's work together;
   ``alloc``: the same calls' allocations alone (numba's memory manager), the
   share of ``api`` that ``out=`` or a pooling allocator would save;
-  ``api pool``: ``api`` with :func:`numba_ln.gpu.use_memory_pool` on;
+  ``api pool``: ``api`` with :func:`numba_ln.gpu.use_memory_pool` on, and
+  ``api_host_us`` the host time to enqueue such a call (which then never
+  waits for the GPU);
 - ``copy``: a device-to-device copy of the pass's minimal traffic in the same
   run (forward: read x + write y; backward: read x and dy + write dx), GPU
   time measured like ``kernel``; the best of ``cuMemcpyDtoDAsync``, a numba
@@ -371,6 +373,10 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
         res["api_pool_ms"] = _with_pool(lambda: _wall_ms(
             lambda: numba_ln.layer_norm(nxt_api()["x"], w, b, stream=stream),
             repeats, warmup, stream, stream.synchronize))
+        # with the pool a call never waits for the GPU: its host time alone
+        _, res["api_host_us"] = _with_pool(lambda: _gpu_ms(
+            lambda: numba_ln.layer_norm(nxt_api()["x"], w, b, stream=stream),
+            repeats, warmup, stream, batch))
         # Correctness against the CPU path on a few rows.
         _launch.forward(x, w, b, flags, eps, y, stats, stream)
         k = min(rows, 8)
@@ -434,6 +440,8 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
         res["alloc_ms"] = _alloc_ms([(rows, d), (2, d)], dtype, repeats, warmup, stream)
         res["api_pool_ms"] = _with_pool(lambda: _wall_ms(bwd_api, repeats, warmup, stream,
                                                           stream.synchronize))
+        _, res["api_host_us"] = _with_pool(lambda: _gpu_ms(bwd_api, repeats, warmup, stream,
+                                                           batch))
         _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, grads, stream, work=work)
         first = grads.copy_to_host()
         _launch.backward(dy, x, mean, rstd, w, K.HAS_WEIGHT, dx, grads, stream, work=work)
@@ -543,7 +551,8 @@ def markdown(data):
              "back to back, host and GPU together; torch api likewise; api out=: with the "
              "result array (y or dx) passed as out= (the rest still allocated); alloc ms: "
              "allocating and dropping those outputs alone, back to back; api pool: api with "
-             "numba_ln.gpu.use_memory_pool() on. col sums: "
+             "numba_ln.gpu.use_memory_pool() on; api host us: the host time to enqueue one "
+             "such call (compare torch host us in the JSON). col sums: "
              "the backward's column-sum kernel alone (part of its GPU ms). %s"
              % (data["repeats"], data.get("batch", 0),
                 "Successive calls cycle through buffer sets of together >= 256 MB (several "
@@ -551,16 +560,16 @@ def markdown(data):
                 "Hot: one buffer set, inputs that fit stay in L2."),
              "",
              "| shape | dtype | pass | GPU ms | GB/s | copy GB/s | % of copy | torch GPU ms "
-             "| vs torch | host us | api ms | api out= ms | alloc ms | api pool ms | torch api ms "
-             "| col sums ms |",
+             "| vs torch | host us | api ms | api out= ms | alloc ms | api pool ms | api host us "
+             "| torch api ms | col sums ms |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-             "| ---: | ---: | ---: | ---: |"]
+             "| ---: | ---: | ---: | ---: | ---: |"]
     for r in data["results"]:
         shape = "x".join(str(s) for s in r["shape"])
         if "error" in r:
             msg = " ".join(str(r["error"]).split()).replace("|", "/")[:100]
             lines.append(f"| {shape} | {r['dtype']} | {r['pass']} | error: {msg} "
-                         "| | | | | | | | | | | | |")
+                         "| | | | | | | | | | | | | |")
             continue
         lines.append(
             f"| {shape} | {r['dtype']} | {r['pass']} | {_fmt(r.get('kernel_ms'), '.4f')} | "
@@ -569,6 +578,7 @@ def markdown(data):
             f"{_fmt(r.get('speedup_vs_torch'), '.2f')} | {_fmt(r.get('kernel_host_us'), '.0f')} | "
             f"{_fmt(r.get('api_ms'), '.4f')} | {_fmt(r.get('api_out_ms'), '.4f')} | "
             f"{_fmt(r.get('alloc_ms'), '.4f')} | {_fmt(r.get('api_pool_ms'), '.4f')} | "
+            f"{_fmt(r.get('api_host_us'), '.0f')} | "
             f"{_fmt(r.get('torch_api_ms'), '.4f')} | {_fmt(r.get('colsum_ms'), '.4f')} |")
     kinfo = data.get("kernels")
     if kinfo:
