@@ -168,8 +168,9 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
         Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, of the shape
         of the axes that are not normalised and of x's dtype: what
         :func:`layer_norm_backward` needs.
-    stream : numba CUDA stream, optional
-        GPU input only: the stream the kernels run on.
+    stream : stream, optional
+        GPU input only: the stream the kernels run on; a numba stream or any
+        stream with ``__cuda_stream__`` (CuPy, PyTorch, cuda.core).
 
     Returns
     -------
@@ -243,8 +244,8 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
         The same axes as in the forward call.
     out : ndarray, optional
         Receives ``dx`` (may be ``dy`` or ``x``, in place).
-    stream : numba CUDA stream, optional
-        GPU input only.
+    stream : stream, optional
+        GPU input only (as in :func:`layer_norm`).
 
     Returns
     -------

@@ -89,16 +89,19 @@ class LayerNorm:
     def to_device(self, stream=None):
         """Move the parameters (and gradients) to the GPU; returns ``self``.
 
-        ``stream``: a numba CUDA stream the copies and every later
-        forward/backward use (default: the default stream).  Needs numba-cuda
-        and a GPU (or the CUDA simulator).
+        ``stream``: the stream the copies and every later forward/backward
+        use (default: the default stream); a numba stream or any stream with
+        ``__cuda_stream__`` (CuPy, PyTorch, cuda.core).  Needs numba-cuda and
+        a GPU (or the CUDA simulator).
         """
         from numba import cuda
 
         from .gpu import require_gpu
+        from .gpu._api import numba_stream
 
         require_gpu()
-        s = 0 if stream is None else stream
+        s = numba_stream(stream)
+        stream = None if isinstance(s, int) else s
         for name in ("weight", "bias", "grad_weight", "grad_bias"):
             v = getattr(self, name)
             if isinstance(v, np.ndarray):

@@ -379,3 +379,35 @@ def test_memory_pool_reuses_freed_memory(memory_pool):
         gc.collect()
     assert reserved() == before
     assert np.array_equal(numba_ln.layer_norm(x, stream=s).copy_to_host(stream=s), first)
+
+
+def test_torch_and_cupy_streams():
+    """A PyTorch or CuPy stream object as stream= (wrapped with
+    numba.cuda.external_stream): the work runs on it, and the result is
+    the same as on the default stream."""
+    x = RNG.standard_normal((512, 300)).astype(np.float32)
+    want = numba_ln.layer_norm(cuda.to_device(x)).copy_to_host()
+    streams = []
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            streams.append(("torch", torch.cuda.Stream(), lambda s: s.synchronize()))
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        streams.append(("cupy", cupy.cuda.Stream(non_blocking=True), lambda s: s.synchronize()))
+    except ImportError:
+        pass
+    if not streams:
+        pytest.skip("neither torch with CUDA nor cupy")
+    for name, s, sync in streams:
+        y = numba_ln.layer_norm(cuda.to_device(x), stream=s)
+        sync(s)
+        assert np.array_equal(y.copy_to_host(), want), name
+        layer = numba_ln.LayerNorm(300).to_device(stream=s)
+        got = layer.forward(cuda.to_device(x))
+        sync(s)
+        np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-6, atol=1e-6, err_msg=name)

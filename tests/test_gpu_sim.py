@@ -330,6 +330,56 @@ def test_stream_is_honoured():
                                rtol=1e-5, atol=1e-5)
 
 
+class _ProtocolStream:
+    """A foreign stream: the CUDA stream protocol only (as CuPy's, PyTorch's)."""
+
+    def __cuda_stream__(self):
+        return (0, 0x1234)
+
+
+class _TorchLikeStream:
+    cuda_stream = 0x5678
+
+
+@pytest.mark.parametrize("stream", [_ProtocolStream(), _TorchLikeStream(), 0x9ABC, np.int64(5),
+                                    0, None], ids=["protocol", "cuda_stream", "int", "np.int64",
+                                                   "zero", "none"])
+def test_foreign_streams_are_accepted(stream):
+    """Streams of other libraries (the simulator runs them as the default
+    stream; on a GPU they are wrapped with numba.cuda.external_stream)."""
+    x = RNG.standard_normal((9, 40)).astype(np.float32)
+    y, m, r = numba_ln.layer_norm(cuda.to_device(x), return_stats=True, stream=stream)
+    dx, dw, db = numba_ln.layer_norm_backward(cuda.to_device(x), cuda.to_device(x), m, r,
+                                              stream=stream)
+    np.testing.assert_allclose(_host(y), ref_forward(x, None, None, (1,))[0], rtol=1e-5,
+                               atol=1e-5)
+    layer = numba_ln.LayerNorm(40).to_device(stream=stream)
+    np.testing.assert_allclose(_host(layer.forward(cuda.to_device(x))), _host(y), rtol=1e-6,
+                               atol=1e-6)
+    layer.to_host()
+
+
+class _BrokenStream:
+    def __cuda_stream__(self):
+        raise RuntimeError("stream destroyed")
+
+
+@pytest.mark.parametrize("stream,match", [
+    ("s1", r"stream is str 's1': pass a numba stream"),
+    (True, r"stream is bool True"),
+    (-3, r"stream is int -3"),
+    (2.5, r"stream is float"),
+    (_BrokenStream(), r"__cuda_stream__\(\) failed.*stream destroyed"),
+])
+def test_bad_streams_say_what_to_pass(stream, match):
+    x = cuda.to_device(np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match=match):
+        numba_ln.layer_norm(x, stream=stream)
+    with pytest.raises(TypeError, match=match):
+        numba_ln.layer_norm_backward(x, x, cuda.to_device(np.zeros(2, np.float32)),
+                                     cuda.to_device(np.ones(2, np.float32)), stream=stream)
+
+
 def test_gradients_are_bitwise_reproducible():
     x = RNG.standard_normal((100, 33)).astype(np.float32)  # several row slots
     dy = RNG.standard_normal(x.shape).astype(np.float32)

@@ -85,8 +85,50 @@ def _as_device(name, a):
     return arr
 
 
-def _stream(stream):
-    return 0 if stream is None else stream
+def numba_stream(stream):
+    """The numba stream of a ``stream=`` argument, or 0 for the default stream.
+
+    Accepted: None or 0 (the default stream); a numba stream; any stream with
+    the CUDA stream protocol, ``__cuda_stream__`` (CuPy, PyTorch, cuda.core),
+    or PyTorch's ``cuda_stream`` handle attribute; a raw ``CUstream`` handle
+    as an int.  Foreign streams are wrapped with
+    :func:`numba.cuda.external_stream` (zero-copy; the owner keeps the
+    stream alive).  Under the simulator, which runs every launch at once and
+    has no external streams, they become the default stream.
+    """
+    is_int = isinstance(stream, (int, np.integer)) and not isinstance(stream, (bool, np.bool_))
+    if stream is None or (is_int and stream == 0):
+        return 0
+    if _is_numba_stream(stream):
+        return stream
+    handle = None
+    if is_int and stream > 0:
+        handle = int(stream)
+    elif hasattr(stream, "__cuda_stream__"):
+        try:
+            version, handle = stream.__cuda_stream__()
+            handle = int(handle)
+        except Exception as exc:
+            raise TypeError(f"stream is a {type(stream).__name__} whose __cuda_stream__() "
+                            f"failed or did not return (version, handle): {exc}") from None
+    elif isinstance(getattr(stream, "cuda_stream", None), int):  # torch.cuda.Stream
+        handle = stream.cuda_stream
+    if handle is None:
+        raise TypeError(f"stream is {type(stream).__name__} {stream!r}: pass a numba stream "
+                        f"(numba.cuda.stream()), a stream with __cuda_stream__ (CuPy, PyTorch, "
+                        f"cuda.core), a raw CUstream handle (int), or None for the default "
+                        f"stream")
+    if K.SIM:
+        return cuda.default_stream()
+    return cuda.external_stream(handle)
+
+
+def _is_numba_stream(stream):
+    if K.SIM:
+        return isinstance(stream, cuda.stream)
+    from numba.cuda.cudadrv.driver import Stream
+
+    return isinstance(stream, Stream)
 
 
 def _ptr(a):
@@ -282,8 +324,11 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
     return_stats : bool, default False
         Also return ``mean`` and ``rstd`` (device arrays of x's dtype, of the
         shape of the axes that are not normalised).
-    stream : numba CUDA stream, optional
+    stream : stream, optional
         Every kernel and allocation goes on it; default: the default stream.
+        A numba stream, or any stream with ``__cuda_stream__`` (CuPy,
+        PyTorch, cuda.core) or a raw ``CUstream`` handle (see
+        :func:`numba_stream`).
         Nothing synchronises with the host.
 
     Returns
@@ -293,7 +338,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
     """
     _no_mixing(("x", x), ("weight", weight), ("bias", bias), ("out", out))
     require_gpu()
-    stream = _stream(stream)
+    stream = numba_stream(stream)
     x = _as_device("x", x)
     layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
     eps = check_eps(eps)
@@ -334,7 +379,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
     _no_mixing(("dy", dy), ("x", x), ("mean", mean), ("rstd", rstd), ("weight", weight),
                ("out", out))
     require_gpu()
-    stream = _stream(stream)
+    stream = numba_stream(stream)
     x = _as_device("x", x)
     layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
     dtype = float_dtype("x", x.dtype)
