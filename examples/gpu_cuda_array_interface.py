@@ -3,6 +3,8 @@
 numba_ln takes any object with ``__cuda_array_interface__`` (CuPy arrays,
 PyTorch CUDA tensors, numba device arrays) without copying it: the kernels
 read and write the object's own GPU memory.  ``out=x`` normalises in place.
+``stream=`` takes the library's own stream object (anything with
+``__cuda_stream__``), so the work is ordered with the library's.
 
     python examples/gpu_cuda_array_interface.py
 
@@ -38,8 +40,9 @@ def with_cupy():
     w = cp.full(1024, 2.0, dtype=cp.float32)
     b = cp.zeros(1024, dtype=cp.float32)
     ptr = x.data.ptr
-    numba_ln.layer_norm(x, w, b, out=x)  # in place: x's own memory
-    cp.cuda.Device().synchronize()
+    stream = cp.cuda.get_current_stream()
+    numba_ln.layer_norm(x, w, b, out=x, stream=stream)  # in place: x's own memory
+    stream.synchronize()
     assert x.data.ptr == ptr
     rows = cp.asnumpy(x)
     print(f"CuPy  {x.shape} {x.dtype}: row means {np.round(rows.mean(axis=1), 4)}, "
@@ -53,8 +56,9 @@ def with_torch():
     w = torch.full((1024,), 2.0, device="cuda")
     b = torch.zeros(1024, device="cuda")
     expect = torch.nn.functional.layer_norm(t, (1024,), w, b, 1e-5)
-    numba_ln.layer_norm(t, w, b, out=t)  # in place into the tensor
-    torch.cuda.synchronize()
+    stream = torch.cuda.current_stream()  # ordered after the ops above
+    numba_ln.layer_norm(t, w, b, out=t, stream=stream)  # in place into the tensor
+    stream.synchronize()
     err = (t - expect).abs().max().item()
     print(f"torch {tuple(t.shape)} {t.dtype}: max |numba_ln - torch.nn.functional.layer_norm| "
           f"= {err:.2e}")
