@@ -9,6 +9,8 @@ is a latency case, the others move 256 MiB (float32) per array.  ``impl``:
 - ``numba_ln``: the public function on device arrays, as users call it
   (numba allocates the outputs on every call);
 - ``numba_ln_out``: the same into a preallocated output (``out=``);
+- ``numba_ln_pool``: ``numba_ln`` with ``numba_ln.gpu.use_memory_pool()``
+  on (outputs from a stream-ordered pool);
 - ``copy``: a device-to-device copy of the pass's minimal traffic, the
   bandwidth limit (forward: x's bytes, read once and written once;
   backward: 1.5 times x's bytes, so that it reads and writes as much as
@@ -28,7 +30,7 @@ import numpy as np
 from .common import EPS, built, parse_shape
 
 CASES = ["64x1024 float32", "65536x1024 float32", "4096x16384 float32", "65536x1024 float64"]
-IMPLS = ["numba_ln", "numba_ln_out", "copy", "torch"]
+IMPLS = ["numba_ln", "numba_ln_out", "numba_ln_pool", "copy", "torch"]
 
 
 def _cuda():
@@ -86,7 +88,7 @@ def gpu_forward_call(impl, shape, dtype, cuda):
 
     x, _, w, b = _device_case(cuda, shape, dtype)
     d = shape[-1]
-    if impl == "numba_ln":
+    if impl in ("numba_ln", "numba_ln_pool"):  # (the pool: switched on in setup)
         return _synced(cuda.synchronize, lambda: numba_ln.layer_norm(x, w, b, eps=EPS))
     if impl == "numba_ln_out":
         y = cuda.device_array(shape, dtype)
@@ -108,9 +110,9 @@ def gpu_backward_call(impl, shape, dtype, cuda):
 
     x, dy, w, b = _device_case(cuda, shape, dtype)
     d = shape[-1]
-    if impl in ("numba_ln", "numba_ln_out"):
+    if impl in ("numba_ln", "numba_ln_out", "numba_ln_pool"):
         _, mean, rstd = numba_ln.layer_norm(x, w, b, eps=EPS, return_stats=True)
-        if impl == "numba_ln":
+        if impl != "numba_ln_out":
             return _synced(cuda.synchronize,
                            lambda: numba_ln.layer_norm_backward(dy, x, mean, rstd, w))
         dx = cuda.device_array(shape, dtype)
@@ -151,12 +153,22 @@ class _GPU:
     def setup(self, case, impl):
         cuda = _cuda()
         shape, dtype = _parse_case(case)
+        if impl == "numba_ln_pool":
+            from numba_ln.gpu import use_memory_pool
+
+            self._pool_was = use_memory_pool(True)
 
         def build():
             fn = self._call(impl, shape, dtype, cuda)
             fn()  # compile or load the kernels; first touch of the memory
             return fn
         self.fn = built((type(self).__name__, case, impl), build)
+
+    def teardown(self, case, impl):
+        if impl == "numba_ln_pool" and hasattr(self, "_pool_was"):
+            from numba_ln.gpu import use_memory_pool
+
+            use_memory_pool(self._pool_was)
 
 
 class GPUForward(_GPU):
