@@ -85,3 +85,98 @@ def test_reshape_skips_a_no_op():
     assert _api._reshape(a, (4, 6)) is a
     b = _api._reshape(a, (24,))
     assert b.shape == (24,) and ptr(b) == BASE
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+
+@pytest.fixture
+def fake_streams(monkeypatch):
+    from numba import cuda
+
+    rec = _Recorder()
+
+    class External:
+        def __init__(self, h):
+            self.handle = binding.CUstream(h)
+            rec.calls.append(("external", h))
+
+    class Event:
+        def record(self, stream):
+            rec.calls.append(("record", int(stream.handle)))
+
+        def wait(self, stream):
+            rec.calls.append(("wait", stream if isinstance(stream, int) else int(stream.handle)))
+
+    monkeypatch.setattr(cuda, "external_stream", External)
+    monkeypatch.setattr(cuda, "event", lambda timing=True: rec.calls.append("event") or Event())
+    return rec
+
+
+class _Protocol:
+    def __init__(self, h):
+        self.h = h
+
+    def __cuda_stream__(self):
+        return (0, self.h)
+
+
+class _TorchLike:
+    def __init__(self, h):
+        self.cuda_stream = h
+
+
+def test_numba_stream_conversions(fake_streams):
+    from numba.cuda.cudadrv.driver import Stream
+
+    assert _api.numba_stream(None) == 0 and _api.numba_stream(0) == 0
+    assert _api.numba_stream(np.int64(0)) == 0
+    for default in (_Protocol(0), _TorchLike(0), Stream(binding.CUstream(0))):
+        assert _api.numba_stream(default) == 0  # the default stream, as numba takes it
+    own = Stream(binding.CUstream(0x77))
+    assert _api.numba_stream(own) is own
+    foreign = _Protocol(0x1234)
+    s = _api.numba_stream(foreign)
+    assert int(s.handle) == 0x1234 and s._numba_ln_owner is foreign  # kept alive
+    assert int(_api.numba_stream(_TorchLike(0x99)).handle) == 0x99
+    assert int(_api.numba_stream(0x55).handle) == 0x55
+    assert fake_streams.calls == [("external", 0x1234), ("external", 0x99), ("external", 0x55)]
+
+
+class _Produced:
+    def __init__(self, stream):
+        self.__cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (0, False),
+                                         "version": 3, "stream": stream}
+
+
+@pytest.mark.parametrize("producer,ours,ordered", [
+    (None, 0, False),     # the producer asks for no ordering
+    (1, 0, False),        # legacy default vs numba's default stream: ordered already
+    (2, 0, False),        # the per-thread default stream and the legacy one: likewise
+    (0x55, 0x55, False),  # the same stream
+    (0x55, 0, True),      # another stream: an event, no host synchronisation
+    (1, 0x66, True),
+    (0x55, 0x66, True),
+])
+def test_foreign_arrays_are_ordered_before_the_call(fake_streams, producer, ours, ordered):
+    from numba.cuda.cudadrv.driver import Stream
+
+    stream = 0 if ours == 0 else Stream(binding.CUstream(ours))
+    _api._after_producer(_Produced(producer), stream)
+    if ordered:
+        assert fake_streams.calls == ["event", ("external", producer), ("record", producer),
+                                      ("wait", ours)]
+    else:
+        assert fake_streams.calls == []
+
+
+def test_reshape_keeps_the_stream():
+    from numba.cuda.cudadrv.driver import Stream
+
+    s = Stream(binding.CUstream(0x77))
+    mem = MemoryPointer(CTX, binding.CUdeviceptr(BASE), 96)
+    a = DeviceNDArray((4, 6), (24, 4), np.float32, stream=s, gpu_data=mem)
+    assert _api._reshape(a, (24,)).stream is s
+    assert _api._row_view(a, 1, (6,)).stream is s

@@ -31,6 +31,7 @@ class FakeDriver:
         self.calls = []
         self.next = 0x7F0000000000
         self.fail_free = False
+        self.stack = []  # pushed contexts
 
     def cuMemPoolCreate(self, props):
         self.calls.append(("create", int(props.location.id), props.allocType))
@@ -47,7 +48,19 @@ class FakeDriver:
     def cuMemFreeAsync(self, ptr, stream):
         if self.fail_free:
             raise RuntimeError("context destroyed")
-        self.calls.append(("free", int(ptr), stream))
+        if not isinstance(stream, str):  # the legacy default stream, a CUstream
+            stream = f"CUstream({int(stream)})"
+        self.calls.append(("free", int(ptr), stream, self.current))
+
+    def cuCtxPushCurrent(self, handle):
+        self.stack.append(handle)
+
+    def cuCtxPopCurrent(self):
+        return self.stack.pop()
+
+    @property
+    def current(self):
+        return self.stack[-1] if self.stack else None
 
     def cuMemPoolTrimTo(self, pool, keep):
         self.calls.append(("trim", pool, keep))
@@ -59,11 +72,14 @@ class FakeDriver:
 class FakeDevice:
     def __init__(self, id):
         self.id = id
+        self.primary_context = None
 
 
 class FakeContext:
     def __init__(self, dev=0):
         self.device = FakeDevice(dev)
+        self.device.primary_context = self
+        self.handle = f"ctx{dev}"
 
 
 class FakeStream:
@@ -121,7 +137,16 @@ def test_pool_allocates_on_the_stream_and_frees_there_when_dropped(fake):
     assert drv.of("free") == []
     del view
     gc.collect()
-    assert drv.of("free") == [("free", ptr, "s1")]
+    # on its stream, with its context current (the collector may run anywhere)
+    assert drv.of("free") == [("free", ptr, "s1", "ctx1")]
+    assert drv.stack == []
+    bptr = b.__cuda_array_interface__["data"][0]
+    del b
+    gc.collect()
+    # a default-stream array: on the legacy default stream, not on whatever
+    # "the default stream" means to the thread that frees it
+    legacy = int(drv.binding.CU_STREAM_LEGACY)
+    assert drv.of("free")[-1] == ("free", bptr, f"CUstream({legacy})", "ctx1")
 
 
 def test_a_new_context_gets_its_own_pool(fake, monkeypatch):
@@ -148,14 +173,52 @@ def test_empty_arrays_and_switching_off(fake):
     assert len(drv.of("free")) == 1  # the pool's arrays still go back to it
 
 
-def test_a_free_after_the_context_is_gone_is_quiet(fake):
+def test_a_free_that_fails_is_quiet(fake):
     drv, _ = fake
     gpu.use_memory_pool(True)
     a = _memory.empty(3, np.float32, 0)
     drv.fail_free = True
     del a
     gc.collect()  # no exception escapes the finalizer
-    assert drv.of("free") == []
+    assert drv.of("free") == [] and drv.stack == []
+
+
+def test_no_free_once_the_context_was_reset(fake):
+    """After cuda.close() the context's memory and pool are gone (and the
+    address may belong to a new context): nothing is freed."""
+    drv, ctx = fake
+    gpu.use_memory_pool(True)
+    a = _memory.empty(3, np.float32, 0)
+    ctx.device.primary_context = None  # what cuda.close() leaves
+    del a
+    gc.collect()
+    assert drv.of("free") == [] and drv.stack == []
+
+
+def test_out_of_memory_flushes_and_retries_once(fake):
+    from numba.cuda.cudadrv.driver import CudaAPIError
+
+    drv, ctx = fake
+    oom = drv.binding.CUresult.CUDA_ERROR_OUT_OF_MEMORY
+    flushed = []
+    ctx.deallocations = type("D", (), {"clear": lambda self: flushed.append(1)})()
+    real = drv.cuMemAllocFromPoolAsync
+    fails = [2]
+
+    def alloc(size, pool, stream):
+        if fails[0]:
+            fails[0] -= 1
+            raise CudaAPIError(oom, "out of memory")
+        return real(size, pool, stream)
+    drv.cuMemAllocFromPoolAsync = alloc
+    drv.cuStreamSynchronize = lambda h: drv.calls.append(("sync", h))
+    gpu.use_memory_pool(True)
+    with pytest.raises(CudaAPIError):  # out of memory twice: the error
+        _memory.empty(3, np.float32, 0)
+    assert flushed == [1] and drv.of("trim")[-1] == ("trim", "pool1", 0)
+    fails[0] = 1
+    a = _memory.empty(3, np.float32, 0)  # once: flushed, trimmed, retried
+    assert a.shape == (3,) and flushed == [1, 1]
 
 
 def test_a_gpu_without_memory_pools_is_a_clear_error(fake, monkeypatch):

@@ -62,16 +62,20 @@ def _no_mixing(*named):
             f"tensor.cuda()), or pass host arrays only to run on the CPU")
 
 
-def _as_device(name, a):
-    """``a`` as a numba device array (zero-copy), with a clear error otherwise."""
+def _as_device(name, a, stream=0):
+    """``a`` as a numba device array (zero-copy), with a clear error otherwise.
+
+    An object of another library is ordered before the work of ``stream``
+    (:func:`_after_producer`)."""
     if getattr(a, "__cuda_ndarray__", False):
         arr = a
     elif hasattr(a, "__cuda_array_interface__"):
         try:
-            arr = cuda.as_cuda_array(a)
+            arr = cuda.as_cuda_array(a) if K.SIM else cuda.as_cuda_array(a, sync=False)
         except Exception as exc:
             raise TypeError(f"{name} exposes __cuda_array_interface__ but numba cannot use it: "
                             f"{exc}") from None
+        _after_producer(a, stream)
     else:
         _no_mixing((name, a))
     dtype = arr.dtype
@@ -100,7 +104,8 @@ def numba_stream(stream):
     if stream is None or (is_int and stream == 0):
         return 0
     if _is_numba_stream(stream):
-        return stream
+        # the default stream itself as 0, as numba's own calls take it
+        return 0 if not K.SIM and int(stream.handle) == 0 else stream
     handle = None
     if is_int and stream > 0:
         handle = int(stream)
@@ -120,7 +125,11 @@ def numba_stream(stream):
                         f"stream")
     if K.SIM:
         return cuda.default_stream()
-    return cuda.external_stream(handle)
+    if handle == 0:  # a library's handle of the default stream
+        return 0
+    wrapped = cuda.external_stream(handle)
+    wrapped._numba_ln_owner = stream  # (the foreign stream outlives our arrays' frees on it)
+    return wrapped
 
 
 def _is_numba_stream(stream):
@@ -159,8 +168,15 @@ def _is_c_contiguous(a):
 
 def _reshape(a, shape):
     """``a.reshape(shape)``, or ``a`` itself when it has that shape already
-    (a numba device array's ``reshape`` costs microseconds of Python)."""
-    return a if tuple(a.shape) == shape else a.reshape(shape)
+    (a numba device array's ``reshape`` costs microseconds of Python).  The
+    result keeps ``a``'s stream (numba's ``reshape`` drops it), which its
+    ``__cuda_array_interface__`` exports to the next consumer."""
+    if tuple(a.shape) == shape:
+        return a
+    r = a.reshape(shape)
+    if not K.SIM:
+        r.stream = a.stream
+    return r
 
 
 def _c_strides(shape, item):
@@ -204,13 +220,13 @@ def _flat(a, n, dtype, stream):
 def _param(name, p, layout, dtype, stream):
     if p is None:
         return None
-    p = _as_device(name, p)
+    p = _as_device(name, p, stream)
     check_shape(name, p.shape, layout.norm_shape, "the normalized shape")
     return _flat(p, layout.features, dtype, stream)
 
 
-def _check_out(out, shape, dtype, name="out"):
-    out = _as_device(name, out)
+def _check_out(out, shape, dtype, stream, name="out"):
+    out = _as_device(name, out, stream)
     check_shape(name, out.shape, shape, "the result's shape")
     if out.dtype != dtype:
         raise TypeError(f"{name} has dtype {out.dtype} but the result is {dtype}; pass "
@@ -270,6 +286,29 @@ _WORK = {}
 
 #: Shapes whose scratch a stream keeps before its cache is emptied.
 _WORK_MAX = 8
+
+
+def _after_producer(obj, stream):
+    """Order ``stream`` after the stream ``obj`` was produced on.
+
+    Version 3 of ``__cuda_array_interface__`` names that stream (``"stream"``:
+    None when no ordering is needed, 1 the legacy default stream, 2 the
+    per-thread one, else a handle).  numba's ``as_cuda_array`` would wait for
+    it on the host; here ``stream`` waits for an event recorded on it, with
+    no host synchronisation.  Nothing is needed when both are default
+    streams (they are ordered with each other) or the same stream.
+    """
+    if K.SIM:
+        return
+    h = obj.__cuda_array_interface__.get("stream")
+    if not h:
+        return
+    ours = 0 if isinstance(stream, int) else int(stream.handle)
+    if h == ours or (h in (1, 2) and ours in (0, 1, 2)):
+        return
+    event = cuda.event(timing=False)
+    event.record(cuda.external_stream(int(h)))
+    event.wait(stream)
 
 
 def _stream_key(stream):
@@ -339,14 +378,14 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
     _no_mixing(("x", x), ("weight", weight), ("bias", bias), ("out", out))
     require_gpu()
     stream = numba_stream(stream)
-    x = _as_device("x", x)
+    x = _as_device("x", x, stream)
     layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
     eps = check_eps(eps)
     dtype = float_dtype("x", x.dtype)
     w = _param("weight", weight, layout, dtype, stream)
     b = _param("bias", bias, layout, dtype, stream)
     if out is not None:
-        out = _check_out(out, layout.shape, dtype)
+        out = _check_out(out, layout.shape, dtype, stream)
 
     x2 = _rows(x, layout, dtype, stream)
     y2, direct = _target(out, layout, (x2, w, b), stream, dtype)
@@ -380,14 +419,14 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
                ("out", out))
     require_gpu()
     stream = numba_stream(stream)
-    x = _as_device("x", x)
+    x = _as_device("x", x, stream)
     layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
     dtype = float_dtype("x", x.dtype)
-    dy = _as_device("dy", dy)
+    dy = _as_device("dy", dy, stream)
     check_shape("dy", dy.shape, x.shape, "x's shape")
     stats = []
     for name, s in (("mean", mean), ("rstd", rstd)):
-        s = _as_device(name, s)
+        s = _as_device(name, s, stream)
         expected = layout.stats_shape
         if not (tuple(s.shape) == expected or (not expected and tuple(s.shape) in ((), (1,)))):
             check_shape(name, s.shape, expected,
@@ -396,7 +435,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
     m, r = stats
     w = _param("weight", weight, layout, dtype, stream)
     if out is not None:
-        out = _check_out(out, layout.shape, dtype)
+        out = _check_out(out, layout.shape, dtype, stream)
 
     x2 = _rows(x, layout, dtype, stream)
     dy2 = _rows(dy, layout, dtype, stream)

@@ -18,6 +18,7 @@ same stream, and anything synchronised with it, is always safe.
 """
 
 import math
+import threading
 import weakref
 
 import numpy as np
@@ -31,6 +32,7 @@ _STATE = {"pool": False}
 
 #: ``{id(context): (weakref to the context, pool handle)}``
 _POOLS = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _driver():
@@ -83,6 +85,14 @@ def _pool(ctx):
     entry = _POOLS.get(id(ctx))
     if entry is not None and entry[0]() is ctx:
         return entry[1]
+    with _POOLS_LOCK:
+        entry = _POOLS.get(id(ctx))
+        if entry is not None and entry[0]() is ctx:
+            return entry[1]
+        return _new_pool(ctx)
+
+
+def _new_pool(ctx):
     if not getattr(ctx.device, "MEMORY_POOLS_SUPPORTED", 1):
         raise RuntimeError(
             f"numba_ln.gpu.use_memory_pool() is on but GPU {ctx.device.id} (or its driver) has "
@@ -102,15 +112,56 @@ def _pool(ctx):
     return pool
 
 
-def _freer(drv, ptr, stream):
+def _freer(drv, ptr, ctx, stream):
     """The finalizer of one pool allocation: ``cuMemFreeAsync`` on its
-    stream (which it keeps alive)."""
+    stream (a numba stream, which it keeps alive; None: the legacy default
+    stream, which is ordered after the work of every blocking stream), with
+    the allocation's context made current for the call (the garbage collector
+    may run it on any thread).  Nothing is done once the context has been
+    reset (``cuda.close()``): its memory and its pool went with it."""
+    ref = weakref.ref(ctx)
+
     def free():
+        c = ref()
         try:
-            drv.cuMemFreeAsync(ptr, stream.handle)
-        except Exception:  # the context (and its pool) is gone: cuda.close(), exit
+            if c is None or c.device.primary_context is not c:
+                return
+            drv.cuCtxPushCurrent(c.handle)
+        except Exception:  # (a context being torn down, interpreter exit)
+            return
+        try:
+            handle = _legacy_stream() if stream is None else stream.handle
+            drv.cuMemFreeAsync(ptr, handle)
+        except Exception:
             pass
+        finally:
+            try:
+                drv.cuCtxPopCurrent()
+            except Exception:
+                pass
     return free
+
+
+def _legacy_stream():
+    b = _binding()
+    return b.CUstream(b.CU_STREAM_LEGACY)
+
+
+def _alloc(drv, ctx, size, pool, handle):
+    """``cuMemAllocFromPoolAsync``; when the GPU is out of memory, first
+    flush numba's pending frees, wait for the stream and return the pool's
+    unused memory, then try once more (as numba's own allocator does)."""
+    try:
+        return drv.cuMemAllocFromPoolAsync(size, pool, handle)
+    except Exception as exc:
+        if getattr(exc, "code", None) != _binding().CUresult.CUDA_ERROR_OUT_OF_MEMORY:
+            raise
+    deallocs = getattr(ctx, "deallocations", None)
+    if deallocs is not None:
+        deallocs.clear()
+    drv.cuStreamSynchronize(handle)
+    drv.cuMemPoolTrimTo(pool, 0)
+    return drv.cuMemAllocFromPoolAsync(size, pool, handle)
 
 
 def empty(shape, dtype, stream):
@@ -133,9 +184,12 @@ def empty(shape, dtype, stream):
         strides.append(step)
         step *= n
     ctx = cuda.current_context()
-    s = cuda.default_stream() if stream is None or isinstance(stream, int) and stream == 0 \
-        else stream
+    default = stream is None or isinstance(stream, int) and stream == 0
+    # (the default stream as numba's launches on this thread see it; freed
+    # on the legacy default stream, whatever thread frees it)
+    handle = cuda.default_stream().handle if default else stream.handle
     drv = _driver()
-    ptr = drv.cuMemAllocFromPoolAsync(size, _pool(ctx), s.handle)
-    mem = MemoryPointer(weakref.proxy(ctx), ptr, size, finalizer=_freer(drv, ptr, s))
+    ptr = _alloc(drv, ctx, size, _pool(ctx), handle)
+    mem = MemoryPointer(weakref.proxy(ctx), ptr, size,
+                        finalizer=_freer(drv, ptr, ctx, None if default else stream))
     return DeviceNDArray(shape, tuple(reversed(strides)), dtype, stream=stream, gpu_data=mem)
