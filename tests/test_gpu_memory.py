@@ -42,15 +42,13 @@ class FakeDriver:
 
     def cuMemAllocFromPoolAsync(self, size, pool, stream):
         self.next += 1 << 20
-        self.calls.append(("alloc", size, pool, stream))
+        self.calls.append(("alloc", size, pool, int(stream)))
         return self.binding.CUdeviceptr(self.next)
 
     def cuMemFreeAsync(self, ptr, stream):
         if self.fail_free:
             raise RuntimeError("context destroyed")
-        if not isinstance(stream, str):  # the legacy default stream, a CUstream
-            stream = f"CUstream({int(stream)})"
-        self.calls.append(("free", int(ptr), stream, self.current))
+        self.calls.append(("free", int(ptr), int(stream), self.current))
 
     def cuCtxPushCurrent(self, handle):
         self.stack.append(handle)
@@ -82,9 +80,13 @@ class FakeContext:
         self.handle = f"ctx{dev}"
 
 
+S1 = 0x5100  # the handle of a stream of the caller's
+LEGACY = 1  # CU_STREAM_LEGACY
+
+
 class FakeStream:
     def __init__(self, handle):
-        self.handle = handle
+        self.handle = handle  # (an int here; a CUstream in numba)
 
     def __int__(self):  # (numba's streams are ints for __cuda_array_interface__)
         return 0x5000
@@ -97,7 +99,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(_memory, "_driver", lambda: drv)
     monkeypatch.setattr(_memory, "_POOLS", {})
     monkeypatch.setattr(cuda, "current_context", lambda: ctx)
-    monkeypatch.setattr(cuda, "default_stream", lambda: FakeStream("default"))
+    monkeypatch.setattr(cuda, "default_stream", lambda: FakeStream(0))
     monkeypatch.setattr(cuda, "device_array",
                         lambda shape, dtype, stream=0: ("numba's manager", shape, dtype))
     prev = gpu.use_memory_pool(False)
@@ -115,7 +117,7 @@ def test_off_by_default_numba_allocates(fake):
 def test_pool_allocates_on_the_stream_and_frees_there_when_dropped(fake):
     drv, ctx = fake
     assert gpu.use_memory_pool() is False
-    s = FakeStream("s1")
+    s = FakeStream(S1)
     a = _memory.empty((3, 5), np.float64, s)
     assert a.shape == (3, 5) and a.strides == (40, 8) and a.dtype == np.float64
     assert a.is_c_contiguous()
@@ -125,10 +127,10 @@ def test_pool_allocates_on_the_stream_and_frees_there_when_dropped(fake):
     (_, _, attr, value), = drv.of("set")
     assert attr == drv.binding.CUmemPool_attribute.CU_MEMPOOL_ATTR_RELEASE_THRESHOLD
     assert value == 2 ** 64 - 1  # freed memory stays in the pool
-    assert drv.of("alloc") == [("alloc", 120, "pool1", "s1")]
+    assert drv.of("alloc") == [("alloc", 120, "pool1", S1)]
 
     b = _memory.empty(7, np.float32, 0)  # the default stream; one pool a context
-    assert b.shape == (7,) and drv.of("alloc")[-1] == ("alloc", 28, "pool1", "default")
+    assert b.shape == (7,) and drv.of("alloc")[-1] == ("alloc", 28, "pool1", 0)
     assert len(drv.of("create")) == 1
 
     view = a.reshape(15)  # an array over the same memory keeps it alive
@@ -138,15 +140,21 @@ def test_pool_allocates_on_the_stream_and_frees_there_when_dropped(fake):
     del view
     gc.collect()
     # on its stream, with its context current (the collector may run anywhere)
-    assert drv.of("free") == [("free", ptr, "s1", "ctx1")]
+    assert drv.of("free") == [("free", ptr, S1, "ctx1")]
     assert drv.stack == []
     bptr = b.__cuda_array_interface__["data"][0]
     del b
     gc.collect()
     # a default-stream array: on the legacy default stream, not on whatever
     # "the default stream" means to the thread that frees it
-    legacy = int(drv.binding.CU_STREAM_LEGACY)
-    assert drv.of("free")[-1] == ("free", bptr, f"CUstream({legacy})", "ctx1")
+    assert drv.of("free")[-1] == ("free", bptr, LEGACY, "ctx1")
+    # so is one of a per-thread default stream (handle 2: "this thread's")
+    c = _memory.empty(3, np.float32, FakeStream(2))
+    cptr = c.__cuda_array_interface__["data"][0]
+    assert drv.of("alloc")[-1] == ("alloc", 12, "pool1", 2)
+    del c
+    gc.collect()
+    assert drv.of("free")[-1] == ("free", cptr, LEGACY, "ctx1")
 
 
 def test_a_new_context_gets_its_own_pool(fake, monkeypatch):
@@ -201,7 +209,9 @@ def test_out_of_memory_flushes_and_retries_once(fake):
     drv, ctx = fake
     oom = drv.binding.CUresult.CUDA_ERROR_OUT_OF_MEMORY
     flushed = []
-    ctx.deallocations = type("D", (), {"clear": lambda self: flushed.append(1)})()
+    # numba's pending frees: its memory manager's queue (not the context's)
+    ctx.memory_manager = type("M", (), {})()
+    ctx.memory_manager.deallocations = type("D", (), {"clear": lambda self: flushed.append(1)})()
     real = drv.cuMemAllocFromPoolAsync
     fails = [2]
 
@@ -211,11 +221,12 @@ def test_out_of_memory_flushes_and_retries_once(fake):
             raise CudaAPIError(oom, "out of memory")
         return real(size, pool, stream)
     drv.cuMemAllocFromPoolAsync = alloc
-    drv.cuStreamSynchronize = lambda h: drv.calls.append(("sync", h))
+    drv.cuCtxSynchronize = lambda: drv.calls.append(("sync",))
     gpu.use_memory_pool(True)
     with pytest.raises(CudaAPIError):  # out of memory twice: the error
         _memory.empty(3, np.float32, 0)
-    assert flushed == [1] and drv.of("trim")[-1] == ("trim", "pool1", 0)
+    assert flushed == [1] and drv.of("sync") == [("sync",)]
+    assert drv.of("trim")[-1] == ("trim", "pool1", 0)
     fails[0] = 1
     a = _memory.empty(3, np.float32, 0)  # once: flushed, trimmed, retried
     assert a.shape == (3,) and flushed == [1, 1]

@@ -76,6 +76,10 @@ def _as_device(name, a, stream=0):
             raise TypeError(f"{name} exposes __cuda_array_interface__ but numba cannot use it: "
                             f"{exc}") from None
         _after_producer(a, stream)
+        if not K.SIM:
+            # our own view: it carries the call's stream (not the producer's),
+            # which a result written into it (out=) exports to its consumers
+            arr.stream = stream
     else:
         _no_mixing((name, a))
     dtype = arr.dtype
@@ -298,7 +302,7 @@ def _after_producer(obj, stream):
     no host synchronisation.  Nothing is needed when both are default
     streams (they are ordered with each other) or the same stream.
     """
-    if K.SIM:
+    if K.SIM or not _cai_sync():
         return
     h = obj.__cuda_array_interface__.get("stream")
     if not h:
@@ -309,6 +313,16 @@ def _after_producer(obj, stream):
     event = cuda.event(timing=False)
     event.record(cuda.external_stream(int(h)))
     event.wait(stream)
+
+
+def _cai_sync():
+    """numba's ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC`` (default on): whether
+    imported arrays are ordered after their producer's stream at all."""
+    try:
+        from numba.cuda.core import config
+    except ImportError:  # (older numba-cuda)
+        from numba.core import config
+    return bool(getattr(config, "CUDA_ARRAY_INTERFACE_SYNC", 1))
 
 
 def _stream_key(stream):

@@ -149,17 +149,19 @@ def _legacy_stream():
 
 def _alloc(drv, ctx, size, pool, handle):
     """``cuMemAllocFromPoolAsync``; when the GPU is out of memory, first
-    flush numba's pending frees, wait for the stream and return the pool's
-    unused memory, then try once more (as numba's own allocator does)."""
+    flush numba's pending frees (its memory manager's queue), wait for the
+    device (so that the pool's pending frees on every stream complete) and
+    return the pool's unused memory, then try once more (as numba's own
+    allocator does)."""
     try:
         return drv.cuMemAllocFromPoolAsync(size, pool, handle)
     except Exception as exc:
         if getattr(exc, "code", None) != _binding().CUresult.CUDA_ERROR_OUT_OF_MEMORY:
             raise
-    deallocs = getattr(ctx, "deallocations", None)
+    deallocs = getattr(getattr(ctx, "memory_manager", None), "deallocations", None)
     if deallocs is not None:
         deallocs.clear()
-    drv.cuStreamSynchronize(handle)
+    drv.cuCtxSynchronize()
     drv.cuMemPoolTrimTo(pool, 0)
     return drv.cuMemAllocFromPoolAsync(size, pool, handle)
 
@@ -184,10 +186,15 @@ def empty(shape, dtype, stream):
         strides.append(step)
         step *= n
     ctx = cuda.current_context()
-    default = stream is None or isinstance(stream, int) and stream == 0
-    # (the default stream as numba's launches on this thread see it; freed
-    # on the legacy default stream, whatever thread frees it)
-    handle = cuda.default_stream().handle if default else stream.handle
+    if stream is None or isinstance(stream, int):  # 0: numba's default stream
+        handle = cuda.default_stream().handle
+    else:
+        handle = stream.handle
+    # A default stream (0 or 1 legacy, 2 per-thread) means "this thread's" to
+    # the driver: its results are freed on the legacy default stream, which
+    # is ordered after the work of every blocking stream (per-thread ones
+    # too), whatever thread the garbage collector frees them on.
+    default = int(handle) in (0, 1, 2)
     drv = _driver()
     ptr = _alloc(drv, ctx, size, _pool(ctx), handle)
     mem = MemoryPointer(weakref.proxy(ctx), ptr, size,
