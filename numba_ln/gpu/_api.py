@@ -115,7 +115,7 @@ def numba_stream(stream):
         handle = int(stream)
     elif hasattr(stream, "__cuda_stream__"):
         try:
-            version, handle = stream.__cuda_stream__()
+            _version, handle = stream.__cuda_stream__()
             handle = int(handle)
         except Exception as exc:
             raise TypeError(f"stream is a {type(stream).__name__} whose __cuda_stream__() "

@@ -5,9 +5,10 @@ numba's default manager calls ``cuMemAlloc`` for every array and frees them in
 batches with ``cuMemFree``, which waits for the GPU: below ~16M elements a
 call spends more time allocating than computing.  The pool allocates with
 ``cuMemAllocFromPoolAsync`` on the call's stream and frees with
-``cuMemFreeAsync`` on the same stream when the array is garbage collected: no
-device synchronisation, and memory comes back from the pool (kept up to its
-high-water mark) instead of from the driver.  One pool per CUDA context, made
+``cuMemFreeAsync`` when the array is garbage collected (on the same stream, or
+on the legacy default stream for results of a default stream; see
+:func:`_freer`): no device synchronisation, and memory comes back from the
+pool (kept up to its high-water mark) instead of from the driver.  One pool per CUDA context, made
 with the driver's stream-ordered allocator (CUDA 11.2+, through the
 ``cuda.bindings`` that numba-cuda uses).
 
