@@ -180,3 +180,12 @@ def test_reshape_keeps_the_stream():
     a = DeviceNDArray((4, 6), (24, 4), np.float32, stream=s, gpu_data=mem)
     assert _api._reshape(a, (24,)).stream is s
     assert _api._row_view(a, 1, (6,)).stream is s
+
+
+def test_numba_stream_of_an_older_cupy_stream(fake_streams, monkeypatch):
+    Stream = type("Stream", (), {"ptr": 0x4242})
+    Stream.__module__ = "cupy.cuda.stream"
+    assert int(_api.numba_stream(Stream()).handle) == 0x4242
+    Other = type("Other", (), {"ptr": 0x4242})  # not CuPy's: .ptr means nothing here
+    with pytest.raises(TypeError, match="pass a numba stream"):
+        _api.numba_stream(Other())

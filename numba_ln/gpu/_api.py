@@ -98,8 +98,8 @@ def numba_stream(stream):
 
     Accepted: None or 0 (the default stream); a numba stream; any stream with
     the CUDA stream protocol, ``__cuda_stream__`` (CuPy, PyTorch, cuda.core),
-    or PyTorch's ``cuda_stream`` handle attribute; a raw ``CUstream`` handle
-    as an int.  Foreign streams are wrapped with
+    or PyTorch's ``cuda_stream`` / CuPy's ``ptr`` handle attribute; a raw
+    ``CUstream`` handle as an int.  Foreign streams are wrapped with
     :func:`numba.cuda.external_stream` (zero-copy; the owner keeps the
     stream alive).  Under the simulator, which runs every launch at once and
     has no external streams, they become the default stream.
@@ -122,6 +122,9 @@ def numba_stream(stream):
                             f"failed or did not return (version, handle): {exc}") from None
     elif isinstance(getattr(stream, "cuda_stream", None), int):  # torch.cuda.Stream
         handle = stream.cuda_stream
+    elif type(stream).__module__.startswith("cupy") and isinstance(getattr(stream, "ptr", None),
+                                                                    int):  # older CuPy
+        handle = stream.ptr
     if handle is None:
         raise TypeError(f"stream is {type(stream).__name__} {stream!r}: pass a numba stream "
                         f"(numba.cuda.stream()), a stream with __cuda_stream__ (CuPy, PyTorch, "
