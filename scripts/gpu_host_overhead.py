@@ -38,6 +38,7 @@ def _stub_gpu():
     from numba.cuda.cudadrv.driver import MemoryPointer
 
     from numba_ln.gpu import _api, _kernels, _launch
+    from numba_ln.gpu._memory import _c_strides
 
     class Device:
         id = 0
@@ -54,12 +55,9 @@ def _stub_gpu():
         size = int(np.prod(shape)) * dtype.itemsize
         ptr = nxt[0]
         nxt[0] += (size + 4095) // 4096 * 4096 + 4096  # disjoint allocations
-        strides, step = [], dtype.itemsize
-        for n in reversed(shape):
-            strides.append(step)
-            step *= n
         mem = MemoryPointer(ctx, binding.CUdeviceptr(ptr), size)
-        return DeviceNDArray(shape, tuple(reversed(strides)), dtype, stream=stream, gpu_data=mem)
+        return DeviceNDArray(shape, _c_strides(shape, dtype.itemsize), dtype, stream=stream,
+                             gpu_data=mem)
 
     @contextlib.contextmanager
     def ensure_context():

@@ -13,7 +13,7 @@ from numba import cuda
 from .._validate import Layout, check_eps, check_shape, float_dtype, normalize_axes
 from . import _kernels as K
 from . import _launch
-from ._memory import empty
+from ._memory import _c_strides, empty
 
 __all__ = ["layer_norm", "layer_norm_backward", "is_available", "require_gpu"]
 
@@ -184,14 +184,6 @@ def _reshape(a, shape):
     if not K.SIM:
         r.stream = a.stream
     return r
-
-
-def _c_strides(shape, item):
-    strides = []
-    for n in reversed(shape):
-        strides.append(item)
-        item *= n
-    return tuple(reversed(strides))
 
 
 def _row_view(a, i, shape):

@@ -8,9 +8,9 @@ call spends more time allocating than computing.  The pool allocates with
 ``cuMemFreeAsync`` when the array is garbage collected (on the same stream, or
 on the legacy default stream for results of a default stream; see
 :func:`_freer`): no device synchronisation, and memory comes back from the
-pool (kept up to its high-water mark) instead of from the driver.  One pool per CUDA context, made
-with the driver's stream-ordered allocator (CUDA 11.2+, through the
-``cuda.bindings`` that numba-cuda uses).
+pool (kept up to its high-water mark) instead of from the driver.  One pool
+per CUDA context, made with the driver's stream-ordered allocator (CUDA
+11.2+, through the ``cuda.bindings`` that numba-cuda uses).
 
 The pool's rule is CuPy's and PyTorch's: an array is freed in the order of
 the stream it was allocated on, so work on *another* stream that still uses
@@ -167,6 +167,15 @@ def _alloc(drv, ctx, size, pool, handle):
     return drv.cuMemAllocFromPoolAsync(size, pool, handle)
 
 
+def _c_strides(shape, item):
+    """The byte strides of a C-contiguous array of ``shape`` and itemsize ``item``."""
+    strides = []
+    for n in reversed(shape):
+        strides.append(item)
+        item *= n
+    return tuple(reversed(strides))
+
+
 def empty(shape, dtype, stream):
     """An uninitialised C-contiguous device array, from the pool when it is
     on (and the array not empty), else ``numba.cuda.device_array``.
@@ -181,11 +190,6 @@ def empty(shape, dtype, stream):
     size = math.prod(shape) * dtype.itemsize
     if size == 0:
         return cuda.device_array(shape, dtype, stream=stream)
-    strides = []
-    step = dtype.itemsize
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
     ctx = cuda.current_context()
     if stream is None or isinstance(stream, int):  # 0: numba's default stream
         handle = cuda.default_stream().handle
@@ -200,4 +204,5 @@ def empty(shape, dtype, stream):
     ptr = _alloc(drv, ctx, size, _pool(ctx), handle)
     mem = MemoryPointer(weakref.proxy(ctx), ptr, size,
                         finalizer=_freer(drv, ptr, ctx, None if default else stream))
-    return DeviceNDArray(shape, tuple(reversed(strides)), dtype, stream=stream, gpu_data=mem)
+    return DeviceNDArray(shape, _c_strides(shape, dtype.itemsize), dtype, stream=stream,
+                         gpu_data=mem)
