@@ -128,6 +128,15 @@ else:
     _KC = 8
     STORE_CHUNK = 4
 
+#: ``(tpr, kv)`` of the variants whose backward prefetches its next row into
+#: L2 (``l2_prefetch`` of :func:`_make_variant`).  512x16 (backward of
+#: 4096 < D <= 8192): 16384x8192 float32 on an H200, 0.725 -> 0.590 ms
+#: (52% -> 64% of copy bandwidth; scripts/gpu_tune.py, docs/gpu_bench_h200.md).
+#: The widest variant, which loops over long rows, was slower with it (1.16 ->
+#: 1.36 ms at 256x32); the others are unmeasured.  Under the simulator (no
+#: caches: a no-op there), one variant that re-reads its row, for the path.
+L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
+
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
 
@@ -709,7 +718,9 @@ class Variant:
         for attr in set(_ATTR.values()):
             setattr(self, attr, {})
         for dtype in DTYPES:
-            for kind, fn in _make_variant(tpr, kv, loops, self.pipe[dtype]).items():
+            l2 = (tpr, kv) in L2_PREFETCH
+            for kind, fn in _make_variant(tpr, kv, loops, self.pipe[dtype],
+                                          l2_prefetch=l2).items():
                 n = blocks[dtype][0 if kind.startswith("layer_norm_forward") else 1]
                 if n is None:
                     continue
@@ -742,8 +753,10 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     (``kv > HOLD_MAX``, so it cannot prefetch it into registers) has the
     next row's ``dy`` and ``x`` fetched into L2 (:func:`_prefetch_l2`) while
     it works on the current one, so that DRAM is not idle through its
-    reductions and second pass.  All three are candidates of
-    ``scripts/gpu_tune.py``, not yet in :data:`TABLE` (unmeasured).
+    reductions and second pass (the variants of :data:`L2_PREFETCH`).
+    ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
+    ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
+    better on an H200: docs/gpu_bench_h200.md).
 
     ``pipe``: software
     pipelining.  A block walks its rows with the next row's loads issued
