@@ -125,6 +125,18 @@ def _numba_dispatch(x, w, b, y, device_array):
     print(f"  {'typeof':22s} "
           f"{_us_per_call(lambda: [typeof(a, Purpose.argument) for a in args]):7.1f} us")
     print(f"  {'_prepare_args':22s} {_us_per_call(prepare):7.1f} us")
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    fast = _fastlaunch.Launcher(None, None, _fastlaunch._parse(
+        _kernels.signatures("float32")["layer_norm_forward"]))
+
+    def pack():  # what numba_ln.gpu._fastlaunch does before cuLaunchKernel
+        vals = fast.pack(args)
+        buf, params, _ = fast._buffers()
+        fast._struct.pack_into(buf, 0, *vals)
+        return params
+    print("numba_ln's own launch path (numba_ln.gpu._fastlaunch) before the driver:")
+    print(f"  {'pack the parameters':22s} {_us_per_call(pack):7.1f} us")
 
 
 def main(argv=None):

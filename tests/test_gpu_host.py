@@ -189,3 +189,126 @@ def test_numba_stream_of_an_older_cupy_stream(fake_streams, monkeypatch):
     Other = type("Other", (), {"ptr": 0x4242})  # not CuPy's: .ptr means nothing here
     with pytest.raises(TypeError, match="pass a numba stream"):
         _api.numba_stream(Other())
+
+
+# --------------------------------------------------------------------------
+# numba_ln.gpu._fastlaunch: the arguments packed as numba packs them.
+# --------------------------------------------------------------------------
+
+def _numba_params(sig_kinds_args):
+    """numba-cuda's own flattening of kernel arguments (``_Kernel._prepare_args``),
+    as Python numbers."""
+    from numba.cuda.dispatcher import _Kernel
+    from numba.cuda.typing.typeof import Purpose, typeof
+
+    class Kernel:
+        extensions = []
+
+    params, retr = [], []
+    for a in sig_kinds_args:
+        _Kernel._prepare_args(Kernel, typeof(a, Purpose.argument), a, 0, retr, params)
+    return [p.value if hasattr(p, "value") else p for p in params]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["layer_norm_forward", "layer_norm_forward_split_apply",
+                                  "layer_norm_backward", "layer_norm_backward_colsum"])
+def test_fast_launch_packs_what_numba_packs(kind, dtype):
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    kinds = _fastlaunch._parse(_kernels.signatures(dtype)[kind])
+    args = []
+    for i, k in enumerate(kinds):
+        if isinstance(k, tuple):
+            shape = (5, 7, 3)[:k[0]] if i % 2 else (2, 9, 4)[:k[0]]
+            args.append(fake_array(shape, k[1]))
+        elif k == "i":
+            args.append(np.int32(3))
+        else:
+            args.append(np.dtype(dtype).type(1e-5))
+    fast = _fastlaunch.Launcher(None, None, kinds)
+    packed = fast.pack(args)
+    assert packed == _numba_params(args)
+    assert len(packed) == len(fast.sizes)
+    # every parameter fits its 8-byte slot, in the order the kernel takes them
+    assert all(s in (4, 8) for s in fast.sizes)
+
+
+def test_fast_launch_leaves_other_layouts_and_dtypes_to_numba():
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
+    fast = _fastlaunch.Launcher(None, None, kinds)
+    part, out = fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32)
+    assert fast.pack((part, out)) is not None
+    # a strided (non-C-contiguous) view, another dtype, another rank
+    strided = DeviceNDArray((2, 4), (32, 8), np.dtype(np.float32), gpu_data=out.gpu_data)
+    assert fast.pack((part, strided)) is None
+    assert fast.pack((part, fake_array((2, 8), np.float64))) is None
+    assert fast.pack((part, fake_array((16,), np.float32))) is None
+    # extents of 1 may have any stride (numpy's rule, numba's layout "C")
+    one = DeviceNDArray((1, 8), (999, 4), np.dtype(np.float32), gpu_data=out.gpu_data)
+    assert fast.pack((part, one)) is not None
+
+    calls = []
+
+    class Dispatcher:
+        def __getitem__(self, config):
+            return lambda *args: calls.append((config, args))
+
+    fast = _fastlaunch.Launcher(Dispatcher(), None, kinds)
+    fast((3, 2), (16, 4), 0, (part, strided))  # numba's dispatcher takes it
+    assert calls == [(((3, 2), (16, 4), 0), (part, strided))]
+
+
+def test_fast_launch_is_off_when_asked(monkeypatch):
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    monkeypatch.setenv("NUMBA_LN_FAST_LAUNCH", "0")
+    calls = []
+
+    class Dispatcher:
+        def __getitem__(self, config):
+            return lambda *args: calls.append(config)
+
+    d = Dispatcher()
+    assert _fastlaunch.launcher(d, "float32", "layer_norm_backward_colsum") is None
+    _fastlaunch.launch(d, "float32", "layer_norm_backward_colsum", 4, 16, 0, None, None)
+    assert calls == [(4, 16, 0)]
+
+
+def test_fast_launch_signatures_parse():
+    from numba_ln.gpu import _fastlaunch
+
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    assert _fastlaunch._parse("void(float32[:, ::1], float64[::1], int32, float32, "
+                              "float64[:, :, ::1])") == [(2, f32, 4), (1, f64, 8), "i", "f",
+                                                          (3, f64, 8)]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _fastlaunch._parse("void(float32[:, :])")
+
+
+def test_fast_launch_parameter_buffers():
+    """The parameters are packed into a per-thread buffer made once, whose
+    pointer array points at each 8-byte slot in order."""
+    import ctypes
+    import threading
+
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
+    fast = _fastlaunch.Launcher(None, None, kinds)
+    buf, params, ptrs = fast._buffers()
+    assert fast._buffers()[0] is buf
+    base = ctypes.addressof(buf)
+    assert [ptrs[i] for i in range(len(fast.sizes))] == [base + 8 * i
+                                                          for i in range(len(fast.sizes))]
+    part, out = fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32)
+    vals = fast.pack((part, out))
+    fast._struct.pack_into(buf, 0, *vals)
+    assert list(np.frombuffer(buf.raw, dtype=np.int64)) == vals
+    other = []
+    t = threading.Thread(target=lambda: other.append(fast._buffers()[0]))
+    t.start()
+    t.join()
+    assert other[0] is not buf

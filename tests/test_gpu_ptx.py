@@ -275,3 +275,24 @@ def test_gpu_call_without_a_gpu_says_why():
 
     with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
         numba_ln.layer_norm(FakeDeviceArray())
+
+
+_PARAM_BYTES = {"u64": 8, "b64": 8, "s64": 8, "f64": 8, "u32": 4, "b32": 4, "s32": 4, "f32": 4}
+
+
+@needs_nvvm
+def test_fast_launch_packs_every_kernel_parameter(ptx):
+    """numba_ln.gpu._fastlaunch packs each kernel's arguments into the
+    parameters the compiled kernel takes (the same count and sizes as the
+    PTX entry's ``.param`` list; on a GPU it checks the loaded kernel's too)."""
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    _, table = ptx
+    for name, text in table.items():
+        dtype = name[name.index("[") + 1:-1]
+        sig = _kernels.signatures(dtype)[_kernels.KINDS[name]]
+        entry = text[text.index(".entry"):]
+        entry = entry[:entry.index(")")]
+        types = re.findall(r"\.param\s+\.(\w+)", entry)
+        sizes = tuple(_PARAM_BYTES[t] for t in types)
+        assert sizes == _fastlaunch.Launcher(None, None, _fastlaunch._parse(sig)).sizes, name

@@ -414,3 +414,40 @@ def test_torch_and_cupy_streams():
         got = layer.forward(cuda.to_device(x))
         sync(s)
         np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4096, 1024), (1000, 100), (40, 20000), (9, 8193), (3, 65537)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_fast_launch_gives_numba_launch_bits(shape, dtype, monkeypatch):
+    """numba_ln.gpu._fastlaunch (its own argument packing and cuLaunchKernel)
+    is what launches the kernels, and gives the same bits as numba's
+    dispatcher (NUMBA_LN_FAST_LAUNCH=0) for every kernel kind: row forward,
+    split forward, window row sums, backward, column sums."""
+    from numba_ln.gpu import _fastlaunch
+
+    x = cuda.to_device(RNG.standard_normal(shape).astype(dtype))
+    dy = cuda.to_device(RNG.standard_normal(shape).astype(dtype))
+    w = cuda.to_device(RNG.standard_normal(shape[1]).astype(dtype))
+    b = cuda.to_device(RNG.standard_normal(shape[1]).astype(dtype))
+    out = {}
+    for fast in ("1", "0"):
+        monkeypatch.setenv("NUMBA_LN_FAST_LAUNCH", fast)
+        stream = cuda.stream()
+        y, m, r = gpu.layer_norm(x, w, b, return_stats=True, stream=stream)
+        dx, dw, db = gpu.layer_norm_backward(dy, x, m, r, w, stream=stream)
+        out[fast] = [a.copy_to_host(stream=stream) for a in (y, m, r, dx, dw, db)]
+        stream.synchronize()
+    for a, b_ in zip(out["1"], out["0"]):
+        assert np.array_equal(a, b_)
+    monkeypatch.setenv("NUMBA_LN_FAST_LAUNCH", "1")
+    name = np.dtype(dtype).name
+    v = _kernels.variant(shape[1], "backward")
+    assert _fastlaunch.launcher(v.bwd[name], name, "layer_norm_backward") is not None
+    assert _fastlaunch.launcher(_kernels.col_sum[name], name,
+                                "layer_norm_backward_colsum") is not None
+    v = _kernels.variant(shape[1])
+    assert _fastlaunch.launcher(v.fwd[name], name, "layer_norm_forward") is not None
+    ref = ref_forward(x.copy_to_host(), w.copy_to_host(), b.copy_to_host())
+    np.testing.assert_allclose(out["1"][0], ref[0], **_tol(dtype, shape[1]))
+

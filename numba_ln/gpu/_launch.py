@@ -2,7 +2,9 @@
 
 Like :mod:`numba_ln._cpu`: no validation, C-contiguous ``(rows, D)`` device
 arrays of one dtype, outputs given.  Everything is launched on ``stream`` and
-allocated on it; nothing here synchronises with the host.
+allocated on it; nothing here synchronises with the host.  The row kernels
+are launched through :mod:`numba_ln.gpu._fastlaunch` (numba's dispatcher
+costs more host time than a small LayerNorm takes on the GPU).
 
 Also the strided copies the front end needs: :func:`gather` (any layout,
 any permutation of the axes, any float dtype -> a C-contiguous array of the
@@ -17,6 +19,7 @@ import numpy as np
 from numba import cuda
 
 from . import _kernels as K
+from ._fastlaunch import launch as _go
 from ._memory import empty
 
 #: Row slots of the backward kernel under the simulator (several, so that the
@@ -118,7 +121,8 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
     name = _NAME[x.dtype.char]
     kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize, name)
     if kind == "rows":
-        v.fwd[name][grid, block, stream](x, w, b, np.int32(flags), eps, y, stats)
+        _go(v.fwd[name], name, "layer_norm_forward", grid, block, stream,
+            x, w, b, np.int32(flags), eps, y, stats)
         return
     nwin = -(-d // v.capacity)
     key = ("fwd", rows, d, name)
@@ -128,8 +132,9 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
         part = empty((rows, nwin, 4), x.dtype, stream=stream)
         if work is not None:
             work[key] = part
-    v.fwd_part[name][grid, block, stream](x, part)
-    v.fwd_apply[name][grid, block, stream](x, w, b, np.int32(flags), eps, part, y, stats)
+    _go(v.fwd_part[name], name, "layer_norm_forward_split_stats", grid, block, stream, x, part)
+    _go(v.fwd_apply[name], name, "layer_norm_forward_split_apply", grid, block, stream,
+        x, w, b, np.int32(flags), eps, part, y, stats)
 
 
 def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
@@ -159,14 +164,16 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
             work[key] = (sums, part)
     if nwin > 1 and rows > 0:
         grid = -(-rows // block[1]) * nwin
-        v.bwd_rowsums[name][grid, block, stream](dy, x, mean, rstd, w, np.int32(flags), sums)
+        _go(v.bwd_rowsums[name], name, "layer_norm_backward_rowsums", grid, block, stream,
+            dy, x, mean, rstd, w, np.int32(flags), sums)
     if rows > 0:
-        v.bwd[name][G * nwin, block, stream](dy, x, mean, rstd, w, np.int32(flags), sums, dx,
-                                             part)
+        _go(v.bwd[name], name, "layer_norm_backward", G * nwin, block, stream,
+            dy, x, mean, rstd, w, np.int32(flags), sums, dx, part)
     else:  # no rows: the sums are zero
         part.copy_to_device(np.zeros((2, G, d), dtype), stream=stream)
     # dweight and dbias, or dbias alone (the last rows of part: see _col_sum)
-    K.col_sum[name][(-(-d // K.COL_TX), grads.shape[0]), col_block(G), stream](part, grads)
+    _go(K.col_sum[name], name, "layer_norm_backward_colsum",
+        (-(-d // K.COL_TX), grads.shape[0]), col_block(G), stream, part, grads)
 
 
 def col_block(P):

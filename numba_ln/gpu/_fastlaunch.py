@@ -1,0 +1,225 @@
+"""Kernel launches without numba's per-call dispatch.
+
+``kernel[grid, block, stream](*args)`` in numba-cuda types every argument,
+looks the overload up, builds a launch configuration, converts each device
+array to a memory view (flags, layout) and hands the flattened arguments to
+``cuda.core.launch``: tens of microseconds of Python a launch, more than the
+GPU time of a LayerNorm of a few million elements.  The GPU path's kernels
+take arguments of fixed types per dtype (C-contiguous arrays, an ``int32``,
+a float), so here the kernel is compiled once for its signature and each
+launch packs the arguments itself, in numba's kernel ABI (an array is
+``meminfo, parent, nitems, itemsize, data, shape..., strides...``, each a
+64-bit parameter), and calls the driver's ``cuLaunchKernel``.  Host time
+of one forward launch on the H200 machine measured
+(``scripts/gpu_launch_cost.py``, two runs): numba 55-60 us, here 23-25 us,
+of which the packing takes about 5 us (on a 2-core VM, with no GPU:
+``scripts/gpu_host_overhead.py``) and the rest is the driver call.
+
+Safety: the packing is checked once per kernel against the parameter sizes
+the driver reports for the compiled kernel (``cuFuncGetParamInfo``, through
+``cuda.core``); a launch whose arrays are not C-contiguous, or of another
+dtype, goes through numba's dispatcher instead, as does everything under
+the simulator, with ``NUMBA_LN_FAST_LAUNCH=0`` in the environment, or when
+any of the numba-cuda / cuda.core internals used here is missing.
+"""
+
+import ctypes
+import os
+import struct
+import threading
+
+import numpy as np
+
+from . import _kernels as K
+
+__all__ = ["launch", "launcher"]
+
+#: ``{(id(dispatcher), dtype, kind): (dispatcher, Launcher or None)}``; the
+#: entry keeps the dispatcher alive, so that its id is not reused.
+_LAUNCHERS = {}
+_LOCK = threading.Lock()
+
+
+def _enabled():
+    return not K.SIM and os.environ.get("NUMBA_LN_FAST_LAUNCH", "1") != "0"
+
+
+def _parse(sig):
+    """The argument kinds of a numba signature string like
+    ``"void(float32[:, ::1], float32[::1], int32, float32)"``: for an array
+    ``(ndim, dtype, itemsize)``, for a scalar its ``struct`` code."""
+    inner = sig[sig.index("(") + 1:sig.rindex(")")]
+    kinds = []
+    depth = 0
+    token = ""
+    for ch in inner + ",":
+        if ch == "," and depth == 0:
+            token = token.strip()
+            if "[" in token:
+                dtype = np.dtype(token[:token.index("[")])
+                ndim = token[token.index("["):].count(",") + 1
+                if not token.endswith("::1]"):
+                    raise ValueError(f"not a C-contiguous array type: {token}")
+                kinds.append((ndim, dtype, dtype.itemsize))
+            else:
+                kinds.append({"int32": "i", "int64": "q", "float32": "f",
+                              "float64": "d"}[token])
+            token = ""
+            continue
+        depth += ch == "["
+        depth -= ch == "]"
+        token += ch
+    return kinds
+
+
+class Launcher:
+    """Launches of one compiled kernel (a numba ``_Kernel``) whose arguments
+    have the kinds of :func:`_parse`."""
+
+    def __init__(self, dispatcher, kernel, kinds):
+        from cuda.bindings import driver as binding
+
+        self._binding = binding
+        self._dispatcher = dispatcher
+        self._kernel = kernel
+        self._kinds = kinds
+        fmt, sizes = "=", []
+        for k in kinds:
+            if k.__class__ is tuple:
+                ndim = k[0]
+                fmt += "q" * (5 + 2 * ndim)
+                sizes += [8] * (5 + 2 * ndim)
+            else:
+                size = struct.calcsize("=" + k)
+                fmt += k + "x" * (8 - size)  # each parameter in its own 8 bytes
+                sizes.append(size)
+        self._struct = struct.Struct(fmt)
+        self._sizes = tuple(sizes)
+        self._funcs = {}  # {id(context): (context, CUfunction)}
+        self._tls = threading.local()
+
+    def _buffers(self):
+        """This thread's parameter buffer and the address of its array of
+        pointers to each parameter (``kernelParams``), made once: the driver
+        copies the parameters when the launch is enqueued, so the next launch
+        may overwrite them."""
+        try:
+            return self._tls.buffers
+        except AttributeError:
+            buf = ctypes.create_string_buffer(self._struct.size)
+            base = ctypes.addressof(buf)
+            ptrs = (ctypes.c_void_p * len(self._sizes))(
+                *[base + 8 * i for i in range(len(self._sizes))])
+            self._tls.buffers = (buf, ctypes.addressof(ptrs), ptrs)
+            return self._tls.buffers
+
+    @property
+    def sizes(self):
+        """The byte sizes of the kernel parameters the arguments are packed into."""
+        return self._sizes
+
+    def check(self):
+        """Raise unless the driver's parameter sizes of the compiled kernel
+        are :attr:`sizes` (compiles and loads the kernel)."""
+        info = self._kernel._codelibrary.get_cufunc().kernel.arguments_info
+        sizes = tuple(int(p[1]) if isinstance(p, tuple) else int(p.size) for p in info)
+        if sizes != self._sizes:
+            raise RuntimeError(f"kernel parameters {sizes} are not the packed {self._sizes}")
+
+    def _function(self):
+        from numba.cuda.cudadrv import devices
+
+        ctx = devices.get_context()
+        entry = self._funcs.get(id(ctx))
+        if entry is None or entry[0] is not ctx:
+            cufunc = self._kernel._codelibrary.get_cufunc()
+            handle = cufunc.handle
+            binding = self._binding
+            if isinstance(handle, binding.CUkernel):
+                err, fn = binding.cuKernelGetFunction(handle)
+                if err != binding.CUresult.CUDA_SUCCESS:
+                    raise RuntimeError(f"cuKernelGetFunction failed: {err!r}")
+            else:
+                fn = binding.CUfunction(int(handle))
+            entry = self._funcs[id(ctx)] = (ctx, fn)
+        return entry[1]
+
+    def pack(self, args):
+        """The flattened parameter values of ``args``, or None when an array
+        is not C-contiguous of the signature's dtype (numba's dispatcher
+        then launches it, compiling for its layout)."""
+        vals = []
+        add = vals.extend
+        for k, a in zip(self._kinds, args):
+            if k.__class__ is tuple:
+                ndim, dtype, item = k
+                shape = a.shape
+                if a.dtype != dtype or len(shape) != ndim:
+                    return None
+                strides = a.strides
+                # C-contiguous (numpy's rule: extents of 1 have any stride)
+                expect = item
+                for n, s in zip(shape[::-1], strides[::-1]):
+                    if n != 1 and s != expect:
+                        return None
+                    expect *= n
+                mem = a.gpu_data  # None for an empty array
+                add((0, 0, a.size, item, 0 if mem is None else int(mem.device_pointer)))
+                add(shape)
+                add(strides)
+            else:
+                vals.append(a)
+        return vals
+
+    def __call__(self, grid, block, stream, args):
+        vals = self.pack(args)
+        if vals is None:
+            self._dispatcher[grid, block, stream](*args)
+            return
+        buf, params, _ = self._buffers()
+        self._struct.pack_into(buf, 0, *vals)
+        gx, gy, gz = (grid + (1, 1))[:3] if isinstance(grid, tuple) else (int(grid), 1, 1)
+        bx, by, bz = (block + (1, 1))[:3] if isinstance(block, tuple) else (int(block), 1, 1)
+        handle = stream.handle if stream else 0
+        err, = self._binding.cuLaunchKernel(self._function(), gx, gy, gz, bx, by, bz, 0,
+                                            handle, params, 0)
+        if err != self._binding.CUresult.CUDA_SUCCESS:
+            from numba.cuda.cudadrv.driver import CudaAPIError
+
+            raise CudaAPIError(err, f"cuLaunchKernel of {self._kernel} failed: {err!r}")
+
+    def __repr__(self):
+        return f"<Launcher {self._dispatcher.py_func.__name__} {len(self._sizes)} parameters>"
+
+
+def launcher(dispatcher, dtype, kind):
+    """The :class:`Launcher` of ``dispatcher`` compiled for the ``kind``
+    signature of ``dtype`` (names; :func:`numba_ln.gpu._kernels.signatures`),
+    or None where launches must go through numba (see the module's text).
+    Compiles the kernel if needed."""
+    if not _enabled():
+        return None
+    key = (id(dispatcher), dtype, kind)
+    entry = _LAUNCHERS.get(key)
+    if entry is None:
+        with _LOCK:
+            entry = _LAUNCHERS.get(key)
+            if entry is None:
+                sig = K.signatures(dtype)[kind]
+                try:
+                    fast = Launcher(dispatcher, dispatcher.compile(sig), _parse(sig))
+                    fast.check()
+                except Exception:  # noqa: BLE001 -- numba/cuda.core internals moved
+                    fast = None
+                entry = _LAUNCHERS[key] = (dispatcher, fast)
+    return entry[1]
+
+
+def launch(dispatcher, dtype, kind, grid, block, stream, *args):
+    """``dispatcher[grid, block, stream](*args)``, through a
+    :class:`Launcher` where one is available."""
+    fast = launcher(dispatcher, dtype, kind)
+    if fast is None:
+        dispatcher[grid, block, stream](*args)
+    else:
+        fast(grid, block, stream, args)
