@@ -451,3 +451,29 @@ def test_fast_launch_gives_numba_launch_bits(shape, dtype, monkeypatch):
     ref = ref_forward(x.copy_to_host(), w.copy_to_host(), b.copy_to_host())
     np.testing.assert_allclose(out["1"][0], ref[0], **_tol(dtype, shape[1]))
 
+
+def test_forward_keeps_unreturned_statistics_as_scratch():
+    """Without return_stats, mean and rstd go to a scratch buffer kept for
+    the stream's next call (no allocation); returned statistics are always
+    fresh arrays, never that buffer."""
+    from numba_ln.gpu import _api
+
+    stream = cuda.stream()
+    x = RNG.standard_normal((300, 700)).astype(np.float32)
+    dx = cuda.to_device(x, stream=stream)
+    y1 = gpu.layer_norm(dx, stream=stream)
+    work = _api._workspace(stream)
+    scratch = work[("stats", 300, "f")]
+    y2 = gpu.layer_norm(dx, stream=stream)
+    assert work[("stats", 300, "f")] is scratch
+    y3, m, r = gpu.layer_norm(dx, stream=stream, return_stats=True)
+    ptr = scratch.__cuda_array_interface__["data"][0]
+    assert m.__cuda_array_interface__["data"][0] != ptr
+    assert r.__cuda_array_interface__["data"][0] != ptr
+    host = [a.copy_to_host(stream=stream) for a in (y1, y2, y3, m, r)]
+    stream.synchronize()
+    ref_y, ref_m, ref_r = ref_forward(x)
+    for y in host[:3]:
+        np.testing.assert_allclose(y, ref_y, **_tol(np.float32, 700))
+    np.testing.assert_allclose(host[3], ref_m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(host[4], ref_r, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,8 @@ zero-copy with :func:`numba.cuda.as_cuda_array` (which keeps its owner
 alive).  Outputs are numba device arrays.
 """
 
+import contextlib
+
 import numpy as np
 from numba import cuda
 
@@ -39,6 +41,33 @@ def require_gpu():
         f"numba_ln got GPU arrays but no usable CUDA GPU: {reason}. "
         "Install numba-cuda with a CUDA toolkit (pip install 'numba-cuda[cu13]'), or pass "
         "NumPy arrays to run on the CPU.")
+
+
+@contextlib.contextmanager
+def _on_gpu():
+    """The body of a GPU call: numba's ``ensure_context``, so that the current
+    CUDA context is asked of the driver once a call and kept in thread-local
+    storage for the allocations, views and launches inside it.  Otherwise
+    each of them asks again (``cuCtxGetCurrent``, ``cuCtxGetDevice`` and
+    numba's Python around them), five times a forward call and seven a
+    backward: the largest item after the launches in a profile of the calls
+    on an H200 machine (``scripts/gpu_launch_cost.py``).  Without a usable
+    GPU, the error of :func:`require_gpu`."""
+    if K.SIM:
+        yield
+        return
+    try:
+        from numba.cuda.cudadrv import devices
+
+        cm = devices._runtime.ensure_context()
+        cm.__enter__()
+    except Exception:
+        require_gpu()
+        raise
+    try:
+        yield
+    finally:
+        cm.__exit__(None, None, None)
 
 
 def _is_device(a):
@@ -277,14 +306,16 @@ def _dummy(dtype, stream):
     return arr
 
 
-#: Scratch buffers of the kernels (partial sums), kept between calls:
+#: Scratch buffers of the kernels (partial sums, and the forward's mean and
+#: rstd when they are not returned), kept between calls:
 #: ``{(context id, stream handle): (context, {key: buffers})}``.  Outputs are
 #: always fresh arrays; only internal scratch is reused, and only on the
 #: stream it was last used on (stream order makes the reuse safe).
 _WORK = {}
 
-#: Shapes whose scratch a stream keeps before its cache is emptied.
-_WORK_MAX = 8
+#: Scratch buffers a stream keeps before its cache is emptied (a training
+#: step of a few LayerNorm shapes needs two or three a shape).
+_WORK_MAX = 16
 
 
 def _after_producer(obj, stream):
@@ -385,33 +416,41 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
         Or ``(y, mean, rstd)``.
     """
     _no_mixing(("x", x), ("weight", weight), ("bias", bias), ("out", out))
-    require_gpu()
-    stream = numba_stream(stream)
-    x = _as_device("x", x, stream)
-    layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
-    eps = check_eps(eps)
-    dtype = float_dtype("x", x.dtype)
-    w = _param("weight", weight, layout, dtype, stream)
-    b = _param("bias", bias, layout, dtype, stream)
-    if out is not None:
-        out = _check_out(out, layout.shape, dtype, stream)
+    with _on_gpu():
+        stream = numba_stream(stream)
+        x = _as_device("x", x, stream)
+        layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
+        eps = check_eps(eps)
+        dtype = float_dtype("x", x.dtype)
+        w = _param("weight", weight, layout, dtype, stream)
+        b = _param("bias", bias, layout, dtype, stream)
+        if out is not None:
+            out = _check_out(out, layout.shape, dtype, stream)
 
-    x2 = _rows(x, layout, dtype, stream)
-    y2, direct = _target(out, layout, (x2, w, b), stream, dtype)
-    # mean and rstd: the rows of one allocation (one cuMemAlloc, not two)
-    stats = empty((2, layout.rows), dtype, stream=stream)
-    if layout.features == 0 and layout.rows > 0:
-        stats.copy_to_device(np.full((2, layout.rows), np.nan, dtype), stream=stream)
-    flags = (K.HAS_WEIGHT if w is not None else 0) | (K.HAS_BIAS if b is not None else 0)
-    dummy = _dummy(dtype, stream) if w is None or b is None else None
-    _launch.forward(x2, dummy if w is None else w, dummy if b is None else b, flags,
-                    dtype.type(eps), y2, stats, stream, work=_workspace(stream))
+        x2 = _rows(x, layout, dtype, stream)
+        y2, direct = _target(out, layout, (x2, w, b), stream, dtype)
+        # mean and rstd: the rows of one allocation (one cuMemAlloc, not two);
+        # when they are not returned, a scratch buffer kept for the next call
+        work = _workspace(stream)
+        key = ("stats", layout.rows, dtype.char)
+        if return_stats or work is None or key not in work:
+            stats = empty((2, layout.rows), dtype, stream=stream)
+            if not return_stats and work is not None:
+                work[key] = stats
+        else:
+            stats = work[key]
+        if layout.features == 0 and layout.rows > 0 and return_stats:
+            stats.copy_to_device(np.full((2, layout.rows), np.nan, dtype), stream=stream)
+        flags = (K.HAS_WEIGHT if w is not None else 0) | (K.HAS_BIAS if b is not None else 0)
+        dummy = _dummy(dtype, stream) if w is None or b is None else None
+        _launch.forward(x2, dummy if w is None else w, dummy if b is None else b, flags,
+                        dtype.type(eps), y2, stats, stream, work=work)
 
-    y = out if direct else _finish(y2, out, layout, stream)
-    if return_stats:
-        return (y, _row_view(stats, 0, layout.stats_shape),
-                _row_view(stats, 1, layout.stats_shape))
-    return y
+        y = out if direct else _finish(y2, out, layout, stream)
+        if return_stats:
+            return (y, _row_view(stats, 0, layout.stats_shape),
+                    _row_view(stats, 1, layout.stats_shape))
+        return y
 
 
 def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, stream=None):
@@ -426,35 +465,35 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None, st
     """
     _no_mixing(("dy", dy), ("x", x), ("mean", mean), ("rstd", rstd), ("weight", weight),
                ("out", out))
-    require_gpu()
-    stream = numba_stream(stream)
-    x = _as_device("x", x, stream)
-    layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
-    dtype = float_dtype("x", x.dtype)
-    dy = _as_device("dy", dy, stream)
-    check_shape("dy", dy.shape, x.shape, "x's shape")
-    stats = []
-    for name, s in (("mean", mean), ("rstd", rstd)):
-        s = _as_device(name, s, stream)
-        expected = layout.stats_shape
-        if not (tuple(s.shape) == expected or (not expected and tuple(s.shape) in ((), (1,)))):
-            check_shape(name, s.shape, expected,
-                        f"the shape of x's axes that are not normalised (axis={axis!r})")
-        stats.append(_flat(s, layout.rows, dtype, stream))
-    m, r = stats
-    w = _param("weight", weight, layout, dtype, stream)
-    if out is not None:
-        out = _check_out(out, layout.shape, dtype, stream)
+    with _on_gpu():
+        stream = numba_stream(stream)
+        x = _as_device("x", x, stream)
+        layout = Layout(tuple(x.shape), normalize_axes(axis, x.ndim))
+        dtype = float_dtype("x", x.dtype)
+        dy = _as_device("dy", dy, stream)
+        check_shape("dy", dy.shape, x.shape, "x's shape")
+        stats = []
+        for name, s in (("mean", mean), ("rstd", rstd)):
+            s = _as_device(name, s, stream)
+            expected = layout.stats_shape
+            if not (tuple(s.shape) == expected or (not expected and tuple(s.shape) in ((), (1,)))):
+                check_shape(name, s.shape, expected,
+                            f"the shape of x's axes that are not normalised (axis={axis!r})")
+            stats.append(_flat(s, layout.rows, dtype, stream))
+        m, r = stats
+        w = _param("weight", weight, layout, dtype, stream)
+        if out is not None:
+            out = _check_out(out, layout.shape, dtype, stream)
 
-    x2 = _rows(x, layout, dtype, stream)
-    dy2 = _rows(dy, layout, dtype, stream)
-    dx2, direct = _target(out, layout, (x2, dy2, w), stream, dtype)
-    # dweight and dbias: the rows of one allocation (one cuMemAlloc, not two)
-    grads = empty((1 if w is None else 2, layout.features), dtype, stream=stream)
-    flags = K.HAS_WEIGHT if w is not None else 0
-    _launch.backward(dy2, x2, m, r, _dummy(dtype, stream) if w is None else w, flags,
-                     dx2, grads, stream, work=_workspace(stream))
+        x2 = _rows(x, layout, dtype, stream)
+        dy2 = _rows(dy, layout, dtype, stream)
+        dx2, direct = _target(out, layout, (x2, dy2, w), stream, dtype)
+        # dweight and dbias: the rows of one allocation (one cuMemAlloc, not two)
+        grads = empty((1 if w is None else 2, layout.features), dtype, stream=stream)
+        flags = K.HAS_WEIGHT if w is not None else 0
+        _launch.backward(dy2, x2, m, r, _dummy(dtype, stream) if w is None else w, flags,
+                         dx2, grads, stream, work=_workspace(stream))
 
-    dx = out if direct else _finish(dx2, out, layout, stream)
-    dweight = None if w is None else _row_view(grads, 0, layout.norm_shape)
-    return dx, dweight, _row_view(grads, grads.shape[0] - 1, layout.norm_shape)
+        dx = out if direct else _finish(dx2, out, layout, stream)
+        dweight = None if w is None else _row_view(grads, 0, layout.norm_shape)
+        return dx, dweight, _row_view(grads, grads.shape[0] - 1, layout.norm_shape)
