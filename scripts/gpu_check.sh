@@ -7,7 +7,8 @@
 #
 # Writes OUTDIR/versions.txt, OUTDIR/tests.txt, OUTDIR/gpu_bench.json,
 # OUTDIR/gpu_bench.md and OUTDIR/summary.txt (and, with TUNE=1, the variant
-# sweep of scripts/gpu_tune.py: OUTDIR/gpu_tune.json, OUTDIR/gpu_tune.md).
+# sweep of scripts/gpu_tune.py: OUTDIR/gpu_tune.json, OUTDIR/gpu_tune.md; with
+# LAUNCH=1, scripts/gpu_launch_cost.py: OUTDIR/launch_cost.txt).
 # One failing step does not stop the others; the exit status is 0 when every
 # step succeeded, 1 otherwise.  TESTS=0 / BENCH=0 skip those steps (e.g. a
 # second device call for TUNE=1 NCU=1 alone: one call may run 10 minutes).
@@ -115,6 +116,14 @@ if [ "${TUNE:-0}" = "1" ]; then
     timeout 170 "$PY" scripts/gpu_tune.py "$OUT" --time-limit "${TUNE_LIMIT:-120}" > "$OUT/tune.log" 2>&1
     echo "tune: exit $?" | tee -a "$summary"
     tail -n 60 "$OUT/gpu_tune.md" 2>/dev/null
+fi
+
+# Optional (LAUNCH=1): where a call's host time goes (scripts/gpu_launch_cost.py,
+# about 30 s once the kernels are compiled): OUTDIR/launch_cost.txt.
+if [ "${LAUNCH:-0}" = "1" ]; then
+    echo "== launch cost"
+    timeout 90 "$PY" scripts/gpu_launch_cost.py "$OUT" > "$OUT/launch_cost.log" 2>&1
+    echo "launch cost: exit $?" | tee -a "$summary"
 fi
 
 # Optional (NCU=1): Nsight Compute counters of the main kernels, one forward
