@@ -432,13 +432,11 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None,
         # mean and rstd: the rows of one allocation (one cuMemAlloc, not two);
         # when they are not returned, a scratch buffer kept for the next call
         work = _workspace(stream)
-        key = ("stats", layout.rows, dtype.char)
-        if return_stats or work is None or key not in work:
-            stats = empty((2, layout.rows), dtype, stream=stream)
-            if not return_stats and work is not None:
-                work[key] = stats
-        else:
-            stats = work[key]
+
+        def new_stats():
+            return empty((2, layout.rows), dtype, stream=stream)
+        stats = (new_stats() if return_stats
+                 else _launch.scratch(work, ("stats", layout.rows, dtype.char), new_stats))
         if layout.features == 0 and layout.rows > 0 and return_stats:
             stats.copy_to_device(np.full((2, layout.rows), np.nan, dtype), stream=stream)
         flags = (K.HAS_WEIGHT if w is not None else 0) | (K.HAS_BIAS if b is not None else 0)

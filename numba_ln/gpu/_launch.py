@@ -103,6 +103,17 @@ def forward_plan(rows, d, itemsize, dtype=None):
     return "rows", groups, v, block
 
 
+def scratch(work, key, make):
+    """``work[key]``, made by ``make()`` on first use; a fresh ``make()``
+    each call when ``work`` is None (no scratch cache: the simulator)."""
+    if work is None:
+        return make()
+    buf = work.get(key)
+    if buf is None:
+        buf = work[key] = make()
+    return buf
+
+
 #: dtype.char -> dtype name (``np.dtype.name`` is a slow Python property)
 _NAME = {"f": "float32", "d": "float64"}
 
@@ -125,13 +136,8 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
             x, w, b, np.int32(flags), eps, y, stats)
         return
     nwin = -(-d // v.capacity)
-    key = ("fwd", rows, d, name)
-    if work is not None and key in work:
-        part = work[key]
-    else:
-        part = empty((rows, nwin, 4), x.dtype, stream=stream)
-        if work is not None:
-            work[key] = part
+    part = scratch(work, ("fwd", rows, d, name),
+                   lambda: empty((rows, nwin, 4), x.dtype, stream=stream))
     _go(v.fwd_part[name], name, "layer_norm_forward_split_stats", grid, block, stream, x, part)
     _go(v.fwd_apply[name], name, "layer_norm_forward_split_apply", grid, block, stream,
         x, w, b, np.int32(flags), eps, part, y, stats)
@@ -154,14 +160,9 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     dtype = x.dtype
     name = _NAME[dtype.char]
     G, nwin, v, block = backward_launch(rows, d, name)
-    key = ("bwd", rows, d, name)
-    if work is not None and key in work:
-        sums, part = work[key]
-    else:
-        sums = empty((2, rows, nwin) if nwin > 1 else (2, 1, 1), dtype, stream=stream)
-        part = empty((2, G, d), dtype, stream=stream)  # weight's, bias's
-        if work is not None:
-            work[key] = (sums, part)
+    sums, part = scratch(work, ("bwd", rows, d, name), lambda: (
+        empty((2, rows, nwin) if nwin > 1 else (2, 1, 1), dtype, stream=stream),
+        empty((2, G, d), dtype, stream=stream)))  # part: weight's, bias's
     if nwin > 1 and rows > 0:
         grid = -(-rows // block[1]) * nwin
         _go(v.bwd_rowsums[name], name, "layer_norm_backward_rowsums", grid, block, stream,
