@@ -17,6 +17,7 @@ launch bounds).
 """
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -34,62 +35,60 @@ from numba_ln.gpu import _launch  # noqa: E402
 from numba_ln.gpu import bench as B  # noqa: E402
 
 
-def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False):
-    """A candidate: ``(tpr, kv, blocks, pipe, chan, acc, ks, l2)`` (``chan``:
-    the forward's one-reduction statistics; ``acc``: the backward's
-    accumulators in shared memory; ``ks``: the columns a thread computes
-    before storing them, default ``STORE_CHUNK``; ``l2``: the backward
-    prefetches its next row into L2; see ``_make_variant``)."""
-    return tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2
+#: A candidate kernel: a ``(tpr, kv)`` variant compiled for ``blocks`` a
+#: multiprocessor, with the options of ``_make_variant``: ``pipe`` (prefetch
+#: the next row), ``chan`` (the forward's one-reduction statistics), ``acc``
+#: (the backward's accumulators in shared memory), ``ks`` (the columns a
+#: thread computes before storing them), ``l2`` (the backward prefetches its
+#: next row into L2), ``vec`` (the forward's vector pieces of 2 or 4 columns).
+Cand = collections.namedtuple("Cand", "tpr kv blocks pipe chan acc ks l2 vec")
+
+
+def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1):
+    """A :data:`Cand`, ``ks`` by default ``STORE_CHUNK``."""
+    return Cand(tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2, vec)
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
-#: variant is added to each list.  The third sweep (next GPU session), first
-#: the committed variants with their stores one column at a time (``ks=1``,
-#: as before the kernels issued their loads ahead of their stores) and 8 at a
-#: time, against the committed 4; then the forward's one-reduction statistics
-#: against the committed two-pass, with the committed bound and one below (the
-#: extra register of the count); the backward's variants again now that its
-#: column sums are one better-shaped launch, and with shared accumulators at
-#: the bound where they remove ptxas's spills (128x8 at 6 blocks: 12 B -> 0;
-#: 16x8 at 4: 204 -> 104; 512x8 at 2: 112 -> 96); at 16384x8192, whose
-#: backward cannot hold its row in registers, the next row prefetched into L2.
+#: variant is added to each list.  The fourth sweep (next GPU session):
+#: the forward's vector pieces (4 floats, 2 doubles: 16-byte loads and
+#: stores) against the committed scalar columns, in each benchmark shape's
+#: variant (at 4096x1024 also 2 floats); the 512x16 backward with the L2
+#: prefetch and 8 columns a store chunk (each was faster alone, untried
+#: together).  The one-reduction statistics and the shared accumulators are
+#: no longer swept (1.2-2.9x and 3-27% slower in the third sweep).
 PLAN = [
     ((4096, 1024), "float32",
-     [C(128, 8, 8, True, ks=1), C(128, 8, 8, True, ks=8), C(128, 8, 8, True, True),
-      C(128, 8, 6, True, True), C(128, 8, 6, True)],
-     [C(128, 8, 5, True, ks=1), C(128, 8, 5, True, ks=8), C(128, 8, 6, True, acc=True),
-      C(128, 8, 4, True), C(256, 4, 4, True)]),
+     [C(128, 8, 8, True, vec=4), C(128, 8, 8, True, vec=2)],
+     []),
     ((65536, 128), "float32",
-     [C(16, 8, 4, True, ks=1), C(16, 8, 5, True, True), C(16, 8, 4, True, True)],
-     [C(16, 8, 3, True, ks=1), C(16, 8, 4, True, acc=True), C(16, 8, 3, True, acc=True)]),
+     [C(16, 8, 4, True, vec=4)],
+     []),
     ((4096, 4096), "float32",
-     [C(256, 16, 2, True, ks=1), C(256, 16, 2, False, True), C(512, 8, 2, True, True),
-      C(512, 8, 2, True)],
-     [C(512, 8, 2, True, ks=1), C(512, 8, 2, True, acc=True), C(256, 16, 2, True)]),
+     [C(256, 16, 2, True, vec=4)],
+     []),
     ((16384, 8192), "float32",
-     [C(512, 16, 1, True, ks=1), C(512, 16, 1, True, ks=8), C(512, 16, 1, True, True),
-      C(512, 16, 2, True, True)],
-     [C(512, 16, 1, True, ks=1), C(512, 16, 1, True, ks=8), C(512, 16, 1, True, l2=True),
-      C(256, 32, 2, False), C(256, 32, 2, False, l2=True)]),
+     [C(512, 16, 1, True, vec=4)],
+     [C(512, 16, 1, True, ks=8, l2=True)]),
     ((4096, 4096), "float64",
-     [C(256, 16, 2, False, ks=1), C(512, 8, 1, True, True)],
-     [C(512, 8, 1, True, ks=1), C(256, 16, 2, False)]),
+     [C(256, 16, 2, False, vec=2), C(256, 16, 2, False, vec=4)],
+     []),
 ]
 
 
-def _compile(tpr, kv, blocks, pipe, kind, chan=False, acc=False, ks=None, l2=False):
-    fn = K._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc, store_chunk=ks,
-                         l2_prefetch=l2)[kind]
-    threads = K.MAX_THREADS if tpr <= 32 else tpr
-    bounds = (threads, blocks) if blocks > 1 else (threads,)
+def _compile(c, kind):
+    """``(kernel, rows a block)`` of candidate ``c`` for ``kind``."""
+    fn = K._make_variant(c.tpr, c.kv, False, c.pipe, chan=c.chan, acc_smem=c.acc,
+                         store_chunk=c.ks, l2_prefetch=c.l2, vec=c.vec)[kind]
+    threads = K.MAX_THREADS if c.tpr <= 32 else c.tpr
+    bounds = (threads, c.blocks) if c.blocks > 1 else (threads,)
     if K.SIM:  # (a logic check of this script)
-        return cuda.jit(fn), threads // tpr
-    return cuda.jit(launch_bounds=bounds)(fn), threads // tpr
+        return cuda.jit(fn), threads // c.tpr
+    return cuda.jit(launch_bounds=bounds)(fn), threads // c.tpr
 
 
 def _committed(d, dtype, pass_):
-    """The candidate tuple (:func:`C`) of the committed kernel of a pass."""
+    """The candidate (:func:`C`) of the committed kernel of a pass."""
     v = K.variant(d, pass_)
     blocks = K.TABLE[K.VARIANTS.index(v)][2][dtype][0 if pass_ == "forward" else 1]
     l2 = pass_ == "backward" and (v.tpr, v.kv) in K.L2_PREFETCH
@@ -119,19 +118,19 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
     copy = {}
     for which, cands, committed in (("forward", fwd_cands, committed_f),
                                     ("backward", bwd_cands, committed_b)):
-        cands = [c + ("fill",) for c in dict.fromkeys([committed] + list(cands))]
+        cands = list(dict.fromkeys([committed] + list(cands)))
         if which == "backward":  # the committed statistics again (candidates rewrote them)
             for t in sets:
                 _launch.forward(t["x"], w, b, int(flags), eps, t["y"], t["stats"], stream)
         m = n if which == "forward" else (3 * n + 1) // 2
         copy_ms = B._copy_ms(m, dtype, repeats, warmup, stream, batch, None, True)[0]
         copy[which] = copy_ms
-        for tpr, kv, blocks, pipe, chan, acc, ks, l2, slots in cands:
+        for c in cands:
+            tpr, kv, pipe = c.tpr, c.kv, c.pipe
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
-                   "blocks": blocks, "pipe": pipe, "chan": chan, "acc_smem": acc,
-                   "store_chunk": min(ks, kv), "l2_prefetch": l2, "slots_rule": slots,
-                   "committed": (tpr, kv, blocks, pipe, chan, acc, ks, l2) == committed
-                   and slots == "fill", "copy_ms": copy_ms}
+                   "blocks": c.blocks, "pipe": pipe, "chan": c.chan, "acc_smem": c.acc,
+                   "store_chunk": min(c.ks, kv), "l2_prefetch": c.l2, "vec": c.vec,
+                   "committed": c == committed, "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
                 out.append(res)
@@ -140,8 +139,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 continue
             try:
                 t0 = time.perf_counter()
-                kern, R = _compile(tpr, kv, blocks, pipe, "layer_norm_" + which, chan, acc, ks,
-                                   l2)
+                kern, R = _compile(c, "layer_norm_" + which)
                 nxt = B._rotate(sets)
                 sig = K.signatures(dtype_name)["layer_norm_" + which]
                 fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(tpr * R)
@@ -192,18 +190,18 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
             keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
-                    "store_chunk", "l2_prefetch", "slots", "grid", "ms", "pct_of_copy", "regs",
-                    "max_abs_diff", "error")
+                    "store_chunk", "l2_prefetch", "vec", "slots", "grid", "ms", "pct_of_copy",
+                    "regs", "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     return out
 
 
 def markdown(results):
     lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch "
-             "| one-reduction stats | shared accumulators | store chunk | L2 prefetch | grid "
-             "| regs | GPU ms | % of copy | committed | max abs diff |",
+             "| one-reduction stats | shared accumulators | store chunk | L2 prefetch | vector "
+             "| grid | regs | GPU ms | % of copy | committed | max abs diff |",
              "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: "
-             "| ---: | --- | ---: |"]
+             "| ---: | ---: | --- | ---: |"]
     for r in results:
         if "ms" not in r:
             continue
@@ -211,6 +209,7 @@ def markdown(results):
                      f"{r['tpr']}x{r['kv']} | {r['blocks']} | {'yes' if r['pipe'] else ''} | "
                      f"{'yes' if r.get('chan') else ''} | {'yes' if r.get('acc_smem') else ''} | "
                      f"{r.get('store_chunk', '')} | {'yes' if r.get('l2_prefetch') else ''} | "
+                     f"{r.get('vec', 1) if r.get('vec', 1) > 1 else ''} | "
                      f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")

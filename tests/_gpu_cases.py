@@ -9,7 +9,7 @@ from numba import cuda
 
 from numba_ln.gpu import _kernels
 
-_CHAN = {}
+_CANDIDATES = {}
 
 
 def load_tune_script():
@@ -21,34 +21,48 @@ def load_tune_script():
     return tune
 
 
-def _chan_kernel(tpr, kv, pipe, blocks):
-    key = (tpr, kv, pipe, blocks)
-    if key not in _CHAN:
-        fn = _kernels._make_variant(tpr, kv, False, pipe, chan=True)["layer_norm_forward"]
+def _forward_candidate(tpr, kv, pipe, blocks, opts):
+    key = (tpr, kv, pipe, blocks, tuple(sorted(opts.items())))
+    if key not in _CANDIDATES:
+        fn = _kernels._make_variant(tpr, kv, False, pipe, **opts)["layer_norm_forward"]
         threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
         if _kernels.SIM:
-            _CHAN[key] = cuda.jit(fn)
+            _CANDIDATES[key] = cuda.jit(fn)
         else:
             bounds = (threads, blocks) if blocks > 1 else (threads,)
-            _CHAN[key] = cuda.jit(launch_bounds=bounds)(fn)
-    return _CHAN[key]
+            _CANDIDATES[key] = cuda.jit(launch_bounds=bounds)(fn)
+    return _CANDIDATES[key]
 
 
 def check_one_reduction_statistics(tpr, kv, pipe, dtype, rng, rtol, atol, blocks=1):
-    """The forward of variant ``tpr x kv`` with one-reduction statistics
-    (``_make_variant(..., chan=True)``, a ``scripts/gpu_tune.py`` candidate)
-    against the float64 reference.
+    """The forward with one-reduction statistics (``chan=True``): see
+    :func:`check_forward_candidate`."""
+    check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks, chan=True)
+
+
+def check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks=1, **opts):
+    """The forward of variant ``tpr x kv`` built with ``opts`` (options of
+    ``_make_variant``: ``chan=True``, ``vec=4``..., ``scripts/gpu_tune.py``
+    candidates) against the float64 reference.
 
     Groups of a few threads and of a block, rows that fill the variant,
-    leave threads partly or wholly past the end, or have one column; rows
-    with a large common offset, near the top of the float range (the scaled
-    redo), a NaN; blocks that walk several rows (fewer blocks than groups).
+    leave threads partly or wholly past the end, or have one column (one
+    vector piece with ``vec``; rows of a multiple of ``vec`` columns, as
+    the vector loads need); rows with a large common offset, near the top
+    of the float range (the scaled redo), a NaN; blocks that walk several
+    rows (fewer blocks than groups); with ``vec``, also no weight (a dummy
+    of ``vec`` values, as the vector loads need).
     """
+    vec = opts.get("vec", 1)
     threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
     R = threads // tpr
-    kernel = _chan_kernel(tpr, kv, pipe, blocks)
+    kernel = _forward_candidate(tpr, kv, pipe, blocks, opts)
     big = np.finfo(dtype).max / 4
-    for d in sorted({tpr * kv, tpr * kv - 1, tpr + 1, 3, 1}):
+    ds = {tpr * kv, tpr * kv - 1, tpr + 1, 3, 1}
+    if vec > 1:
+        ds = {d for d in (tpr * kv, tpr * kv - vec, tpr * vec + vec, 3 * vec, vec)
+              if d <= tpr * kv}
+    for d in sorted(ds):
         rows = 3 * R + 2
         x = rng.standard_normal((rows, d)).astype(dtype)
         x[0] = 1e4 + 0.1 * x[0]  # large offset: accuracy of the shift
@@ -57,13 +71,16 @@ def check_one_reduction_statistics(tpr, kv, pipe, dtype, rng, rtol, atol, blocks
             x[2, -1] = np.nan
         w = rng.standard_normal(d).astype(dtype)
         b = rng.standard_normal(d).astype(dtype)
+        flags = _kernels.HAS_WEIGHT | _kernels.HAS_BIAS
+        if vec > 1 and d == 3 * vec:  # no weight: its dummy
+            flags = _kernels.HAS_BIAS
         y = cuda.device_array((rows, d), dtype)
         stats = cuda.device_array((2, rows), dtype)  # mean, rstd
         grid = max(1, -(-rows // R) // 2)  # blocks walk two or more row groups
-        kernel[grid, (tpr, R)](cuda.to_device(x), cuda.to_device(w), cuda.to_device(b),
-                               np.int32(_kernels.HAS_WEIGHT | _kernels.HAS_BIAS),
-                               dtype(1e-5), y, stats)
-        ry, rm, rr = ln_ref(x, w, b, (1,))
+        wd = w if flags & _kernels.HAS_WEIGHT else np.full(max(vec, 1), 7, dtype)
+        kernel[grid, (tpr, R)](cuda.to_device(x), cuda.to_device(wd), cuda.to_device(b),
+                               np.int32(flags), dtype(1e-5), y, stats)
+        ry, rm, rr = ln_ref(x, w if flags & _kernels.HAS_WEIGHT else None, b, (1,))
         got = y.copy_to_host()
         gm, gr = stats.copy_to_host()
         keep = np.arange(rows) != 0

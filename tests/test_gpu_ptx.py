@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -195,7 +196,9 @@ def test_one_reduction_statistics_candidates_compile(cc):
 def test_tune_candidates_compile_within_static_shared_memory():
     """Every candidate of scripts/gpu_tune.py's plan compiles for sm_90 and
     declares at most 48 KiB of static shared memory (a block's limit without
-    an opt-in; shared accumulators take 2 * threads * kv values)."""
+    an opt-in; shared accumulators take 2 * threads * kv values), with no
+    float64 instruction in float32, the L2 prefetches it asks for, and, with
+    vector pieces, 16-byte loads and stores of x, w, b and y."""
     from _gpu_cases import load_tune_script
     from numba import cuda
 
@@ -205,19 +208,38 @@ def test_tune_candidates_compile_within_static_shared_memory():
     tune = load_tune_script()
     for _shape, dt, fwd, bwd in tune.PLAN:
         for kind, cands in (("layer_norm_forward", fwd), ("layer_norm_backward", bwd)):
-            for tpr, kv, blocks, pipe, chan, acc, ks, l2 in cands:
-                fn = _kernels._make_variant(tpr, kv, False, pipe, chan=chan, acc_smem=acc,
-                                            store_chunk=ks, l2_prefetch=l2)[kind]
-                threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
-                bounds = (threads, blocks) if blocks > 1 else (threads,)
+            for c in cands:
+                fn = _kernels._make_variant(c.tpr, c.kv, False, c.pipe, chan=c.chan,
+                                            acc_smem=c.acc, store_chunk=c.ks, l2_prefetch=c.l2,
+                                            vec=c.vec)[kind]
+                threads = _kernels.MAX_THREADS if c.tpr <= 32 else c.tpr
+                bounds = (threads, c.blocks) if c.blocks > 1 else (threads,)
                 with gpu._assume_device((9, 0)):
                     text, _ = cuda.compile_ptx(fn, gpu.signatures(dt)[kind], cc=(9, 0),
                                                launch_bounds=bounds)
                 smem = sum(int(n) for n in re.findall(r"\.shared .*\[(\d+)\];", text))
-                assert smem <= 48 * 1024, (kind, tpr, kv, dt, smem)
+                assert smem <= 48 * 1024, (kind, c, dt, smem)
                 # the L2 prefetch: two a column (dy and x), where the row is not held
-                want = 2 * kv if l2 and kv > _kernels.HOLD_MAX and "backward" in kind else 0
-                assert text.count("prefetch.L2") == want, (kind, tpr, kv, dt)
+                want = 2 * c.kv if c.l2 and c.kv > _kernels.HOLD_MAX and "backward" in kind else 0
+                assert text.count("prefetch.L2") == want, (kind, c, dt)
+                if dt == "float32":
+                    assert not F64.findall(text), (kind, c)
+                # vector pieces: x, w, b read and y written a piece at a time
+                # (up to 16 bytes an access: float64 x 4 is two a piece)
+                width = min(c.vec, 16 // np.dtype(dt).itemsize) if c.vec > 1 else 1
+                suffix = {"float32": "f32", "float64": "f64"}[dt]
+                vload = len(re.findall(rf"ld\.global\.v{width}\.{suffix}", text))
+                vstore = len(re.findall(rf"st\.global\.v{width}\.{suffix}", text))
+                if width > 1:
+                    # x: a load a piece (twice with the next row's prefetch: before
+                    # the row loop and in it); w and b: one each a piece; y: one
+                    # store a piece
+                    per = c.vec // width
+                    pieces = c.kv // c.vec
+                    assert vstore == pieces * per, (c, dt, vstore)
+                    assert vload == (3 + c.pipe) * pieces * per, (c, dt, vload)
+                else:
+                    assert vload == vstore == 0, (c, dt)
 
 
 @needs_nvvm

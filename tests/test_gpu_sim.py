@@ -548,14 +548,17 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "_sets_for", lambda *a, **k: 2)
     C = tune.C
     monkeypatch.setattr(tune, "PLAN", [
-        ((9, 30), "float32", [C(8, 4, 1, True, True), C(8, 4, 1, True, ks=1)],
+        ((9, 30), "float32", [C(8, 4, 1, True, True), C(8, 4, 1, True, ks=1),
+                              C(8, 4, 1, True, vec=2)],
          [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1), C(8, 4, 1, True, l2=True)]),
-        ((5, 64), "float64", [C(32, 2, 1, True, True)], [C(32, 2, 1, True, acc=True)])])
+        ((5, 64), "float64", [C(32, 2, 1, True, True), C(32, 2, 1, True, vec=2)],
+         [C(32, 2, 1, True, acc=True)])])
     tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
                "--time-limit", "1000"])
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
-    assert len(results) == 11 and not [r for r in results if "error" in r]
+    assert len(results) == 13 and not [r for r in results if "error" in r]
     assert {r["store_chunk"] for r in results} == {1, 2}
+    assert sum(r["vec"] == 2 for r in results) == 2
     for r in results:
         tol = 1e-5 if r["dtype"] == "float32" else 1e-13
         assert r["max_abs_diff"] <= (0 if r["pass"] == "backward" else tol), r
@@ -624,6 +627,23 @@ def test_one_reduction_statistics(tpr, kv, pipe, dtype):
 
     check_one_reduction_statistics(tpr, kv, pipe, dtype, RNG, _tol(dtype)["rtol"],
                                    _tol(dtype)["atol"])
+
+
+@pytest.mark.parametrize("tpr,kv,pipe,vec,ks", [(4, 2, True, 2, 2), (8, 4, False, 2, 2),
+                                                 (8, 4, True, 4, 4), (32, 2, True, 2, 2),
+                                                 (64, 4, False, 4, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")  # (the overflowing row)
+def test_vector_pieces(tpr, kv, pipe, vec, ks, dtype):
+    """The forward with vector pieces (``vec``, a scripts/gpu_tune.py
+    candidate; one element at a time here, the simulator has no vector
+    loads): the layout of the thread's columns, the pieces' tail, the dummy
+    weight."""
+    from _gpu_cases import check_forward_candidate
+
+    check_forward_candidate(tpr, kv, pipe, dtype, RNG, _tol(dtype)["rtol"], _tol(dtype)["atol"],
+                            vec=vec, store_chunk=ks)
 
 
 @pytest.mark.parametrize("tpr,kv,pipe", [(8, 4, True), (8, 4, False), (64, 2, True),

@@ -198,6 +198,28 @@ if SIM:
     def _prefetch_l2(a, i):
         """(The simulator has no caches: nothing to do.)"""
         return
+
+    # The vector accesses of :data:`VLOAD`/:data:`VSTORE`, one element at a
+    # time (the simulator has no vector loads; the same values).
+    @_device
+    def _vload2(a, i):
+        return a[i], a[i + 1]
+
+    @_device
+    def _vload4(a, i):
+        return a[i], a[i + 1], a[i + 2], a[i + 3]
+
+    @_device
+    def _vstore2(a, i, v):
+        a[i] = v[0]
+        a[i + 1] = v[1]
+
+    @_device
+    def _vstore4(a, i, v):
+        a[i] = v[0]
+        a[i + 1] = v[1]
+        a[i + 2] = v[2]
+        a[i + 3] = v[3]
 else:
     from llvmlite import ir as _ir
     from numba import types as _types
@@ -229,6 +251,63 @@ else:
             return context.get_dummy_value()
 
         return _types.void(a, i), codegen
+
+    def _vector_access(width, store):
+        """An intrinsic ``load(a, i) -> (a[i], ..., a[i+width-1])`` or
+        ``store(a, i, values)`` of a 1-D array: one LLVM vector load or store
+        declared 16-byte aligned (``ld.global.v4.f32``, ``ld.global.v2.f64``
+        ... in the PTX; float64 x 4 is two ``v2`` accesses).  The caller
+        guarantees the alignment: ``&a[i]`` a multiple of 16 bytes (a
+        misaligned vector access is a GPU fault, not a wrong result)."""
+
+        def typer(typingctx, a, i, v=None):
+            if not (isinstance(a, _types.Array) and a.ndim == 1
+                    and isinstance(a.dtype, _types.Float) and isinstance(i, _types.Integer)):
+                return None
+            tup = _types.UniTuple(a.dtype, width)
+            if store:
+                if not (isinstance(v, _types.UniTuple) and v.count == width
+                        and v.dtype == a.dtype):
+                    return None
+                return _types.void(a, i, v), codegen
+            return tup(a, i), codegen
+
+        def codegen(context, builder, sig, args):
+            aty, ity = sig.args[0], sig.args[1]
+            ary = context.make_array(aty)(context, builder, value=args[0])
+            idx = context.cast(builder, args[1], ity, _types.intp)
+            ptr = _cgutils.get_item_pointer(context, builder, aty, ary, [idx])
+            elt = context.get_data_type(aty.dtype)
+            vty = _ir.VectorType(elt, width)
+            vptr = builder.bitcast(ptr, vty.as_pointer(ptr.type.addrspace))
+            if store:
+                vec = _ir.Constant(vty, _ir.Undefined)
+                for k, val in enumerate(_cgutils.unpack_tuple(builder, args[2], width)):
+                    vec = builder.insert_element(vec, val, _ir.Constant(_ir.IntType(32), k))
+                builder.store(vec, vptr, align=16)
+                return context.get_dummy_value()
+            vec = builder.load(vptr, align=16)
+            vals = [builder.extract_element(vec, _ir.Constant(_ir.IntType(32), k))
+                    for k in range(width)]
+            return context.make_tuple(builder, sig.return_type, vals)
+
+        if store:
+            def _st(typingctx, a, i, v):
+                return typer(typingctx, a, i, v)
+            return _intrinsic(_st)
+
+        def _ld(typingctx, a, i):
+            return typer(typingctx, a, i)
+        return _intrinsic(_ld)
+
+    _vload2 = _vector_access(2, False)
+    _vload4 = _vector_access(4, False)
+    _vstore2 = _vector_access(2, True)
+    _vstore4 = _vector_access(4, True)
+
+#: Vector accesses by width in elements (:func:`_make_variant`'s ``vec``).
+VLOAD = {2: _vload2, 4: _vload4}
+VSTORE = {2: _vstore2, 4: _vstore4}
 
 
 # --------------------------------------------------------------------------
@@ -414,27 +493,67 @@ _block_any = _any_smem if SIM else _any_shfl
 # --------------------------------------------------------------------------
 
 @_device
-def _load_row(xr, xv, n, tx, tpr, kv):
-    """Registers ``xv[k] = xr[tx + k*tpr]`` (zero past the end)."""
+def _col(tx, k, tpr, vec):
+    """The column of a thread's slot ``k`` (``tx`` its index in a group of
+    ``tpr``): ``tx + k*tpr``, or with ``vec > 1`` (vector access, see
+    :func:`_make_variant`) slot ``k`` of the thread's ``k // vec``-th piece of
+    ``vec`` adjacent columns, the group's pieces side by side."""
+    if vec == 1:
+        return tx + k * tpr
+    return (k // vec) * (tpr * vec) + tx * vec + k % vec
+
+
+@_device
+def _vload_into(xr, i, xv, k, vec):
+    """``xv[k:k+vec] = xr[i:i+vec]`` by one vector load (:data:`VLOAD`)."""
+    if vec == 4:
+        v = _vload4(xr, i)
+        xv[k] = v[0]
+        xv[k + 1] = v[1]
+        xv[k + 2] = v[2]
+        xv[k + 3] = v[3]
+    elif vec == 2:
+        v2 = _vload2(xr, i)
+        xv[k] = v2[0]
+        xv[k + 1] = v2[1]
+
+
+@_device
+def _vstore_from(yr, i, hb, k, vec):
+    """``yr[i:i+vec] = hb[k:k+vec]`` by one vector store (:data:`VSTORE`)."""
+    if vec == 4:
+        _vstore4(yr, i, (hb[k], hb[k + 1], hb[k + 2], hb[k + 3]))
+    elif vec == 2:
+        _vstore2(yr, i, (hb[k], hb[k + 1]))
+
+
+@_device
+def _load_row(xr, xv, n, tx, tpr, kv, vec):
+    """Registers ``xv[k] = xr[_col(tx, k)]`` (zero past the end)."""
     T = xr.dtype.type
-    if tx + (kv - 1) * tpr < n:
+    if _col(tx, kv - 1, tpr, vec) < n:
         # Every column of the thread is in the row: unsigned offsets from
         # one base address (``[base + imm]`` loads, no per-load address).
-        t0 = uint64(tx)
-        for k in range(kv):
-            xv[k] = xr[t0 + uint64(k * tpr)]
+        if vec == 1:
+            t0 = uint64(tx)
+            for k in range(kv):
+                xv[k] = xr[t0 + uint64(k * tpr)]
+        else:
+            t0 = uint64(tx * vec)
+            for kp in range(kv // vec):
+                _vload_into(xr, t0 + uint64(kp * tpr * vec), xv, kp * vec, vec)
         return
     last = n - 1
     for k in range(kv):
         # Clamped index, masked value: no branch, so every load of the row is
         # in flight at once (a guarded load would wait for the one before).
-        j = tx + k * tpr
+        j = _col(tx, k, tpr, vec)
         v = xr[uint32(min(j, last))]
         xv[k] = v if j < n else T(0)
 
 
 @_device
-def _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, c):
+def _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, c, vec):
     """This thread's ``sum(x*s - c)`` and ``sum((x*s - c)**2)`` over its columns."""
     T = xr.dtype.type
     a = T(0)
@@ -442,14 +561,14 @@ def _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, c):
     if in_regs:
         for k in range(kv):
             d = xv[k] * s - c
-            d = d if tx + k * tpr < n else T(0)
+            d = d if _col(tx, k, tpr, vec) < n else T(0)
             a += d
             q += d * d
     else:
         # kv columns at a time into xv, their loads issued together; the
         # same additions in the same order
         for c0 in range(0, n, tpr * kv):
-            _load_row(xr[c0:], xv, n - c0, tx, tpr, kv)
+            _load_row(xr[c0:], xv, n - c0, tx, tpr, kv, 1)
             for k in range(kv):
                 d = xv[k] * s - c
                 d = d if c0 + tx + k * tpr < n else T(0)
@@ -469,15 +588,15 @@ def _redo_scale(a):
 
 
 @_device
-def _two_pass(xr, xv, in_regs, n, red, tpr, kv, s):
+def _two_pass(xr, xv, in_regs, n, red, tpr, kv, s, vec):
     """One attempt of :func:`_row_stats` by the shifted two-pass (two group
     reductions): ``(m1, dm, var, bad)``, ``x*s - m1`` exact near the mean."""
     T = xr.dtype.type
     tx = cuda.threadIdx.x
     nf = T(n)
-    a, _q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, T(0))
+    a, _q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, T(0), vec)
     m1 = _group_sum(a, red, tpr) / nf
-    a, q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, m1)
+    a, q = _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, m1, vec)
     sd, sq = _group_sum2(a, q, red, tpr)
     dm = sd / nf
     var = sq / nf - dm * dm
@@ -513,12 +632,13 @@ def _one_reduction(xr, xv, n, red, tpr, kv, s):
 
 
 @_device
-def _row_stats(xr, xv, in_regs, n, red, tpr, kv, chan):
+def _row_stats(xr, xv, in_regs, n, red, tpr, kv, chan, vec):
     """``(s, m1, dm, var)`` of a row: its mean is ``(m1 + dm) / s`` and the
     biased variance ``var / s**2``.  By :func:`_one_reduction` when ``chan``
     (a compile-time constant of the variant; the row in registers), else by
     :func:`_two_pass`.  When a sum overflows (or the row has NaN/Inf), the
-    row is redone at the scale :func:`_redo_scale`."""
+    row is redone at the scale :func:`_redo_scale`.  ``vec``: the layout of
+    the thread's columns (:func:`_col`)."""
     T = xr.dtype.type
     s = T(1)
     m1 = T(0)
@@ -528,7 +648,7 @@ def _row_stats(xr, xv, in_regs, n, red, tpr, kv, chan):
         if chan:
             m1, dm, var, bad = _one_reduction(xr, xv, n, red, tpr, kv, s)
         else:
-            m1, dm, var, bad = _two_pass(xr, xv, in_regs, n, red, tpr, kv, s)
+            m1, dm, var, bad = _two_pass(xr, xv, in_regs, n, red, tpr, kv, s, vec)
         if attempt == 0:
             if not _block_any(bad, tpr):
                 break
@@ -578,9 +698,10 @@ def _affine(h, w, b, j, has_w, has_b):
 
 
 @_device
-def _apply_chunk(xr, xv, hb, held, c0, n, s, m1, dm, mult, w, b, has_w, has_b, yr, tpr, kv, ks):
+def _apply_chunk(xr, xv, hb, held, c0, n, s, m1, dm, mult, w, b, has_w, has_b, yr, tpr, kv, ks,
+                 vec):
     """``yr[j] = affine(((x*s - m1) - dm) * mult)`` for this thread's ``kv``
-    columns ``j = c0 + tx + k*tpr`` below ``n``: ``x`` from registers ``xv``
+    columns ``j = c0 + _col(tx, k)`` below ``n``: ``x`` from registers ``xv``
     (``held``) or from ``xr``.  ``ks`` columns at a time, all their loads
     first (the results in ``hb``, ``ks`` registers), then their stores: a
     load placed after a store waits for it, since the compiler cannot move it
@@ -589,11 +710,11 @@ def _apply_chunk(xr, xv, hb, held, c0, n, s, m1, dm, mult, w, b, has_w, has_b, y
     last = n - 1
     for k0 in range(0, kv, ks):
         for kk in range(ks):
-            jc = uint32(min(c0 + tx + (k0 + kk) * tpr, last))
+            jc = uint32(min(c0 + _col(tx, k0 + kk, tpr, vec), last))
             xk = xv[k0 + kk] if held else xr[jc]
             hb[kk] = _affine(((xk * s - m1) - dm) * mult, w, b, jc, has_w, has_b)
         for kk in range(ks):
-            j = c0 + tx + (k0 + kk) * tpr
+            j = c0 + _col(tx, k0 + kk, tpr, vec)
             if j < n:
                 yr[uint32(j)] = hb[kk]
 
@@ -739,7 +860,7 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
 
 
 def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None,
-                  l2_prefetch=False):
+                  l2_prefetch=False, vec=1):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_one_reduction` (one group
@@ -754,9 +875,22 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     next row's ``dy`` and ``x`` fetched into L2 (:func:`_prefetch_l2`) while
     it works on the current one, so that DRAM is not idle through its
     reductions and second pass (the variants of :data:`L2_PREFETCH`).
-    ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
-    ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
-    better on an H200: docs/gpu_bench_h200.md).
+    ``vec`` (2 or 4; 1: none): the forward reads ``x``, ``w``, ``b`` and
+    writes ``y`` in vector pieces of ``vec`` adjacent columns (one
+    ``ld.global.v4.f32`` for four floats instead of four loads): thread
+    ``tx``'s slots are the pieces ``tx, tx + tpr, ...`` (:func:`_col`), as
+    the fastest published LayerNorm kernels lay out their rows.  Only for a
+    row kernel that holds its row (not the widest) and the two-pass
+    statistics; the caller guarantees 16-byte alignment: ``x``, ``y``, ``w``,
+    ``b`` aligned, ``D % vec == 0``, and ``w``, ``b`` (dummies included) at
+    least ``vec`` long (:func:`numba_ln.gpu._launch.vector_ok`).  Rows of a thread that do not
+    fill its pieces are read and written a column at a time.  The thread's
+    columns differ from ``vec = 1``, so its sums are added in another order:
+    the results agree within rounding, not bit for bit.
+    ``chan``, ``acc_smem``, ``store_chunk`` and ``vec`` are candidates of
+    ``scripts/gpu_tune.py``, not in :data:`TABLE` (the first three measured
+    slower or no better on an H200: docs/gpu_bench_h200.md; ``vec`` not yet
+    measured).
 
     ``pipe``: software
     pipelining.  A block walks its rows with the next row's loads issued
@@ -791,6 +925,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     CHAN = chan
     assert not (CHAN and LOOPS), "one-reduction statistics need the row in registers"
     ACC = acc_smem
+    VEC = vec
+    assert VEC in VLOAD or VEC == 1, "vector pieces of 2 or 4 values"
+    assert VEC == 1 or not (LOOPS or CHAN), "vector pieces: rows held in registers, two-pass"
     #: the shared reduction scratch: two slots per warp on a GPU (a pair of
     #: sums is reduced at once; three with ``chan``: mean, squares, count),
     #: as many per thread in the simulator
@@ -799,6 +936,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     #: columns a thread writes per chunk of loads (see "Loads before stores")
     KS = min(KV, store_chunk or STORE_CHUNK)
     assert KV % KS == 0, "rows are written in chunks of KS columns"
+    assert KS % VEC == 0, "chunks of whole vector pieces"
     #: the shared buffer of the block's column sums in the backward
     COLBUF = NT * KC if R > 1 and not ACC else 1
     #: the shared accumulators (``acc_smem``): thread (tx, ty)'s slot of its
@@ -814,6 +952,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         xv = cuda.local.array(KV, x.dtype)
         hb = cuda.local.array(KS, x.dtype)
         xn = cuda.local.array(KP, x.dtype)
+        wv = cuda.local.array(VEC, x.dtype)
+        bv = cuda.local.array(VEC, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
         tx = cuda.threadIdx.x
@@ -824,7 +964,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         start = cuda.blockIdx.x * R
         step = cuda.gridDim.x * R
         if PIPE and start < rows:
-            _load_row(x[min(start + ty, rows - 1)], xn, n, tx, TPR, KV)
+            _load_row(x[min(start + ty, rows - 1)], xn, n, tx, TPR, KV, VEC)
         for base in range(start, rows, step):
             row = base + ty
             active = row < rows
@@ -834,16 +974,34 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 for k in range(KV):
                     xv[k] = xn[k]
                 if base + step < rows:  # (the same for the whole block)
-                    _load_row(x[min(base + step + ty, rows - 1)], xn, n, tx, TPR, KV)
+                    _load_row(x[min(base + step + ty, rows - 1)], xn, n, tx, TPR, KV, VEC)
             elif in_regs:
-                _load_row(xr, xv, n, tx, TPR, KV)
-            s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV, CHAN)
+                _load_row(xr, xv, n, tx, TPR, KV, VEC)
+            s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV, CHAN, VEC)
             mu, rs, mult = _scales(xr, s, m1, dm, var, eps)
             if active:
                 # KS columns at a time: their loads (w, b; x where the row
                 # loops), then their stores (see _make_variant).
                 yr = y[r]
-                if in_regs and tx + (KV - 1) * TPR < n:
+                if VEC > 1 and _col(tx, KV - 1, TPR, VEC) < n:
+                    # vector pieces: x, w, b loaded and y stored VEC columns
+                    # at a time (w, b: a dummy of >= VEC values when absent)
+                    t0 = uint64(tx * VEC)
+                    wl = uint64(w.shape[0] - VEC)
+                    bl = uint64(b.shape[0] - VEC)
+                    for k0 in range(0, KV, KS):
+                        for kp in range(0, KS, VEC):
+                            jj = t0 + uint64(((k0 + kp) // VEC) * TPR * VEC)
+                            _vload_into(w, min(jj, wl), wv, 0, VEC)
+                            _vload_into(b, min(jj, bl), bv, 0, VEC)
+                            for i in range(VEC):
+                                h = ((xv[k0 + kp + i] * s - m1) - dm) * mult
+                                h = h * wv[i] if has_w else h
+                                hb[kp + i] = h + bv[i] if has_b else h
+                        for kp in range(0, KS, VEC):
+                            jj = t0 + uint64(((k0 + kp) // VEC) * TPR * VEC)
+                            _vstore_from(yr, jj, hb, kp, VEC)
+                elif VEC == 1 and in_regs and tx + (KV - 1) * TPR < n:
                     t0 = uint64(tx)
                     for k0 in range(0, KV, KS):
                         for kk in range(KS):
@@ -854,11 +1012,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                             yr[t0 + uint64((k0 + kk) * TPR)] = hb[kk]
                 elif in_regs:
                     _apply_chunk(xr, xv, hb, True, 0, n, s, m1, dm, mult, w, b, has_w, has_b,
-                                 yr, TPR, KV, KS)
+                                 yr, TPR, KV, KS, VEC)
                 else:
                     for c0 in range(0, n, CW):
                         _apply_chunk(xr, xv, hb, False, c0, n, s, m1, dm, mult, w, b, has_w,
-                                     has_b, yr, TPR, KV, KS)
+                                     has_b, yr, TPR, KV, KS, 1)
                 if tx == 0:
                     stats[0, r] = mu
                     stats[1, r] = rs
@@ -885,8 +1043,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
             active = row < rows
             r = row if active else rows - 1
             xr = x[r, c0:c0 + nw]
-            _load_row(xr, xv, nw, tx, TPR, KV)
-            s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV, False)
+            _load_row(xr, xv, nw, tx, TPR, KV, 1)
+            s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV, False, 1)
             if active and tx == 0:
                 part[r, win, 0] = s
                 part[r, win, 1] = m1
@@ -912,7 +1070,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 s, c, lo, var = _combine_windows(part, r, n, CW, nwin)
                 mu, rs, mult = _scales(x, s, c, lo, var, eps)
                 _apply_chunk(x[r], hb, hb, False, c0, n, s, c, lo, mult, w, b, has_w, has_b,
-                             y[r], TPR, KV, KS)
+                             y[r], TPR, KV, KS, 1)
                 if win == 0 and tx == 0:
                     stats[0, r] = mu
                     stats[1, r] = rs
@@ -999,8 +1157,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         rsn = T(0)
         if BPIPE and start < rows:
             rn = min(start + ty, rows - 1)
-            _load_row(dy[rn], dyn, n, tx, TPR, KV)
-            _load_row(x[rn], xn, n, tx, TPR, KV)
+            _load_row(dy[rn], dyn, n, tx, TPR, KV, 1)
+            _load_row(x[rn], xn, n, tx, TPR, KV, 1)
             mn = mean[rn]
             rsn = rstd[rn]
         for base in range(start, rows, step):
@@ -1017,8 +1175,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     xhv[k] = xn[k]
                 if base + step < rows:  # (the same for the whole block)
                     rn = min(base + step + ty, rows - 1)
-                    _load_row(dy[rn], dyn, n, tx, TPR, KV)
-                    _load_row(x[rn], xn, n, tx, TPR, KV)
+                    _load_row(dy[rn], dyn, n, tx, TPR, KV, 1)
+                    _load_row(x[rn], xn, n, tx, TPR, KV, 1)
                     mn = mean[rn]
                     rsn = rstd[rn]
             else:
