@@ -8,7 +8,10 @@
 # Writes OUTDIR/versions.txt, OUTDIR/tests.txt, OUTDIR/gpu_bench.json,
 # OUTDIR/gpu_bench.md and OUTDIR/summary.txt (and, with TUNE=1, the variant
 # sweep of scripts/gpu_tune.py: OUTDIR/gpu_tune.json, OUTDIR/gpu_tune.md; with
-# LAUNCH=1, scripts/gpu_launch_cost.py: OUTDIR/launch_cost.txt).
+# LAUNCH=1, scripts/gpu_launch_cost.py: OUTDIR/launch_cost.txt; with AB=TREE,
+# scripts/gpu_ab.py of another checkout TREE (A) against this tree (B):
+# OUTDIR/ab/gpu_ab.md, e.g. after `git archive 40927eb | tar -x -C ab/40927eb`
+# here, with ab/ carried to the machine).
 # One failing step does not stop the others; the exit status is 0 when every
 # step succeeded, 1 otherwise.  TESTS=0 / BENCH=0 skip those steps (e.g. a
 # second device call for TUNE=1 NCU=1 alone: one call may run 10 minutes).
@@ -116,6 +119,20 @@ if [ "${TUNE:-0}" = "1" ]; then
     timeout 170 "$PY" scripts/gpu_tune.py "$OUT" --time-limit "${TUNE_LIMIT:-120}" > "$OUT/tune.log" 2>&1
     echo "tune: exit $?" | tee -a "$summary"
     tail -n 60 "$OUT/gpu_tune.md" 2>/dev/null
+fi
+
+# Optional (AB=TREE): the kernels of another checkout against these, on this
+# GPU, benchmark runs alternating (AB_ROUNDS rounds, AB_SHAPES the
+# benchmark's --shapes; the first run of each tree compiles its kernels).
+if [ -n "${AB:-}" ]; then
+    echo "== A/B: $AB against ."
+    # shellcheck disable=SC2086
+    timeout "${AB_TIMEOUT:-300}" "$PY" scripts/gpu_ab.py "$OUT/ab" "$AB" . \
+        --rounds "${AB_ROUNDS:-2}" --time-limit "${AB_LIMIT:-200}" \
+        ${AB_SHAPES:+--shapes "$AB_SHAPES"} > "$OUT/ab.log" 2>&1
+    rc=$?
+    echo "ab: exit $rc" | tee -a "$summary"
+    cat "$OUT/ab/gpu_ab.md" 2>/dev/null
 fi
 
 # Optional (LAUNCH=1): where a call's host time goes (scripts/gpu_launch_cost.py,

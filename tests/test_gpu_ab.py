@@ -1,0 +1,59 @@
+"""scripts/gpu_ab.py's comparison, with no GPU (a GPU runs the benchmarks it
+compares; the simulator would take minutes a run)."""
+
+import importlib.util
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ab():
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_ab.py")
+    spec = importlib.util.spec_from_file_location("gpu_ab", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _res(shape, pass_, ms, copy=0.01, dtype="float32", **kw):
+    return {"shape": list(shape), "dtype": dtype, "pass": pass_, "kernel_ms": ms,
+            "copy_ms": copy, **kw}
+
+
+def test_compare_takes_medians_and_ratios(ab):
+    runs = {"A": [[_res((4, 8), "forward", 0.30), _res((4, 8), "backward", 0.5)],
+                  [_res((4, 8), "forward", 0.32), _res((4, 8), "backward", 0.5)],
+                  [_res((4, 8), "forward", 0.31, copy=0.02),
+                   _res((4, 8), "backward", 0.1, error="boom")]],
+            "B": [[_res((4, 8), "forward", 0.20)], [_res((4, 8), "forward", 0.22)],
+                  [_res((4, 8), "forward", 0.21)]]}
+    rows = {(r["shape"], r["pass"]): r for r in ab.compare(runs)}
+    fwd = rows[("4x8", "forward")]
+    assert fwd["ms_A"] == 0.31 and fwd["ms_B"] == 0.21
+    assert fwd["speed_B_over_A"] == round(0.31 / 0.21, 3)
+    assert fwd["spread_A_pct"] == round(100 * 0.02 / 0.31, 1)
+    assert fwd["copy_ms_A"] == 0.01
+    bwd = rows[("4x8", "backward")]
+    assert bwd["rounds_A"] == [0.5, 0.5]  # the failed result left out
+    assert "ms_B" not in bwd and "speed_B_over_A" not in bwd
+    md = ab.markdown(ab.compare(runs), "old", ".")
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(lines) == 4 and len({line.count("|") for line in lines}) == 1
+    assert "| 4x8 | float32 | forward | 0.3100 | 0.2100 | 1.476 |" in md
+
+
+def test_a_tree_without_the_package_is_an_error(ab, tmp_path):
+    # (not the installed numba_ln instead)
+    res = ab.run_bench(str(tmp_path), str(tmp_path / "out"), None, 1, 5)
+    assert "not a numba_ln tree" in res["error"]
+
+
+def test_a_failing_run_is_an_error(ab, tmp_path):
+    bench = tmp_path / "numba_ln" / "gpu"
+    bench.mkdir(parents=True)
+    for d in (tmp_path / "numba_ln", bench):
+        (d / "__init__.py").write_text("")
+    (bench / "bench.py").write_text("raise SystemExit(3)\n")
+    res = ab.run_bench(str(tmp_path), str(tmp_path / "out"), None, 1, 5)
+    assert "exit 3, no gpu_bench.json" in res["error"]
