@@ -50,29 +50,33 @@ def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1):
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
-#: variant is added to each list.  The fourth sweep (next GPU session):
-#: the forward's vector pieces (4 floats, 2 doubles: 16-byte loads and
-#: stores) against the committed scalar columns, in each benchmark shape's
-#: variant (at 4096x1024 also 2 floats); the 512x16 backward with the L2
-#: prefetch and 8 columns a store chunk (each was faster alone, untried
-#: together).  The one-reduction statistics and the shared accumulators are
-#: no longer swept (1.2-2.9x and 3-27% slower in the third sweep).
+#: variant is added to each list.  The fourth sweep (next GPU session): vector
+#: pieces (4 floats, 2 doubles: 16-byte loads and stores; at 4096x1024 also 2
+#: floats) against the committed scalar columns, in each benchmark shape's
+#: forward variant and in the backward variants that hold their rows; the
+#: 512x16 backward with the L2 prefetch and 8 columns a store chunk (each was
+#: faster alone, untried together).  ``ptxas -v`` for sm_90: the vector pieces
+#: take the registers of the scalar kernels (+0-6), with no new spills but in
+#: the 512x8 float32 backward at 2 blocks (84 -> 120 bytes; also tried at 1);
+#: 2 floats in the 128x8 forward spill 24 bytes.  The one-reduction statistics and the
+#: shared accumulators are no longer swept (1.2-2.9x and 3-27% slower in the
+#: third sweep).
 PLAN = [
     ((4096, 1024), "float32",
      [C(128, 8, 8, True, vec=4), C(128, 8, 8, True, vec=2)],
-     []),
+     [C(128, 8, 5, True, vec=4)]),
     ((65536, 128), "float32",
      [C(16, 8, 4, True, vec=4)],
-     []),
+     [C(16, 8, 3, True, vec=4)]),
     ((4096, 4096), "float32",
      [C(256, 16, 2, True, vec=4)],
-     []),
+     [C(512, 8, 2, True, vec=4), C(512, 8, 1, True, vec=4)]),
     ((16384, 8192), "float32",
      [C(512, 16, 1, True, vec=4)],
      [C(512, 16, 1, True, ks=8, l2=True)]),
     ((4096, 4096), "float64",
      [C(256, 16, 2, False, vec=2), C(256, 16, 2, False, vec=4)],
-     []),
+     [C(512, 8, 1, True, vec=2)]),
 ]
 
 

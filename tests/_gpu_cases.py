@@ -4,7 +4,7 @@ import importlib.util
 import os
 
 import numpy as np
-from _reference import ln_ref
+from _reference import ln_backward_ref, ln_ref
 from numba import cuda
 
 from numba_ln.gpu import _kernels
@@ -38,6 +38,49 @@ def check_one_reduction_statistics(tpr, kv, pipe, dtype, rng, rtol, atol, blocks
     """The forward with one-reduction statistics (``chan=True``): see
     :func:`check_forward_candidate`."""
     check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks, chan=True)
+
+
+def check_vector_backward(tpr, kv, pipe, dtype, rng, tol, blocks=1, vec=2):
+    """The backward of variant ``tpr x kv`` with vector pieces of ``vec``
+    (``_make_variant(..., vec=vec)``, a ``scripts/gpu_tune.py`` candidate)
+    against the committed layout's: the partial sums of dweight/dbias are the
+    same additions in the same order (bitwise equal), dx within rounding of
+    the float64 reference (its row sums are added in another order).  With
+    several groups a block or a block a row, several row slots, rows that
+    leave threads wholly or partly past the end (multiples of ``vec``
+    columns, as the vector loads need)."""
+    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+    R = threads // tpr
+    if _kernels.SIM:
+        jit = cuda.jit
+    else:
+        jit = cuda.jit(launch_bounds=(threads, blocks) if blocks > 1 else (threads,))
+    kern = {v: jit(_kernels._make_variant(tpr, kv, False, pipe, vec=v)["layer_norm_backward"])
+            for v in (1, vec)}
+    from numba_ln import gpu
+
+    cap = tpr * kv
+    for d in sorted({d for d in (cap, cap - vec, tpr * vec + vec, tpr + vec, vec) if d <= cap}):
+        rows = 5 * R + 3
+        x = rng.standard_normal((rows, d)).astype(dtype)
+        dy = rng.standard_normal((rows, d)).astype(dtype)
+        w = cuda.to_device(rng.standard_normal(d).astype(dtype))
+        _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+        sums = cuda.device_array((2, 1, 1), dtype)
+        G = 3
+        out = {}
+        for v, k in kern.items():
+            dx = cuda.device_array((rows, d), dtype)
+            part = cuda.device_array((2, G, d), dtype)
+            k[G, (tpr, R)](cuda.to_device(dy), cuda.to_device(x), m, r, w,
+                           np.int32(_kernels.HAS_WEIGHT), sums, dx, part)
+            out[v] = (dx.copy_to_host(), part.copy_to_host())
+        assert np.array_equal(out[1][1], out[vec][1]), (tpr, kv, d)
+        ref_dx, ref_dw, _ = ln_backward_ref(dy, x, w.copy_to_host(), 1, mean=m.copy_to_host(),
+                                            rstd=r.copy_to_host())
+        np.testing.assert_allclose(out[vec][0], ref_dx, **tol)
+        np.testing.assert_allclose(out[vec][0], out[1][0], **tol)
+        np.testing.assert_allclose(out[vec][1][0].sum(0), ref_dw, rtol=1e-4, atol=1e-4)
 
 
 def check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks=1, **opts):

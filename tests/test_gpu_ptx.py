@@ -231,13 +231,15 @@ def test_tune_candidates_compile_within_static_shared_memory():
                 vload = len(re.findall(rf"ld\.global\.v{width}\.{suffix}", text))
                 vstore = len(re.findall(rf"st\.global\.v{width}\.{suffix}", text))
                 if width > 1:
-                    # x: a load a piece (twice with the next row's prefetch: before
-                    # the row loop and in it); w and b: one each a piece; y: one
-                    # store a piece
+                    # a store a piece of y (dx); the forward's loads: x a piece
+                    # (twice with the next row's prefetch: before the row loop and
+                    # in it), w and b one each a piece; the backward's: dy and x a
+                    # piece, twice (it holds its row only with the prefetch)
                     per = c.vec // width
                     pieces = c.kv // c.vec
-                    assert vstore == pieces * per, (c, dt, vstore)
-                    assert vload == (3 + c.pipe) * pieces * per, (c, dt, vload)
+                    loads = 3 + c.pipe if "forward" in kind else 4 * c.pipe
+                    assert vstore == pieces * per, (kind, c, dt, vstore)
+                    assert vload == loads * pieces * per, (kind, c, dt, vload)
                 else:
                     assert vload == vstore == 0, (c, dt)
 

@@ -319,6 +319,32 @@ def test_l2_prefetch_gives_the_same_bits(tpr, kv, dtype):
         np.testing.assert_allclose(out[True][0], ref_dx, **_tol(dtype, d))
 
 
+@pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
+    (16, 8, True, 4, np.float32, 4), (128, 8, True, 8, np.float32, 4),
+    (128, 8, True, 8, np.float32, 2), (256, 16, True, 2, np.float32, 4),
+    (512, 16, True, 1, np.float32, 4), (256, 16, False, 2, np.float64, 2),
+    (256, 16, False, 2, np.float64, 4)])
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")  # (the overflowing row)
+def test_vector_pieces_forward(tpr, kv, pipe, blocks, dtype, vec):
+    """The forward with vector pieces (a scripts/gpu_tune.py candidate: real
+    16-byte loads and stores, which the simulator does one value at a time)."""
+    from _gpu_cases import check_forward_candidate
+
+    tol = _tol(dtype, tpr * kv)
+    check_forward_candidate(tpr, kv, pipe, dtype, RNG, tol["rtol"], tol["atol"], blocks, vec=vec)
+
+
+@pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
+    (16, 8, True, 3, np.float32, 4), (128, 8, True, 5, np.float32, 4),
+    (512, 8, True, 2, np.float32, 4), (512, 8, True, 1, np.float64, 2)])
+def test_vector_pieces_backward(tpr, kv, pipe, blocks, dtype, vec):
+    """The backward with vector pieces (a scripts/gpu_tune.py candidate)."""
+    from _gpu_cases import check_vector_backward
+
+    check_vector_backward(tpr, kv, pipe, dtype, RNG, _tol(dtype, tpr * kv), blocks, vec)
+
+
 @pytest.fixture
 def memory_pool():
     prev = gpu.use_memory_pool(True)

@@ -646,6 +646,29 @@ def test_vector_pieces(tpr, kv, pipe, vec, ks, dtype):
                             vec=vec, store_chunk=ks)
 
 
+@pytest.mark.parametrize("tpr,kv,pipe", [(8, 2, True), (8, 2, False), (64, 2, True),
+                                         (32, 2, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_pieces_backward(tpr, kv, pipe, dtype):
+    """The backward with vector pieces of 2 (a scripts/gpu_tune.py
+    candidate; see check_vector_backward)."""
+    from _gpu_cases import check_vector_backward
+
+    check_vector_backward(tpr, kv, pipe, dtype, RNG, _tol(dtype), vec=2)
+
+
+def test_vector_pieces_need_a_held_row():
+    """No backward kernel with vector pieces where it cannot take them (its
+    row not held in registers, shared accumulators): none rather than a
+    scalar one under the candidate's name."""
+    assert "layer_norm_backward" in _kernels._make_variant(8, 2, False, True, vec=2)
+    assert "layer_norm_backward" not in _kernels._make_variant(8, 4, False, True, vec=4,
+                                                               store_chunk=4)
+    assert "layer_norm_backward" not in _kernels._make_variant(8, 2, False, True, vec=2,
+                                                               acc_smem=True)
+    assert "layer_norm_backward" not in _kernels._make_variant(16, 4, False, False, vec=2)
+
+
 @pytest.mark.parametrize("tpr,kv,pipe", [(8, 4, True), (8, 4, False), (64, 2, True),
                                          (64, 2, False), (32, 2, True)])
 def test_shared_memory_accumulators_give_the_same_bits(tpr, kv, pipe):

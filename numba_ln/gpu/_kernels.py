@@ -933,6 +933,10 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     #: as many per thread in the simulator
     RED = (3 if CHAN else 2) * (NT if SIM else max(1, NT // 32))
     KC = min(_KC, KV)
+    #: the backward's vector pieces: only where it holds its row in registers
+    #: (loaded by :func:`_load_row`), keeps its accumulators there and sums
+    #: them through shared memory in chunks of whole pieces
+    BVEC = VEC if HOLD and not ACC and KC % VEC == 0 else 1
     #: columns a thread writes per chunk of loads (see "Loads before stores")
     KS = min(KV, store_chunk or STORE_CHUNK)
     assert KV % KS == 0, "rows are written in chunks of KS columns"
@@ -1157,8 +1161,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         rsn = T(0)
         if BPIPE and start < rows:
             rn = min(start + ty, rows - 1)
-            _load_row(dy[rn], dyn, n, tx, TPR, KV, 1)
-            _load_row(x[rn], xn, n, tx, TPR, KV, 1)
+            _load_row(dy[rn], dyn, n, tx, TPR, KV, BVEC)
+            _load_row(x[rn], xn, n, tx, TPR, KV, BVEC)
             mn = mean[rn]
             rsn = rstd[rn]
         for base in range(start, rows, step):
@@ -1175,8 +1179,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     xhv[k] = xn[k]
                 if base + step < rows:  # (the same for the whole block)
                     rn = min(base + step + ty, rows - 1)
-                    _load_row(dy[rn], dyn, n, tx, TPR, KV, 1)
-                    _load_row(x[rn], xn, n, tx, TPR, KV, 1)
+                    _load_row(dy[rn], dyn, n, tx, TPR, KV, BVEC)
+                    _load_row(x[rn], xn, n, tx, TPR, KV, BVEC)
                     mn = mean[rn]
                     rsn = rstd[rn]
             else:
@@ -1186,7 +1190,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 a = T(0)
                 q = T(0)
                 for k in range(KV):
-                    j = tx + k * TPR
+                    j = _col(tx, k, TPR, BVEC)
                     jc = uint32(min(j, last))
                     if BPIPE:
                         d = dyv[k]
@@ -1216,10 +1220,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 # KS columns at a time: their loads (w; dy and x where not
                 # held), then their stores (see _make_variant).
                 dxr = dx[r]
+                full = _col(tx, KV - 1, TPR, BVEC) < n  # (BVEC > 1: one window)
                 for kc in range(KV // KS):
                     for kk in range(KS):
                         k = kc * KS + kk
-                        j = c0 + tx + k * TPR
+                        j = c0 + _col(tx, k, TPR, BVEC)
                         jc = uint32(min(j, last))
                         if HOLD:
                             d = dyv[k]
@@ -1235,13 +1240,18 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                         else:
                             accw[k] += d * xhat
                             accb[k] += d
-                    for kk in range(KS):
-                        j = c0 + tx + (kc * KS + kk) * TPR
-                        if j < n:
-                            dxr[uint32(j)] = vb[kk]
+                    if BVEC > 1 and full:  # whole vector pieces
+                        for kp in range(0, KS, BVEC):
+                            jj = uint64(_col(tx, kc * KS + kp, TPR, BVEC))
+                            _vstore_from(dxr, jj, vb, kp, BVEC)
+                    else:
+                        for kk in range(KS):
+                            j = c0 + _col(tx, kc * KS + kk, TPR, BVEC)
+                            if j < n:
+                                dxr[uint32(j)] = vb[kk]
         if R == 1:  # a block per row: the thread's sums are the block's
             for k in range(KV):
-                j = c0 + tx + k * TPR
+                j = c0 + _col(tx, k, TPR, BVEC)
                 if j < n:
                     if ACC:
                         part[0, g0, j] = accs[k * TPR + tx]
@@ -1265,16 +1275,18 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     part[1, g0, j] = tb
             return
         # Sum the R groups of the block in ty order, KC window columns of a
-        # thread at a time (bounded shared memory), one column per thread.
+        # thread at a time (bounded shared memory: the chunk's columns are
+        # kc*cc ... kc*cc + cc - 1 with vector pieces too), one column per thread.
         cc = TPR * KC
         for which in range(2):
             for kc in range(KV // KC):
                 cuda.syncthreads()
                 for kk in range(KC):
+                    slot = ty * cc + _col(tx, kc * KC + kk, TPR, BVEC) - kc * cc
                     if which == 0:
-                        colbuf[ty * cc + kk * TPR + tx] = accw[kc * KC + kk]
+                        colbuf[slot] = accw[kc * KC + kk]
                     else:
-                        colbuf[ty * cc + kk * TPR + tx] = accb[kc * KC + kk]
+                        colbuf[slot] = accb[kc * KC + kk]
                 cuda.syncthreads()
                 for c in range(tid, cc, NT):
                     j = c0 + kc * cc + c
@@ -1288,6 +1300,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                             part[1, g0, j] = t
 
     kernels = {"layer_norm_forward": _ln_fwd, "layer_norm_backward": _ln_bwd}
+    if BVEC != VEC:  # (no backward with vector pieces here: rather none than a scalar one)
+        del kernels["layer_norm_backward"]
     if LOOPS:
         kernels.update({"layer_norm_forward_split_stats": _ln_fwd_part,
                         "layer_norm_forward_split_apply": _ln_fwd_apply,
