@@ -60,7 +60,10 @@ def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1):
 #: the 512x8 float32 backward at 2 blocks (84 -> 120 bytes; also tried at 1);
 #: 2 floats in the 128x8 forward spill 24 bytes.  The one-reduction statistics and the
 #: shared accumulators are no longer swept (1.2-2.9x and 3-27% slower in the
-#: third sweep).
+#: third sweep).  At every shape also the column sums alone in blocks of 8 to
+#: 64 columns (:func:`tune_col_sums`): at 32x65536 they took 14.8 of the
+#: backward's 57.5 us, 16 MB of partials read in blocks of 16 columns (64-byte
+#: pieces of a row) where before 40927eb they were read 32 columns at a time.
 PLAN = [
     ((4096, 1024), "float32",
      [C(128, 8, 8, True, vec=4), C(128, 8, 8, True, vec=2)],
@@ -77,6 +80,7 @@ PLAN = [
     ((4096, 4096), "float64",
      [C(256, 16, 2, False, vec=2), C(256, 16, 2, False, vec=4)],
      [C(512, 8, 1, True, vec=2)]),
+    ((32, 65536), "float32", [], []),  # the column sums only (27% slower backward)
 ]
 
 
@@ -168,7 +172,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                     sums = cuda.device_array((2, 1, 1), dtype)
                     part = cuda.device_array((2, G, d), dtype)
                     cs = K.col_sum[dtype_name]
-                    cgrid, cblock = (-(-d // K.COL_TX), 2), _launch.col_block(G)
+                    cgrid, cblock = _launch.col_launch(G, d, 2)
 
                     def call(t=None):
                         t = t or nxt()
@@ -197,6 +201,47 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                     "store_chunk", "l2_prefetch", "vec", "slots", "grid", "ms", "pct_of_copy",
                     "regs", "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
+    out += tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch, warmup)
+    return out
+
+
+#: Columns a block of the column sums tried by :func:`tune_col_sums`.
+COL_COLS = (8, 16, 32, 64)
+
+
+def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=2):
+    """GPU time of the column sums alone over the committed backward's
+    partial rows at ``shape``, in blocks of :data:`COL_COLS` columns (the
+    rows a block by the committed rule), each checked against the
+    committed block's sums (the same additions: bitwise equal).  Partials
+    as a real call leaves them (in L2 where they fit)."""
+    rows, d = shape
+    dtype = np.dtype(dtype_name)
+    stream = cuda.default_stream()
+    G = _launch.backward_launch(rows, d, dtype_name)[0]
+    part = cuda.to_device(np.random.default_rng(0).standard_normal((2, G, d)).astype(dtype))
+    cs = K.col_sum[dtype_name]
+    ref = None
+    out = []
+    for cols in dict.fromkeys((K.COL_TX,) + tuple(c for c in COL_COLS if c <= K.COL_THREADS)):
+        grid, block = _launch.col_launch(G, d, 2, cols)
+        res = {"shape": list(shape), "dtype": dtype_name, "pass": "colsum", "partial_rows": G,
+               "cols": cols, "ny": block[1], "committed": cols == K.COL_TX}
+        if time.monotonic() > deadline:
+            res["error"] = "skipped: time limit"
+            out.append(res)
+            continue
+        try:
+            cs[grid, block, stream](part, grads)
+            got = grads.copy_to_host()
+            ref = got if ref is None else ref
+            res["bitwise_as_committed"] = bool(np.array_equal(got, ref))
+            res["ms"], _ = B._gpu_ms(lambda: cs[grid, block, stream](part, grads), repeats,
+                                     warmup, stream, batch)
+        except Exception as exc:
+            res["error"] = f"{type(exc).__name__}: {exc}"
+        out.append(res)
+        print(json.dumps(res), flush=True)
     return out
 
 
@@ -206,8 +251,17 @@ def markdown(results):
              "| grid | regs | GPU ms | % of copy | committed | max abs diff |",
              "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: "
              "| ---: | ---: | --- | ---: |"]
+    cols = ["", "Column sums alone (the committed backward's partial rows; blocks of cols x ny "
+            "threads):", "", "| shape | dtype | partial rows | cols | ny | GPU ms | committed "
+            "| bitwise as committed |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in results:
         if "ms" not in r:
+            continue
+        if r["pass"] == "colsum":
+            cols.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['partial_rows']} "
+                        f"| {r['cols']} | {r['ny']} | {r['ms']:.4f} | "
+                        f"{'yes' if r['committed'] else ''} | "
+                        f"{'yes' if r.get('bitwise_as_committed') else 'NO'} |")
             continue
         lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['pass']} | "
                      f"{r['tpr']}x{r['kv']} | {r['blocks']} | {'yes' if r['pipe'] else ''} | "
@@ -217,6 +271,8 @@ def markdown(results):
                      f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")
+    if len(cols) > 5:
+        lines += cols
     return "\n".join(lines) + "\n"
 
 

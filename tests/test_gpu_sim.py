@@ -404,11 +404,17 @@ def test_column_sums(P, ngrad):
     part = RNG.integers(-50, 50, size=(2, P, d)).astype(np.float32)
     want = part[2 - ngrad:].sum(axis=1)
     out = cuda.device_array((ngrad, d), np.float32)
-    block = _launch.col_block(P)
+    grid, block = _launch.col_launch(P, d, ngrad)
     assert block[1] == (1 if P < 8 else min(_kernels.COL_TY, 2 ** int(np.log2(P // 4))))
-    _kernels.col_sum["float32"][(-(-d // _kernels.COL_TX), ngrad), block](
-        cuda.to_device(part), out)
+    _kernels.col_sum["float32"][grid, block](cuda.to_device(part), out)
     np.testing.assert_array_equal(_host(out), want)
+    # other column counts a block (a sweep's), as wide as the thread limit allows
+    for cols in (_kernels.COL_TX // 2, 2 * _kernels.COL_TX, 4 * _kernels.COL_TX):
+        out = cuda.device_array((ngrad, d), np.float32)
+        grid, block = _launch.col_launch(P, d, ngrad, cols)
+        assert block[0] == cols and block[0] * block[1] <= _kernels.COL_THREADS
+        _kernels.col_sum["float32"][grid, block](cuda.to_device(part), out)
+        np.testing.assert_array_equal(_host(out), want)
     # the most rows a block (the tree over COL_TY sums)
     _kernels.col_sum["float32"][(-(-d // _kernels.COL_TX), ngrad),
                                 (_kernels.COL_TX, _kernels.COL_TY)](cuda.to_device(part), out)
@@ -556,13 +562,20 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
                "--time-limit", "1000"])
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
-    assert len(results) == 13 and not [r for r in results if "error" in r]
-    assert {r["store_chunk"] for r in results} == {1, 2}
-    assert sum(r["vec"] == 2 for r in results) == 2
-    for r in results:
+    assert not [r for r in results if "error" in r]
+    rows = [r for r in results if r["pass"] != "colsum"]
+    assert len(rows) == 13
+    assert {r["store_chunk"] for r in rows} == {1, 2}
+    assert sum(r["vec"] == 2 for r in rows) == 2
+    # the column sums alone, in blocks of 8 (committed), 16 and 32 columns
+    cols = [r for r in results if r["pass"] == "colsum"]
+    assert [r["cols"] for r in cols] == [8, 16, 32] * 2
+    assert all(r["bitwise_as_committed"] for r in cols)
+    for r in rows:
         tol = 1e-5 if r["dtype"] == "float32" else 1e-13
         assert r["max_abs_diff"] <= (0 if r["pass"] == "backward" else tol), r
-    assert (tmp_path / "gpu_tune.md").read_text().count("yes") >= 6
+    md = (tmp_path / "gpu_tune.md").read_text()
+    assert md.count("yes") >= 6 + 2 * 3 and "Column sums alone" in md
 
 
 def test_kernel_table_is_complete():

@@ -141,7 +141,9 @@ L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
 DTYPES = ("float32", "float64")
 
 #: Columns x the most rows of the column-sum block (:func:`_col_sum`; the
-#: rows: :func:`numba_ln.gpu._launch.col_block`).  16 columns: a 64-byte
+#: block: :func:`numba_ln.gpu._launch.col_block`, which may take other
+#: column counts: the kernel reads its own, up to ``COL_THREADS`` threads a
+#: block).  16 columns: a 64-byte
 #: (float32) or 128-byte (float64) piece of a partial row, whole 32-byte
 #: sectors, and twice the blocks of 32 columns for narrow rows.  Up to 64
 #: rows: a column's partials read 64 at a time.  (Before: blocks of 32 x 8,
@@ -1316,9 +1318,10 @@ def _col_sum(part, out):
     ``part``: ``(K, P, D)``, ``K`` arrays of ``P`` partial rows (the weight
     and bias partials of the backward), summed in one launch into the last
     ``k_out`` of them (both, or only the bias's): block ``(bx, k)`` takes
-    columns ``bx*COL_TX ...`` of ``out``'s row ``k``.
-    Blocks of ``(COL_TX, ny)`` threads, ``ny`` a power of two up to
-    ``COL_TY`` (:func:`numba_ln.gpu._launch.col_block`): ``ty`` sums the rows
+    columns ``bx*cols ...`` of ``out``'s row ``k``.
+    Blocks of ``(cols, ny)`` threads, ``ny`` a power of two, at most
+    ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_block`; ``cols``
+    is ``COL_TX`` but where a sweep tries others): ``ty`` sums the rows
     ``ty, ty+ny, ...`` of its column (``ny`` loads of a column in flight,
     each a 32-byte sector or more of a row), then a shared-memory tree adds
     the ``ny`` sums in a fixed pairing.
@@ -1327,22 +1330,23 @@ def _col_sum(part, out):
     buf = cuda.shared.array(COL_THREADS, part.dtype)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
+    nx = cuda.blockDim.x
     ny = cuda.blockDim.y
     k = cuda.blockIdx.y
     kp = k + part.shape[0] - out.shape[0]
-    j = cuda.blockIdx.x * COL_TX + tx
+    j = cuda.blockIdx.x * nx + tx
     P = part.shape[1]
     n = part.shape[2]
     t = T(0)
     if j < n:
         for p in range(ty, P, ny):
             t += part[kp, p, j]
-    buf[ty * COL_TX + tx] = t
+    buf[ty * nx + tx] = t
     half = ny >> 1
     while half > 0:
         cuda.syncthreads()
         if ty < half:
-            buf[ty * COL_TX + tx] += buf[(ty + half) * COL_TX + tx]
+            buf[ty * nx + tx] += buf[(ty + half) * nx + tx]
         half >>= 1
     if ty == 0 and j < n:
         out[k, j] = buf[tx]

@@ -426,7 +426,7 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
                                                               batch)
         # the column sums alone (their share of kernel_ms; partials in L2 as in a real call)
         part = work[("bwd", rows, d, dtype_name)][1]
-        cgrid, cblock = (-(-d // K.COL_TX), 2), _launch.col_block(G)
+        cgrid, cblock = _launch.col_launch(G, d, 2)
         res["colsum_ms"], _ = _gpu_ms(
             lambda: K.col_sum[dtype_name][cgrid, cblock, stream](part, grads),
             repeats, warmup, stream, batch)
