@@ -100,7 +100,8 @@ def _committed(d, dtype, pass_):
     v = K.variant(d, pass_)
     blocks = K.TABLE[K.VARIANTS.index(v)][2][dtype][0 if pass_ == "forward" else 1]
     l2 = pass_ == "backward" and (v.tpr, v.kv) in K.L2_PREFETCH
-    return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2)
+    vec = v.vec.get(dtype, 1) if dtype in (v.fwd_vec if pass_ == "forward" else v.bwd_vec) else 1
+    return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec)
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):

@@ -28,11 +28,11 @@ class FakeContext:
 CTX = FakeContext()
 
 
-def fake_array(shape, dtype, freed=None):
+def fake_array(shape, dtype, freed=None, offset=0):
     dtype = np.dtype(dtype)
     size = int(np.prod(shape)) * dtype.itemsize
     fin = None if freed is None else (lambda: freed.append(BASE))
-    mem = MemoryPointer(CTX, binding.CUdeviceptr(BASE), size, finalizer=fin)
+    mem = MemoryPointer(CTX, binding.CUdeviceptr(BASE + offset), size, finalizer=fin)
     return DeviceNDArray(shape, _api._c_strides(shape, dtype.itemsize), dtype, gpu_data=mem)
 
 
@@ -52,6 +52,27 @@ def test_row_view_is_the_row(shape, dtype):
         assert v.strides == _api._c_strides(shape, np.dtype(dtype).itemsize)
         assert ptr(v) == BASE + i * n * np.dtype(dtype).itemsize
         assert v.alloc_size == n * np.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize("width,dtype", [(4, np.float32), (2, np.float64), (4, np.float64),
+                                         (2, np.float32)])
+def test_vector_ok(width, dtype):
+    """The vector-access builds take rows of a multiple of the width, data
+    aligned to a piece (at most 16 bytes), arrays of at least a piece."""
+    from numba_ln.gpu import _kernels, _launch
+
+    item = np.dtype(dtype).itemsize
+    align = _kernels.vector_align(width, item)
+    assert align == min(16, width * item)
+    d = 3 * width
+    x, y, w = (fake_array((5, d), dtype), fake_array((5, d), dtype), fake_array((d,), dtype))
+    assert _launch.vector_ok(width, d, x, y, w)
+    assert not _launch.vector_ok(width, d + 1, x, y, w)  # (rows not a multiple)
+    for off in range(item, 2 * align, item):
+        assert _launch.vector_ok(width, d, x, fake_array((5, d), dtype, offset=off), w) == (
+            off % align == 0), off
+    assert not _launch.vector_ok(width, d, x, y, fake_array((width - 1,), dtype))
+    assert _launch.vector_ok(width, d, x, y, fake_array((4,), dtype))  # the weight's dummy
 
 
 def test_row_view_scalar_shape():

@@ -345,6 +345,45 @@ def test_vector_pieces_backward(tpr, kv, pipe, blocks, dtype, vec):
     check_vector_backward(tpr, kv, pipe, dtype, RNG, _tol(dtype, tpr * kv), blocks, vec)
 
 
+@pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
+    (16, 8, True, 4, np.float32, 4), (128, 8, True, 8, np.float32, 4),
+    (512, 16, True, 1, np.float32, 4), (512, 8, True, 1, np.float64, 2)])
+def test_vector_access_gives_the_same_bits(tpr, kv, pipe, blocks, dtype, vec):
+    """A VECTOR variant's two builds (vector accesses for aligned arrays, the
+    same layout a value at a time for others) give the same bits, forward
+    and backward (where the backward takes pieces), rows that fill the
+    variant or leave threads partly past the end."""
+    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+    R = threads // tpr
+    jit = cuda.jit(launch_bounds=(threads, blocks) if blocks > 1 else (threads,))
+    fns = {a: _kernels._make_variant(tpr, kv, False, pipe, vec=vec, vec_access=a)
+           for a in (False, True)}
+    for d in (tpr * kv, tpr * kv - vec, tpr + vec):
+        rows = 3 * R + 2
+        x = cuda.to_device(RNG.standard_normal((rows, d)).astype(dtype))
+        dy = cuda.to_device(RNG.standard_normal((rows, d)).astype(dtype))
+        w = cuda.to_device(RNG.standard_normal(d).astype(dtype))
+        b = cuda.to_device(RNG.standard_normal(d).astype(dtype))
+        out = {}
+        for a, fn in fns.items():
+            y = cuda.device_array((rows, d), dtype)
+            stats = cuda.device_array((2, rows), dtype)
+            jit(fn["layer_norm_forward"])[2, (tpr, R)](
+                x, w, b, np.int32(_kernels.HAS_WEIGHT | _kernels.HAS_BIAS), dtype(1e-5), y, stats)
+            got = [y.copy_to_host(), stats.copy_to_host()]
+            if "layer_norm_backward" in fn:
+                dx = cuda.device_array((rows, d), dtype)
+                part = cuda.device_array((2, 2, d), dtype)
+                jit(fn["layer_norm_backward"])[2, (tpr, R)](
+                    dy, x, stats[0], stats[1], w, np.int32(_kernels.HAS_WEIGHT),
+                    cuda.device_array((2, 1, 1), dtype), dx, part)
+                got += [dx.copy_to_host(), part.copy_to_host()]
+            out[a] = got
+        assert len(out[True]) == len(out[False])
+        for u, v in zip(out[True], out[False]):
+            assert np.array_equal(u, v, equal_nan=True), (tpr, kv, d)
+
+
 @pytest.fixture
 def memory_pool():
     prev = gpu.use_memory_pool(True)

@@ -578,6 +578,60 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     assert md.count("yes") >= 6 + 2 * 3 and "Column sums alone" in md
 
 
+def _misaligned(a):
+    """A copy of host array ``a`` on the device, its data one value past an
+    aligned address (a C-contiguous view into a larger array)."""
+    big = cuda.to_device(np.concatenate([np.zeros(1, a.dtype), a.ravel()]))
+    return big[1:].reshape(a.shape)
+
+
+@pytest.mark.parametrize("d", [12, 16, 13, 40, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_variants_give_the_same_bits_aligned_or_not(d, dtype, monkeypatch):
+    """The variants of VECTOR (here (8, 2) for 8 < D <= 16 and (32, 2) for
+    32 < D <= 64): aligned arrays go to their vector-access build, others
+    (an input one value off, or D not a multiple of the width) to the same
+    layout a value at a time, with the same bits, forward and backward, and
+    without a weight (the dummy)."""
+    launched = []
+    go = _launch._go
+
+    def spy(kernel, *args):
+        launched.append(kernel)
+        return go(kernel, *args)
+
+    monkeypatch.setattr(_launch, "_go", spy)
+    name = np.dtype(dtype).name
+    fv, bv = _kernels.variant(d), _kernels.variant(d, "backward")
+    assert (fv.tpr, fv.kv) in _kernels.VECTOR and (bv.tpr, bv.kv) in _kernels.VECTOR
+    width = _kernels.VEC_WIDTH[name]
+    rows = 2 * fv.rows_per_block + 1
+    x = RNG.standard_normal((rows, d)).astype(dtype)
+    dy = RNG.standard_normal((rows, d)).astype(dtype)
+    w = RNG.standard_normal(d).astype(dtype)
+    b = RNG.standard_normal(d).astype(dtype)
+    outs = {}
+    for aligned in (True, False):
+        place = cuda.to_device if aligned else _misaligned
+        launched.clear()
+        y, m, r = gpu.layer_norm(place(x), place(w), place(b), return_stats=True)
+        y0 = gpu.layer_norm(place(x), bias=place(b))
+        dx, dw, db = gpu.layer_norm_backward(place(dy), place(x), m, r, place(w))
+        vec = aligned and d % width == 0
+        assert launched[0] is (fv.fwd_vec if vec else fv.fwd)[name]
+        assert launched[1] is (fv.fwd_vec if vec else fv.fwd)[name]
+        assert launched[2] is (bv.bwd_vec if vec else bv.bwd)[name]
+        outs[aligned] = [_host(a) for a in (y, m, r, y0, dx, dw, db)]
+    for a, b_ in zip(outs[True], outs[False]):
+        assert np.array_equal(a, b_)
+    ry, rm, rr = ref_forward(x, w, b, (1,))
+    np.testing.assert_allclose(outs[True][0], ry, **_tol(dtype))
+    np.testing.assert_allclose(outs[True][3], ref_forward(x, None, b, (1,))[0], **_tol(dtype))
+    rdx, rdw, rdb = ref_backward(dy, x, w, 1, mean=outs[True][1], rstd=outs[True][2])
+    np.testing.assert_allclose(outs[True][4], rdx, **_tol(dtype))
+    np.testing.assert_allclose(outs[True][5], rdw, rtol=1e-4, atol=1e-4)
+
+
 def test_kernel_table_is_complete():
     kinds = set(_kernels.KINDS.values())
     assert kinds == set(gpu.signatures("float32")) == set(gpu.signatures("float64"))
@@ -595,6 +649,16 @@ def test_kernel_table_is_complete():
             v = _kernels.variant(d, p)
             assert p in v.passes and (d <= v.capacity or v is _kernels.VARIANTS[-1])
     assert [v.loops for v in _kernels.VARIANTS] == [False] * (len(_kernels.VARIANTS) - 1) + [True]
+    # the variants of VECTOR: a vector-access build of each pass beside the plain one
+    for v in _kernels.VARIANTS:
+        vector = (v.tpr, v.kv) in _kernels.VECTOR
+        for dt in gpu.DTYPES:
+            assert (dt in v.vec) == vector and (dt in v.fwd_vec) == vector
+            if vector:
+                assert v.fwd_vec[dt] is _kernels.KERNELS[
+                    f"layer_norm_forward_{v.suffix}_v{v.vec[dt]}[{dt}]"]
+                assert (dt in v.bwd_vec) == v.hold
+    assert _kernels.VECTOR <= {(v.tpr, v.kv) for v in _kernels.VARIANTS[:-1]}
     caps = [v.capacity for v in _kernels.VARIANTS]
     assert caps == sorted(caps)
 

@@ -290,19 +290,20 @@ _DUMMIES = {}
 
 
 def _dummy(dtype, stream):
-    """A 1-element array standing in for an absent weight/bias: the kernels
-    read it (without a branch) but select past its value.  A zero, so that
-    the read is of initialised memory.
+    """A 4-element array standing in for an absent weight/bias: the kernels
+    read it (without a branch; vector pieces read up to 4 values of it) but
+    select past its values.  Zeros, so that the read is of initialised
+    memory.
 
     Kept per context and dtype: an allocation per call would cost more than
     a small LayerNorm.
     """
     if K.SIM:
-        return cuda.to_device(np.zeros(1, dtype), stream=stream)
+        return cuda.to_device(np.zeros(4, dtype), stream=stream)
     key = (id(cuda.current_context()), dtype.str)
     arr = _DUMMIES.get(key)
     if arr is None:
-        arr = _DUMMIES[key] = cuda.to_device(np.zeros(1, dtype))  # once: synchronous
+        arr = _DUMMIES[key] = cuda.to_device(np.zeros(4, dtype))  # once: synchronous
     return arr
 
 

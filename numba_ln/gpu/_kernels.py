@@ -137,6 +137,20 @@ else:
 #: caches: a no-op there), one variant that re-reads its row, for the path.
 L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
 
+#: ``(tpr, kv)`` of the variants whose threads hold their columns in vector
+#: pieces of ``VEC_WIDTH[dtype]`` adjacent values (``vec`` of
+#: :func:`_make_variant`; not the widest variant).  Their kernels come in two
+#: builds of that layout: ``fwd_vec``/``bwd_vec`` read and write whole pieces
+#: by vector accesses, for arrays aligned for them
+#: (:func:`numba_ln.gpu._launch.vector_ok`); ``fwd``/``bwd`` a value at a
+#: time, for any others.  Both give the same bits.  A backward that cannot
+#: take pieces (its row not held in registers) keeps the plain layout.  None
+#: on a GPU yet: vector pieces are the fourth sweep's candidates
+#: (scripts/gpu_tune.py), unmeasured.  Under the simulator, two variants, so
+#: that the builds and their choice are tested.
+VECTOR = {(8, 2), (32, 2)} if SIM else set()
+VEC_WIDTH = {"float32": 2, "float64": 2} if SIM else {"float32": 4, "float64": 2}
+
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
 
@@ -257,9 +271,9 @@ else:
     def _vector_access(width, store):
         """An intrinsic ``load(a, i) -> (a[i], ..., a[i+width-1])`` or
         ``store(a, i, values)`` of a 1-D array: one LLVM vector load or store
-        declared 16-byte aligned (``ld.global.v4.f32``, ``ld.global.v2.f64``
-        ... in the PTX; float64 x 4 is two ``v2`` accesses).  The caller
-        guarantees the alignment: ``&a[i]`` a multiple of 16 bytes (a
+        (``ld.global.v4.f32``, ``ld.global.v2.f64`` ... in the PTX; float64 x
+        4 is two ``v2`` accesses) declared aligned to its size, at most 16
+        bytes (:func:`vector_align`).  The caller guarantees the alignment (a
         misaligned vector access is a GPU fault, not a wrong result)."""
 
         def typer(typingctx, a, i, v=None):
@@ -282,13 +296,14 @@ else:
             elt = context.get_data_type(aty.dtype)
             vty = _ir.VectorType(elt, width)
             vptr = builder.bitcast(ptr, vty.as_pointer(ptr.type.addrspace))
+            align = vector_align(width, context.get_abi_sizeof(elt))
             if store:
                 vec = _ir.Constant(vty, _ir.Undefined)
                 for k, val in enumerate(_cgutils.unpack_tuple(builder, args[2], width)):
                     vec = builder.insert_element(vec, val, _ir.Constant(_ir.IntType(32), k))
-                builder.store(vec, vptr, align=16)
+                builder.store(vec, vptr, align=align)
                 return context.get_dummy_value()
-            vec = builder.load(vptr, align=16)
+            vec = builder.load(vptr, align=align)
             vals = [builder.extract_element(vec, _ir.Constant(_ir.IntType(32), k))
                     for k in range(width)]
             return context.make_tuple(builder, sig.return_type, vals)
@@ -306,6 +321,12 @@ else:
     _vload4 = _vector_access(4, False)
     _vstore2 = _vector_access(2, True)
     _vstore4 = _vector_access(4, True)
+
+def vector_align(width, itemsize):
+    """The alignment in bytes that vector accesses of ``width`` values of
+    ``itemsize`` bytes are declared with (and need)."""
+    return min(16, width * itemsize)
+
 
 #: Vector accesses by width in elements (:func:`_make_variant`'s ``vec``).
 VLOAD = {2: _vload2, 4: _vload4}
@@ -506,9 +527,14 @@ def _col(tx, k, tpr, vec):
 
 
 @_device
-def _vload_into(xr, i, xv, k, vec):
-    """``xv[k:k+vec] = xr[i:i+vec]`` by one vector load (:data:`VLOAD`)."""
-    if vec == 4:
+def _vload_into(xr, i, xv, k, vec, vacc):
+    """``xv[k:k+vec] = xr[i:i+vec]``: by one vector load (:data:`VLOAD`)
+    when ``vacc``, else a value at a time (the same values, for arrays that
+    are not aligned for the vector load)."""
+    if not vacc:
+        for t in range(vec):
+            xv[k + t] = xr[i + t]
+    elif vec == 4:
         v = _vload4(xr, i)
         xv[k] = v[0]
         xv[k + 1] = v[1]
@@ -521,17 +547,22 @@ def _vload_into(xr, i, xv, k, vec):
 
 
 @_device
-def _vstore_from(yr, i, hb, k, vec):
-    """``yr[i:i+vec] = hb[k:k+vec]`` by one vector store (:data:`VSTORE`)."""
-    if vec == 4:
+def _vstore_from(yr, i, hb, k, vec, vacc):
+    """``yr[i:i+vec] = hb[k:k+vec]``: by one vector store (:data:`VSTORE`)
+    when ``vacc``, else a value at a time."""
+    if not vacc:
+        for t in range(vec):
+            yr[i + t] = hb[k + t]
+    elif vec == 4:
         _vstore4(yr, i, (hb[k], hb[k + 1], hb[k + 2], hb[k + 3]))
     elif vec == 2:
         _vstore2(yr, i, (hb[k], hb[k + 1]))
 
 
 @_device
-def _load_row(xr, xv, n, tx, tpr, kv, vec):
-    """Registers ``xv[k] = xr[_col(tx, k)]`` (zero past the end)."""
+def _load_row(xr, xv, n, tx, tpr, kv, vec, vacc):
+    """Registers ``xv[k] = xr[_col(tx, k)]`` (zero past the end); whole
+    pieces by vector loads when ``vacc`` (see :func:`_vload_into`)."""
     T = xr.dtype.type
     if _col(tx, kv - 1, tpr, vec) < n:
         # Every column of the thread is in the row: unsigned offsets from
@@ -543,7 +574,7 @@ def _load_row(xr, xv, n, tx, tpr, kv, vec):
         else:
             t0 = uint64(tx * vec)
             for kp in range(kv // vec):
-                _vload_into(xr, t0 + uint64(kp * tpr * vec), xv, kp * vec, vec)
+                _vload_into(xr, t0 + uint64(kp * tpr * vec), xv, kp * vec, vec, vacc)
         return
     last = n - 1
     for k in range(kv):
@@ -570,7 +601,7 @@ def _shifted_sums(xr, xv, in_regs, n, tx, tpr, kv, s, c, vec):
         # kv columns at a time into xv, their loads issued together; the
         # same additions in the same order
         for c0 in range(0, n, tpr * kv):
-            _load_row(xr[c0:], xv, n - c0, tx, tpr, kv, 1)
+            _load_row(xr[c0:], xv, n - c0, tx, tpr, kv, 1, False)
             for k in range(kv):
                 d = xv[k] * s - c
                 d = d if c0 + tx + k * tpr < n else T(0)
@@ -822,7 +853,9 @@ class Variant:
     ``loops`` (the widest variant: rows longer than ``capacity``), and the
     kernels, each a
     dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
-    plus, for the widest, ``fwd_part``, ``fwd_apply``, ``bwd_rowsums``.
+    plus, for the widest, ``fwd_part``, ``fwd_apply``, ``bwd_rowsums``, and
+    for the variants of :data:`VECTOR`, ``vec`` (dtype name -> the pieces'
+    width), ``fwd_vec`` and ``bwd_vec`` (their vector-access builds).
     """
 
     def __init__(self, tpr, kv, blocks, loops):
@@ -840,17 +873,32 @@ class Variant:
                             if blocks[DTYPES[0]][i] is not None)
         for attr in set(_ATTR.values()):
             setattr(self, attr, {})
+        self.vec, self.fwd_vec, self.bwd_vec = {}, {}, {}
         for dtype in DTYPES:
             l2 = (tpr, kv) in L2_PREFETCH
-            for kind, fn in _make_variant(tpr, kv, loops, self.pipe[dtype],
-                                          l2_prefetch=l2).items():
-                n = blocks[dtype][0 if kind.startswith("layer_norm_forward") else 1]
-                if n is None:
-                    continue
-                key = f"{kind}_{self.suffix}[{dtype}]"
-                kernel = _jit_kernel(fn, key, self.threads, n)
-                getattr(self, _ATTR[kind])[dtype] = KERNELS[key] = kernel
-                KINDS[key] = kind
+            pipe = self.pipe[dtype]
+            width = VEC_WIDTH[dtype] if (tpr, kv) in VECTOR else 1
+            plain = _make_variant(tpr, kv, loops, pipe, l2_prefetch=l2, vec=width,
+                                  vec_access=False)
+            builds = [("", plain)]
+            if width > 1:
+                assert not loops, "the widest variant cannot take vector pieces"
+                self.vec[dtype] = width
+                builds.append((f"_v{width}", _make_variant(tpr, kv, loops, pipe, l2_prefetch=l2,
+                                                           vec=width)))
+                if "layer_norm_backward" not in plain:  # it cannot take pieces
+                    plain["layer_norm_backward"] = _make_variant(
+                        tpr, kv, loops, pipe, l2_prefetch=l2)["layer_norm_backward"]
+            for tag, fns in builds:
+                for kind, fn in fns.items():
+                    n = blocks[dtype][0 if kind.startswith("layer_norm_forward") else 1]
+                    if n is None:
+                        continue
+                    key = f"{kind}_{self.suffix}{tag}[{dtype}]"
+                    kernel = _jit_kernel(fn, key, self.threads, n)
+                    attr = _ATTR[kind] + ("_vec" if tag else "")
+                    getattr(self, attr)[dtype] = KERNELS[key] = kernel
+                    KINDS[key] = kind
 
     def __repr__(self):
         return f"Variant(tpr={self.tpr}, kv={self.kv})"
@@ -862,7 +910,7 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
 
 
 def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None,
-                  l2_prefetch=False, vec=1):
+                  l2_prefetch=False, vec=1, vec_access=True):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_one_reduction` (one group
@@ -888,7 +936,10 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     least ``vec`` long (:func:`numba_ln.gpu._launch.vector_ok`).  Rows of a thread that do not
     fill its pieces are read and written a column at a time.  The thread's
     columns differ from ``vec = 1``, so its sums are added in another order:
-    the results agree within rounding, not bit for bit.
+    the results agree within rounding, not bit for bit.  ``vec_access=False``
+    keeps the layout of ``vec`` but reads and writes a value at a time (no
+    alignment needed): the same bits as with vector accesses, for arrays
+    that are not aligned.
     ``chan``, ``acc_smem``, ``store_chunk`` and ``vec`` are candidates of
     ``scripts/gpu_tune.py``, not in :data:`TABLE` (the first three measured
     slower or no better on an H200: docs/gpu_bench_h200.md; ``vec`` not yet
@@ -928,6 +979,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     assert not (CHAN and LOOPS), "one-reduction statistics need the row in registers"
     ACC = acc_smem
     VEC = vec
+    VACC = vec_access and VEC > 1
     assert VEC in VLOAD or VEC == 1, "vector pieces of 2 or 4 values"
     assert VEC == 1 or not (LOOPS or CHAN), "vector pieces: rows held in registers, two-pass"
     #: the shared reduction scratch: two slots per warp on a GPU (a pair of
@@ -970,7 +1022,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         start = cuda.blockIdx.x * R
         step = cuda.gridDim.x * R
         if PIPE and start < rows:
-            _load_row(x[min(start + ty, rows - 1)], xn, n, tx, TPR, KV, VEC)
+            _load_row(x[min(start + ty, rows - 1)], xn, n, tx, TPR, KV, VEC, VACC)
         for base in range(start, rows, step):
             row = base + ty
             active = row < rows
@@ -980,9 +1032,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 for k in range(KV):
                     xv[k] = xn[k]
                 if base + step < rows:  # (the same for the whole block)
-                    _load_row(x[min(base + step + ty, rows - 1)], xn, n, tx, TPR, KV, VEC)
+                    _load_row(x[min(base + step + ty, rows - 1)], xn, n, tx, TPR, KV, VEC, VACC)
             elif in_regs:
-                _load_row(xr, xv, n, tx, TPR, KV, VEC)
+                _load_row(xr, xv, n, tx, TPR, KV, VEC, VACC)
             s, m1, dm, var = _row_stats(xr, xv, in_regs, n, red, TPR, KV, CHAN, VEC)
             mu, rs, mult = _scales(xr, s, m1, dm, var, eps)
             if active:
@@ -998,15 +1050,15 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     for k0 in range(0, KV, KS):
                         for kp in range(0, KS, VEC):
                             jj = t0 + uint64(((k0 + kp) // VEC) * TPR * VEC)
-                            _vload_into(w, min(jj, wl), wv, 0, VEC)
-                            _vload_into(b, min(jj, bl), bv, 0, VEC)
+                            _vload_into(w, min(jj, wl), wv, 0, VEC, VACC)
+                            _vload_into(b, min(jj, bl), bv, 0, VEC, VACC)
                             for i in range(VEC):
                                 h = ((xv[k0 + kp + i] * s - m1) - dm) * mult
                                 h = h * wv[i] if has_w else h
                                 hb[kp + i] = h + bv[i] if has_b else h
                         for kp in range(0, KS, VEC):
                             jj = t0 + uint64(((k0 + kp) // VEC) * TPR * VEC)
-                            _vstore_from(yr, jj, hb, kp, VEC)
+                            _vstore_from(yr, jj, hb, kp, VEC, VACC)
                 elif VEC == 1 and in_regs and tx + (KV - 1) * TPR < n:
                     t0 = uint64(tx)
                     for k0 in range(0, KV, KS):
@@ -1049,7 +1101,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
             active = row < rows
             r = row if active else rows - 1
             xr = x[r, c0:c0 + nw]
-            _load_row(xr, xv, nw, tx, TPR, KV, 1)
+            _load_row(xr, xv, nw, tx, TPR, KV, 1, False)
             s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV, False, 1)
             if active and tx == 0:
                 part[r, win, 0] = s
@@ -1163,8 +1215,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         rsn = T(0)
         if BPIPE and start < rows:
             rn = min(start + ty, rows - 1)
-            _load_row(dy[rn], dyn, n, tx, TPR, KV, BVEC)
-            _load_row(x[rn], xn, n, tx, TPR, KV, BVEC)
+            _load_row(dy[rn], dyn, n, tx, TPR, KV, BVEC, VACC)
+            _load_row(x[rn], xn, n, tx, TPR, KV, BVEC, VACC)
             mn = mean[rn]
             rsn = rstd[rn]
         for base in range(start, rows, step):
@@ -1181,8 +1233,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     xhv[k] = xn[k]
                 if base + step < rows:  # (the same for the whole block)
                     rn = min(base + step + ty, rows - 1)
-                    _load_row(dy[rn], dyn, n, tx, TPR, KV, BVEC)
-                    _load_row(x[rn], xn, n, tx, TPR, KV, BVEC)
+                    _load_row(dy[rn], dyn, n, tx, TPR, KV, BVEC, VACC)
+                    _load_row(x[rn], xn, n, tx, TPR, KV, BVEC, VACC)
                     mn = mean[rn]
                     rsn = rstd[rn]
             else:
@@ -1245,7 +1297,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     if BVEC > 1 and full:  # whole vector pieces
                         for kp in range(0, KS, BVEC):
                             jj = uint64(_col(tx, kc * KS + kp, TPR, BVEC))
-                            _vstore_from(dxr, jj, vb, kp, BVEC)
+                            _vstore_from(dxr, jj, vb, kp, BVEC, VACC)
                     else:
                         for kk in range(KS):
                             j = c0 + _col(tx, kc * KS + kk, TPR, BVEC)

@@ -82,6 +82,8 @@ def backward_launch(rows, d, dtype="float32"):
     v, block = row_geometry(d, "backward")
     nwin = -(-d // v.capacity)
     groups = -(-rows // v.rows_per_block)
+    # (from the value-at-a-time build: a vector-access build has the same
+    # launch bound, so as many blocks fit, and must sum the same partial rows)
     G = max(1, min(groups, resident_blocks(v, dtype) // nwin))
     return G, nwin, v, block
 
@@ -132,7 +134,10 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
     name = _NAME[x.dtype.char]
     kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize, name)
     if kind == "rows":
-        _go(v.fwd[name], name, "layer_norm_forward", grid, block, stream,
+        kernel = v.fwd[name]
+        if name in v.vec and vector_ok(v.vec[name], d, x, y, w, b):
+            kernel = v.fwd_vec[name]
+        _go(kernel, name, "layer_norm_forward", grid, block, stream,
             x, w, b, np.int32(flags), eps, y, stats)
         return
     nwin = -(-d // v.capacity)
@@ -168,13 +173,39 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
         _go(v.bwd_rowsums[name], name, "layer_norm_backward_rowsums", grid, block, stream,
             dy, x, mean, rstd, w, np.int32(flags), sums)
     if rows > 0:
-        _go(v.bwd[name], name, "layer_norm_backward", G * nwin, block, stream,
+        kernel = v.bwd[name]
+        if name in v.bwd_vec and vector_ok(v.vec[name], d, dy, x, dx):
+            kernel = v.bwd_vec[name]
+        _go(kernel, name, "layer_norm_backward", G * nwin, block, stream,
             dy, x, mean, rstd, w, np.int32(flags), sums, dx, part)
     else:  # no rows: the sums are zero
         part.copy_to_device(np.zeros((2, G, d), dtype), stream=stream)
     # dweight and dbias, or dbias alone (the last rows of part: see _col_sum)
     _go(K.col_sum[name], name, "layer_norm_backward_colsum", *col_launch(G, d, grads.shape[0]),
         stream, part, grads)
+
+
+def _data_ptr(a):
+    if K.SIM:
+        return a._ary.__array_interface__["data"][0]
+    mem = a.gpu_data
+    return 0 if mem is None else int(mem.device_pointer)
+
+
+def vector_ok(width, d, *arrays):
+    """Whether the vector-access build of a :data:`~numba_ln.gpu._kernels.VECTOR`
+    variant may take these arrays: C-contiguous rows of ``d`` columns (the
+    kernels' arrays) of a multiple of ``width`` values, every array's data
+    aligned for a piece (:func:`~numba_ln.gpu._kernels.vector_align`) and at
+    least ``width`` long (the weight and bias dummies included).  Else the
+    same layout a value at a time (the same bits)."""
+    if d % width:
+        return False
+    align = K.vector_align(width, arrays[0].dtype.itemsize)
+    for a in arrays:
+        if a.size < width or _data_ptr(a) % align:
+            return False
+    return True
 
 
 def col_block(P, cols=None):
