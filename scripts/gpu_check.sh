@@ -13,7 +13,8 @@
 # OUTDIR/ab/gpu_ab.md, e.g. after `git archive 40927eb | tar -x -C ab/40927eb`
 # here, with ab/ carried to the machine).
 # One failing step does not stop the others; the exit status is 0 when every
-# step succeeded, 1 otherwise.  TESTS=0 / BENCH=0 skip those steps (e.g. a
+# step succeeded, 1 otherwise.  TEST_K: a pytest -k expression that picks
+# among the real-GPU tests.  TESTS=0 / BENCH=0 skip those steps (e.g. a
 # second device call for TUNE=1 NCU=1 alone: one call may run 10 minutes).
 # Budget: tests <= 240 s (most of it compiling the kernel variants and the
 # sweep's candidates that the tests check), benchmark <= 160 s, sweep <= 170 s,
@@ -88,7 +89,7 @@ elif "$PY" -c "import pytest" 2>/dev/null; then
     [ "${PTX:-0}" = "1" ] && TEST_FILES="$TEST_FILES tests/test_gpu_ptx.py"
     # shellcheck disable=SC2086
     timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
-        $TEST_FILES -k "not sm_80" > "$OUT/tests.txt" 2>&1
+        $TEST_FILES -k "not sm_80${TEST_K:+ and ($TEST_K)}" > "$OUT/tests.txt" 2>&1
     rc=$?
     tail -n 40 "$OUT/tests.txt"
     echo "tests: exit $rc" | tee -a "$summary"

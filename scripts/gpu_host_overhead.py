@@ -76,7 +76,7 @@ def _stub_gpu():
     work = {}
     _api._workspace = lambda stream: work
     for v in _kernels.VARIANTS:
-        for attr in ("fwd", "bwd", "fwd_part", "fwd_apply", "bwd_rowsums"):
+        for attr in ("fwd", "bwd", "fwd_part", "fwd_apply", "bwd_rowsums", "fwd_vec", "bwd_vec"):
             table = getattr(v, attr)
             for k in table:
                 table[k] = NoLaunch()

@@ -40,45 +40,58 @@ from numba_ln.gpu import bench as B  # noqa: E402
 #: the next row), ``chan`` (the forward's one-reduction statistics), ``acc``
 #: (the backward's accumulators in shared memory), ``ks`` (the columns a
 #: thread computes before storing them), ``l2`` (the backward prefetches its
-#: next row into L2), ``vec`` (the forward's vector pieces of 2 or 4 columns).
-Cand = collections.namedtuple("Cand", "tpr kv blocks pipe chan acc ks l2 vec")
+#: next row into L2), ``vec`` (vector pieces of 2 or 4 columns), ``wbd`` (the
+#: forward reads w[j], b[j] unclamped and applies them with no select).
+Cand = collections.namedtuple("Cand", "tpr kv blocks pipe chan acc ks l2 vec wbd")
 
 
-def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1):
+def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wbd=False):
     """A :data:`Cand`, ``ks`` by default ``STORE_CHUNK``."""
-    return Cand(tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2, vec)
+    return Cand(tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2, vec, wbd)
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
-#: variant is added to each list.  The fourth sweep (next GPU session): vector
-#: pieces (4 floats, 2 doubles: 16-byte loads and stores; at 4096x1024 also 2
-#: floats) against the committed scalar columns, in each benchmark shape's
-#: forward variant and in the backward variants that hold their rows; the
-#: 512x16 backward with the L2 prefetch and 8 columns a store chunk (each was
-#: faster alone, untried together).  ``ptxas -v`` for sm_90: the vector pieces
-#: take the registers of the scalar kernels (+0-6), with no new spills but in
-#: the 512x8 float32 backward at 2 blocks (84 -> 120 bytes; also tried at 1);
-#: 2 floats in the 128x8 forward spill 24 bytes.  The one-reduction statistics and the
-#: shared accumulators are no longer swept (1.2-2.9x and 3-27% slower in the
-#: third sweep).  At every shape also the column sums alone in blocks of 8 to
-#: 64 columns (:func:`tune_col_sums`): at 32x65536 they took 14.8 of the
-#: backward's 57.5 us, 16 MB of partials read in blocks of 16 columns (64-byte
-#: pieces of a row) where before 40927eb they were read 32 columns at a time.
+#: variant is added to each list.  The fourth sweep (next GPU session):
+#:
+#: - vector pieces (4 floats, 2 doubles: 16-byte loads and stores; at
+#:   4096x1024 also 2 floats) against the committed scalar columns, in each
+#:   benchmark shape's forward variant and in the backward variants that
+#:   hold their rows.  ``ptxas -v`` for sm_90: they take the registers of the
+#:   scalar kernels (+0-6), with no new spills but in the 512x8 float32
+#:   backward at 2 blocks (84 -> 120 bytes; also tried at 1); 2 floats in the
+#:   128x8 forward spill 24 bytes;
+#: - the forward reading w[j], b[j] at the row's base address with no clamp
+#:   or select (``wbd``), alone and with vector pieces: of the float32
+#:   forward's changes since 40927eb (5-10% slower at four shapes,
+#:   unexplained), the clamped, selected w/b reads are the one a candidate
+#:   can undo (``scripts/gpu_ab.py`` compares the whole trees);
+#: - the 512x16 backward with the L2 prefetch and 8 columns a store chunk
+#:   (each was faster alone, untried together);
+#: - at every shape, the column sums alone in blocks of 8 to 64 columns
+#:   (:func:`tune_col_sums`): at 32x65536 they took 14.8 of the backward's
+#:   57.5 us, 16 MB of partials read in blocks of 16 columns (64-byte pieces
+#:   of a row) where 40927eb read them 32 columns at a time.
+#:
+#: The one-reduction statistics and the shared accumulators are no longer
+#: swept (1.2-2.9x and 3-27% slower in the third sweep).
 PLAN = [
     ((4096, 1024), "float32",
-     [C(128, 8, 8, True, vec=4), C(128, 8, 8, True, vec=2)],
+     [C(128, 8, 8, True, vec=4), C(128, 8, 8, True, vec=2), C(128, 8, 8, True, wbd=True),
+      C(128, 8, 8, True, vec=4, wbd=True)],
      [C(128, 8, 5, True, vec=4)]),
     ((65536, 128), "float32",
-     [C(16, 8, 4, True, vec=4)],
+     [C(16, 8, 4, True, vec=4), C(16, 8, 4, True, wbd=True), C(16, 8, 4, True, vec=4, wbd=True)],
      [C(16, 8, 3, True, vec=4)]),
     ((4096, 4096), "float32",
-     [C(256, 16, 2, True, vec=4)],
+     [C(256, 16, 2, True, vec=4), C(256, 16, 2, True, wbd=True),
+      C(256, 16, 2, True, vec=4, wbd=True)],
      [C(512, 8, 2, True, vec=4), C(512, 8, 1, True, vec=4)]),
     ((16384, 8192), "float32",
-     [C(512, 16, 1, True, vec=4)],
+     [C(512, 16, 1, True, vec=4), C(512, 16, 1, True, wbd=True),
+      C(512, 16, 1, True, vec=4, wbd=True)],
      [C(512, 16, 1, True, ks=8, l2=True)]),
     ((4096, 4096), "float64",
-     [C(256, 16, 2, False, vec=2), C(256, 16, 2, False, vec=4)],
+     [C(256, 16, 2, False, vec=2), C(256, 16, 2, False, vec=4), C(256, 16, 2, False, wbd=True)],
      [C(512, 8, 1, True, vec=2)]),
     ((32, 65536), "float32", [], []),  # the column sums only (27% slower backward)
 ]
@@ -87,7 +100,8 @@ PLAN = [
 def _compile(c, kind):
     """``(kernel, rows a block)`` of candidate ``c`` for ``kind``."""
     fn = K._make_variant(c.tpr, c.kv, False, c.pipe, chan=c.chan, acc_smem=c.acc,
-                         store_chunk=c.ks, l2_prefetch=c.l2, vec=c.vec)[kind]
+                         store_chunk=c.ks, l2_prefetch=c.l2, vec=c.vec,
+                         wb_direct=c.wbd)[kind]
     threads = K.MAX_THREADS if c.tpr <= 32 else c.tpr
     bounds = (threads, c.blocks) if c.blocks > 1 else (threads,)
     if K.SIM:  # (a logic check of this script)
@@ -139,6 +153,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
                    "blocks": c.blocks, "pipe": pipe, "chan": c.chan, "acc_smem": c.acc,
                    "store_chunk": min(c.ks, kv), "l2_prefetch": c.l2, "vec": c.vec,
+                   "wb_direct": c.wbd,
                    "committed": c == committed, "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
@@ -199,7 +214,8 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
             keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
-                    "store_chunk", "l2_prefetch", "vec", "slots", "grid", "ms", "pct_of_copy",
+                    "store_chunk", "l2_prefetch", "vec", "wb_direct", "slots", "grid", "ms",
+                    "pct_of_copy",
                     "regs", "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     out += tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch, warmup)
@@ -249,9 +265,9 @@ def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=
 def markdown(results):
     lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch "
              "| one-reduction stats | shared accumulators | store chunk | L2 prefetch | vector "
-             "| grid | regs | GPU ms | % of copy | committed | max abs diff |",
-             "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: | ---: | ---: "
-             "| ---: | ---: | --- | ---: |"]
+             "| direct w, b | grid | regs | GPU ms | % of copy | committed | max abs diff |",
+             "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: | --- | ---: "
+             "| ---: | ---: | ---: | --- | ---: |"]
     cols = ["", "Column sums alone (the committed backward's partial rows; blocks of cols x ny "
             "threads):", "", "| shape | dtype | partial rows | cols | ny | GPU ms | committed "
             "| bitwise as committed |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
@@ -269,6 +285,7 @@ def markdown(results):
                      f"{'yes' if r.get('chan') else ''} | {'yes' if r.get('acc_smem') else ''} | "
                      f"{r.get('store_chunk', '')} | {'yes' if r.get('l2_prefetch') else ''} | "
                      f"{r.get('vec', 1) if r.get('vec', 1) > 1 else ''} | "
+                     f"{'yes' if r.get('wb_direct') else ''} | "
                      f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")

@@ -93,8 +93,8 @@ def check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks=1, **o
     vector piece with ``vec``; rows of a multiple of ``vec`` columns, as
     the vector loads need); rows with a large common offset, near the top
     of the float range (the scaled redo), a NaN; blocks that walk several
-    rows (fewer blocks than groups); with ``vec``, also no weight (a dummy
-    of ``vec`` values, as the vector loads need).
+    rows (fewer blocks than groups); no weight (a dummy of ``vec`` values,
+    as the vector loads need, or with ``wb_direct`` ones).
     """
     vec = opts.get("vec", 1)
     threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
@@ -115,12 +115,17 @@ def check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks=1, **o
         w = rng.standard_normal(d).astype(dtype)
         b = rng.standard_normal(d).astype(dtype)
         flags = _kernels.HAS_WEIGHT | _kernels.HAS_BIAS
-        if vec > 1 and d == 3 * vec:  # no weight: its dummy
+        if d == 3 * vec:  # no weight: its dummy
             flags = _kernels.HAS_BIAS
         y = cuda.device_array((rows, d), dtype)
         stats = cuda.device_array((2, rows), dtype)  # mean, rstd
         grid = max(1, -(-rows // R) // 2)  # blocks walk two or more row groups
-        wd = w if flags & _kernels.HAS_WEIGHT else np.full(max(vec, 1), 7, dtype)
+        if flags & _kernels.HAS_WEIGHT:
+            wd = w
+        elif opts.get("wb_direct"):  # ones: read and multiplied by
+            wd = np.ones(d, dtype)
+        else:  # any values: read (up to a vector piece) and selected past
+            wd = np.full(max(vec, 1), 7, dtype)
         kernel[grid, (tpr, R)](cuda.to_device(x), cuda.to_device(wd), cuda.to_device(b),
                                np.int32(flags), dtype(1e-5), y, stats)
         ry, rm, rr = ln_ref(x, w if flags & _kernels.HAS_WEIGHT else None, b, (1,))

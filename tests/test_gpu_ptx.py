@@ -211,7 +211,7 @@ def test_tune_candidates_compile_within_static_shared_memory():
             for c in cands:
                 fn = _kernels._make_variant(c.tpr, c.kv, False, c.pipe, chan=c.chan,
                                             acc_smem=c.acc, store_chunk=c.ks, l2_prefetch=c.l2,
-                                            vec=c.vec)[kind]
+                                            vec=c.vec, wb_direct=c.wbd)[kind]
                 threads = _kernels.MAX_THREADS if c.tpr <= 32 else c.tpr
                 bounds = (threads, c.blocks) if c.blocks > 1 else (threads,)
                 with gpu._assume_device((9, 0)):

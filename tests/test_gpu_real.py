@@ -336,6 +336,21 @@ def test_vector_pieces_forward(tpr, kv, pipe, blocks, dtype, vec):
 
 
 @pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
+    (128, 8, True, 8, np.float32, 1), (512, 16, True, 1, np.float32, 1),
+    (512, 16, True, 1, np.float32, 4), (256, 16, False, 2, np.float64, 1)])
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")  # (the overflowing row)
+def test_direct_weight_and_bias(tpr, kv, pipe, blocks, dtype, vec):
+    """The forward reading w[j], b[j] unclamped with no select (``wb_direct``,
+    a scripts/gpu_tune.py candidate), alone and with vector pieces."""
+    from _gpu_cases import check_forward_candidate
+
+    tol = _tol(dtype, tpr * kv)
+    check_forward_candidate(tpr, kv, pipe, dtype, RNG, tol["rtol"], tol["atol"], blocks, vec=vec,
+                            wb_direct=True)
+
+
+@pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
     (16, 8, True, 3, np.float32, 4), (128, 8, True, 5, np.float32, 4),
     (512, 8, True, 2, np.float32, 4), (512, 8, True, 1, np.float64, 2)])
 def test_vector_pieces_backward(tpr, kv, pipe, blocks, dtype, vec):

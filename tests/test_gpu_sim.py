@@ -557,7 +557,7 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         ((9, 30), "float32", [C(8, 4, 1, True, True), C(8, 4, 1, True, ks=1),
                               C(8, 4, 1, True, vec=2)],
          [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1), C(8, 4, 1, True, l2=True)]),
-        ((5, 64), "float64", [C(32, 2, 1, True, True), C(32, 2, 1, True, vec=2)],
+        ((5, 64), "float64", [C(32, 2, 1, True, True), C(32, 2, 1, True, vec=2, wbd=True)],
          [C(32, 2, 1, True, acc=True)])])
     tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
                "--time-limit", "1000"])
@@ -566,14 +566,21 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     rows = [r for r in results if r["pass"] != "colsum"]
     assert len(rows) == 13
     assert {r["store_chunk"] for r in rows} == {1, 2}
-    assert sum(r["vec"] == 2 for r in rows) == 2
+    # vector pieces: a candidate at D = 30; at D = 64, a VECTOR variant under the
+    # simulator, the committed kernels and the direct w, b candidate
+    assert sum(r["vec"] == 2 for r in rows) == 4
+    assert all(r["vec"] == 2 for r in rows if r["shape"] == [5, 64] and r["committed"])
+    assert sum(r["wb_direct"] for r in rows) == 1
     # the column sums alone, in blocks of 8 (committed), 16 and 32 columns
     cols = [r for r in results if r["pass"] == "colsum"]
     assert [r["cols"] for r in cols] == [8, 16, 32] * 2
     assert all(r["bitwise_as_committed"] for r in cols)
+    committed_vec = {(tuple(r["shape"]), r["pass"]): r["vec"] for r in rows if r["committed"]}
     for r in rows:
         tol = 1e-5 if r["dtype"] == "float32" else 1e-13
-        assert r["max_abs_diff"] <= (0 if r["pass"] == "backward" else tol), r
+        # the backward's dx: the same bits in the committed layout of columns
+        exact = r["pass"] == "backward" and r["vec"] == committed_vec[tuple(r["shape"]), "backward"]
+        assert r["max_abs_diff"] <= (0 if exact else tol), r
     md = (tmp_path / "gpu_tune.md").read_text()
     assert md.count("yes") >= 6 + 2 * 3 and "Column sums alone" in md
 
@@ -744,6 +751,21 @@ def test_vector_pieces_need_a_held_row():
     assert "layer_norm_backward" not in _kernels._make_variant(8, 2, False, True, vec=2,
                                                                acc_smem=True)
     assert "layer_norm_backward" not in _kernels._make_variant(16, 4, False, False, vec=2)
+
+
+@pytest.mark.parametrize("tpr,kv,pipe,vec,ks", [(8, 4, True, 1, 2), (64, 2, False, 1, 2),
+                                                 (8, 4, True, 4, 4), (32, 2, True, 2, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")  # (the overflowing row)
+def test_direct_weight_and_bias(tpr, kv, pipe, vec, ks, dtype):
+    """The forward that reads w[j], b[j] unclamped and applies them without a
+    select (``wb_direct``, a scripts/gpu_tune.py candidate; full-length
+    arrays, ones for an absent weight), alone and with vector pieces."""
+    from _gpu_cases import check_forward_candidate
+
+    check_forward_candidate(tpr, kv, pipe, dtype, RNG, _tol(dtype)["rtol"], _tol(dtype)["atol"],
+                            vec=vec, store_chunk=ks, wb_direct=True)
 
 
 @pytest.mark.parametrize("tpr,kv,pipe", [(8, 4, True), (8, 4, False), (64, 2, True),

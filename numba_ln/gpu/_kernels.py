@@ -910,7 +910,7 @@ _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_par
 
 
 def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None,
-                  l2_prefetch=False, vec=1, vec_access=True):
+                  l2_prefetch=False, vec=1, vec_access=True, wb_direct=False):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_one_reduction` (one group
@@ -940,10 +940,17 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     keeps the layout of ``vec`` but reads and writes a value at a time (no
     alignment needed): the same bits as with vector accesses, for arrays
     that are not aligned.
-    ``chan``, ``acc_smem``, ``store_chunk`` and ``vec`` are candidates of
-    ``scripts/gpu_tune.py``, not in :data:`TABLE` (the first three measured
-    slower or no better on an H200: docs/gpu_bench_h200.md; ``vec`` not yet
-    measured).
+    ``wb_direct``: where a thread's columns are all in the row, the forward
+    reads ``w[j]`` and ``b[j]`` at ``j`` itself (the loads share the row's
+    base address, as before commit 6c2f884) and computes ``h * w[j] +
+    b[j]`` with no select: for a ``w`` and ``b`` of at least ``D`` values
+    always, ones and ``-0.0`` standing in for an absent one (``h * 1 + -0.0``
+    is ``h``, bit for bit).  Without it, the index is clamped to the array
+    (a dummy of a few values may stand in) and the flags select.
+    ``chan``, ``acc_smem``, ``store_chunk``, ``vec`` and ``wb_direct`` are
+    candidates of ``scripts/gpu_tune.py``, not in :data:`TABLE` (the first
+    three measured slower or no better on an H200: docs/gpu_bench_h200.md;
+    ``vec`` and ``wb_direct`` not yet measured).
 
     ``pipe``: software
     pipelining.  A block walks its rows with the next row's loads issued
@@ -980,6 +987,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     ACC = acc_smem
     VEC = vec
     VACC = vec_access and VEC > 1
+    WBD = wb_direct
     assert VEC in VLOAD or VEC == 1, "vector pieces of 2 or 4 values"
     assert VEC == 1 or not (LOOPS or CHAN), "vector pieces: rows held in registers, two-pass"
     #: the shared reduction scratch: two slots per warp on a GPU (a pair of
@@ -1050,12 +1058,15 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     for k0 in range(0, KV, KS):
                         for kp in range(0, KS, VEC):
                             jj = t0 + uint64(((k0 + kp) // VEC) * TPR * VEC)
-                            _vload_into(w, min(jj, wl), wv, 0, VEC, VACC)
-                            _vload_into(b, min(jj, bl), bv, 0, VEC, VACC)
+                            _vload_into(w, jj if WBD else min(jj, wl), wv, 0, VEC, VACC)
+                            _vload_into(b, jj if WBD else min(jj, bl), bv, 0, VEC, VACC)
                             for i in range(VEC):
                                 h = ((xv[k0 + kp + i] * s - m1) - dm) * mult
-                                h = h * wv[i] if has_w else h
-                                hb[kp + i] = h + bv[i] if has_b else h
+                                if WBD:
+                                    hb[kp + i] = h * wv[i] + bv[i]
+                                else:
+                                    h = h * wv[i] if has_w else h
+                                    hb[kp + i] = h + bv[i] if has_b else h
                         for kp in range(0, KS, VEC):
                             jj = t0 + uint64(((k0 + kp) // VEC) * TPR * VEC)
                             _vstore_from(yr, jj, hb, kp, VEC, VACC)
@@ -1064,8 +1075,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     for k0 in range(0, KV, KS):
                         for kk in range(KS):
                             jj = t0 + uint64((k0 + kk) * TPR)
-                            hb[kk] = _affine(((xv[k0 + kk] * s - m1) - dm) * mult, w, b, jj,
-                                             has_w, has_b)
+                            h = ((xv[k0 + kk] * s - m1) - dm) * mult
+                            if WBD:
+                                hb[kk] = h * w[jj] + b[jj]
+                            else:
+                                hb[kk] = _affine(h, w, b, jj, has_w, has_b)
                         for kk in range(KS):
                             yr[t0 + uint64((k0 + kk) * TPR)] = hb[kk]
                 elif in_regs:
