@@ -35,6 +35,10 @@ The widest variant's forward loops over its rows, re-reading them from L1/L2
 capacity holds the others; a test checks this).  A column is only ever read
 and written by the thread that owns it, and read before it is written, so
 every kernel is safe in place (``y`` may be ``x``, ``dx`` may be ``dy``).
+The variants of :data:`VECTOR` (none yet on a GPU) lay a thread's columns
+out in pieces of 2-4 adjacent values instead, read and written by 16-byte
+vector accesses where the arrays are aligned (:func:`_col`, ``vec`` of
+:func:`_make_variant`).
 
 Arithmetic
 ----------
