@@ -12,13 +12,18 @@ from numba_ln.gpu import _kernels
 _CANDIDATES = {}
 
 
+def load_script(name):
+    """``scripts/<name>.py`` as a module (a script, not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def load_tune_script():
-    """``scripts/gpu_tune.py`` as a module (it is a script, not a package)."""
-    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_tune.py")
-    spec = importlib.util.spec_from_file_location("gpu_tune", path)
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
-    return tune
+    """``scripts/gpu_tune.py`` as a module."""
+    return load_script("gpu_tune")
 
 
 def _forward_candidate(tpr, kv, pipe, blocks, opts):
@@ -40,6 +45,30 @@ def check_one_reduction_statistics(tpr, kv, pipe, dtype, rng, rtol, atol, blocks
     check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks, chan=True)
 
 
+def run_backward_builds(kernels, tpr, R, rows, d, dtype, rng, G):
+    """Each of ``kernels`` (``{key: backward kernel}``, builds of one
+    variant's backward) on the same random rows, ``G`` row slots: the float64
+    reference ``(dx, dweight, dbias)`` and ``{key: (dx, partial sums)}`` on
+    the host."""
+    from numba_ln import gpu
+
+    x = rng.standard_normal((rows, d)).astype(dtype)
+    dy = rng.standard_normal((rows, d)).astype(dtype)
+    w = cuda.to_device(rng.standard_normal(d).astype(dtype))
+    _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    sums = cuda.device_array((2, 1, 1), dtype)
+    out = {}
+    for key, k in kernels.items():
+        dx = cuda.device_array((rows, d), dtype)
+        part = cuda.device_array((2, G, d), dtype)
+        k[G, (tpr, R)](cuda.to_device(dy), cuda.to_device(x), m, r, w,
+                       np.int32(_kernels.HAS_WEIGHT), sums, dx, part)
+        out[key] = (dx.copy_to_host(), part.copy_to_host())
+    ref = ln_backward_ref(dy, x, w.copy_to_host(), 1, mean=m.copy_to_host(),
+                          rstd=r.copy_to_host())
+    return ref, out
+
+
 def check_vector_backward(tpr, kv, pipe, dtype, rng, tol, blocks=1, vec=2):
     """The backward of variant ``tpr x kv`` with vector pieces of ``vec``
     (``_make_variant(..., vec=vec)``, a ``scripts/gpu_tune.py`` candidate)
@@ -57,27 +86,10 @@ def check_vector_backward(tpr, kv, pipe, dtype, rng, tol, blocks=1, vec=2):
         jit = cuda.jit(launch_bounds=(threads, blocks) if blocks > 1 else (threads,))
     kern = {v: jit(_kernels._make_variant(tpr, kv, False, pipe, vec=v)["layer_norm_backward"])
             for v in (1, vec)}
-    from numba_ln import gpu
-
     cap = tpr * kv
     for d in sorted({d for d in (cap, cap - vec, tpr * vec + vec, tpr + vec, vec) if d <= cap}):
-        rows = 5 * R + 3
-        x = rng.standard_normal((rows, d)).astype(dtype)
-        dy = rng.standard_normal((rows, d)).astype(dtype)
-        w = cuda.to_device(rng.standard_normal(d).astype(dtype))
-        _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
-        sums = cuda.device_array((2, 1, 1), dtype)
-        G = 3
-        out = {}
-        for v, k in kern.items():
-            dx = cuda.device_array((rows, d), dtype)
-            part = cuda.device_array((2, G, d), dtype)
-            k[G, (tpr, R)](cuda.to_device(dy), cuda.to_device(x), m, r, w,
-                           np.int32(_kernels.HAS_WEIGHT), sums, dx, part)
-            out[v] = (dx.copy_to_host(), part.copy_to_host())
+        (ref_dx, ref_dw, _), out = run_backward_builds(kern, tpr, R, 5 * R + 3, d, dtype, rng, 3)
         assert np.array_equal(out[1][1], out[vec][1]), (tpr, kv, d)
-        ref_dx, ref_dw, _ = ln_backward_ref(dy, x, w.copy_to_host(), 1, mean=m.copy_to_host(),
-                                            rstd=r.copy_to_host())
         np.testing.assert_allclose(out[vec][0], ref_dx, **tol)
         np.testing.assert_allclose(out[vec][0], out[1][0], **tol)
         np.testing.assert_allclose(out[vec][1][0].sum(0), ref_dw, rtol=1e-4, atol=1e-4)

@@ -1,19 +1,14 @@
 """scripts/gpu_ab.py's comparison, with no GPU (a GPU runs the benchmarks it
 compares; the simulator would take minutes a run)."""
 
-import importlib.util
-import os
-
 import pytest
 
 
 @pytest.fixture(scope="module")
 def ab():
-    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu_ab.py")
-    spec = importlib.util.spec_from_file_location("gpu_ab", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from _gpu_cases import load_script
+
+    return load_script("gpu_ab")
 
 
 def _res(shape, pass_, ms, copy=0.01, dtype="float32", **kw):

@@ -297,25 +297,12 @@ def test_l2_prefetch_gives_the_same_bits(tpr, kv, dtype):
     jit = cuda.jit(launch_bounds=(threads, 1)) if _kernels._HAS_BOUNDS else cuda.jit
     kern = {pf: jit(_kernels._make_variant(tpr, kv, False, True, l2_prefetch=pf)
                     ["layer_norm_backward"]) for pf in (False, True)}
+    from _gpu_cases import run_backward_builds
+
     for d in (tpr * kv, tpr * kv - 3):
-        rows = 7 * R + 3
-        x = RNG.standard_normal((rows, d)).astype(dtype)
-        dy = RNG.standard_normal((rows, d)).astype(dtype)
-        w = cuda.to_device(RNG.standard_normal(d).astype(dtype))
-        _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
-        sums = cuda.device_array((2, 1, 1), dtype)
-        G = 2
-        out = {}
-        for pf, k in kern.items():
-            dx = cuda.device_array((rows, d), dtype)
-            part = cuda.device_array((2, G, d), dtype)
-            k[G, (tpr, R)](cuda.to_device(dy), cuda.to_device(x), m, r, w,
-                           np.int32(_kernels.HAS_WEIGHT), sums, dx, part)
-            out[pf] = (dx.copy_to_host(), part.copy_to_host())
+        (ref_dx, _, _), out = run_backward_builds(kern, tpr, R, 7 * R + 3, d, dtype, RNG, 2)
         assert np.array_equal(out[False][0], out[True][0])
         assert np.array_equal(out[False][1], out[True][1])
-        ref_dx = ln_backward_ref(dy, x, w.copy_to_host(), 1, mean=m.copy_to_host(),
-                                 rstd=r.copy_to_host())[0]
         np.testing.assert_allclose(out[True][0], ref_dx, **_tol(dtype, d))
 
 

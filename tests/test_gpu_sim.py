@@ -780,24 +780,13 @@ def test_shared_memory_accumulators_give_the_same_bits(tpr, kv, pipe):
     R = threads // tpr
     kern = {acc: cuda.jit(_kernels._make_variant(tpr, kv, False, pipe, acc_smem=acc)
                           ["layer_norm_backward"]) for acc in (False, True)}
+    from _gpu_cases import run_backward_builds
+
     for d in sorted({tpr * kv, tpr * kv - 1, tpr + 1, 2}):
-        rows = 5 * R + 3
-        x = RNG.standard_normal((rows, d)).astype(np.float32)
-        dy = RNG.standard_normal((rows, d)).astype(np.float32)
-        w = cuda.to_device(RNG.standard_normal(d).astype(np.float32))
-        _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
-        sums = cuda.device_array((2, 1, 1), np.float32)
-        G = 3
-        out = {}
-        for acc, k in kern.items():
-            dx = cuda.device_array((rows, d), np.float32)
-            part = cuda.device_array((2, G, d), np.float32)
-            k[G, (tpr, R)](cuda.to_device(dy), cuda.to_device(x), m, r, w,
-                           np.int32(_kernels.HAS_WEIGHT), sums, dx, part)
-            out[acc] = (_host(dx), _host(part))
+        (ref_dx, ref_dw, ref_db), out = run_backward_builds(kern, tpr, R, 5 * R + 3, d,
+                                                            np.float32, RNG, 3)
         assert np.array_equal(out[False][0], out[True][0])
         assert np.array_equal(out[False][1], out[True][1])
-        ref_dx, ref_dw, ref_db = ref_backward(dy, x, _host(w), 1, mean=_host(m), rstd=_host(r))
         np.testing.assert_allclose(out[True][0], ref_dx, **_tol(np.float32))
         np.testing.assert_allclose(out[True][1][0].sum(0), ref_dw, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(out[True][1][1].sum(0), ref_db, rtol=1e-4, atol=1e-4)

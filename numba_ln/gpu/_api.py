@@ -176,10 +176,7 @@ def _is_numba_stream(stream):
     return isinstance(stream, Stream)
 
 
-def _ptr(a):
-    if K.SIM:
-        return a._ary.__array_interface__["data"][0]
-    return a.__cuda_array_interface__["data"][0]
+_ptr = _launch.data_ptr
 
 
 def _byte_range(a):

@@ -326,6 +326,7 @@ else:
     _vstore2 = _vector_access(2, True)
     _vstore4 = _vector_access(4, True)
 
+
 def vector_align(width, itemsize):
     """The alignment in bytes that vector accesses of ``width`` values of
     ``itemsize`` bytes are declared with (and need)."""
@@ -929,21 +930,23 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     next row's ``dy`` and ``x`` fetched into L2 (:func:`_prefetch_l2`) while
     it works on the current one, so that DRAM is not idle through its
     reductions and second pass (the variants of :data:`L2_PREFETCH`).
-    ``vec`` (2 or 4; 1: none): the forward reads ``x``, ``w``, ``b`` and
-    writes ``y`` in vector pieces of ``vec`` adjacent columns (one
-    ``ld.global.v4.f32`` for four floats instead of four loads): thread
-    ``tx``'s slots are the pieces ``tx, tx + tpr, ...`` (:func:`_col`), as
-    the fastest published LayerNorm kernels lay out their rows.  Only for a
-    row kernel that holds its row (not the widest) and the two-pass
-    statistics; the caller guarantees 16-byte alignment: ``x``, ``y``, ``w``,
-    ``b`` aligned, ``D % vec == 0``, and ``w``, ``b`` (dummies included) at
-    least ``vec`` long (:func:`numba_ln.gpu._launch.vector_ok`).  Rows of a thread that do not
-    fill its pieces are read and written a column at a time.  The thread's
+    ``vec`` (2 or 4; 1: none): vector pieces.  The forward reads ``x``,
+    ``w``, ``b`` and writes ``y`` in pieces of ``vec`` adjacent columns (one
+    ``ld.global.v4.f32`` for four floats instead of four loads), the
+    backward ``dy``, ``x`` and ``dx`` where it holds its row (else it is not
+    built): thread ``tx``'s slots are the pieces ``tx, tx + tpr, ...``
+    (:func:`_col`), as the fastest published LayerNorm kernels lay out their
+    rows.  Not for the widest variant, nor with ``chan``.  The caller
+    guarantees the alignment (:func:`vector_align`): the arrays aligned,
+    ``D % vec == 0``, ``w`` and ``b`` (dummies included) at least ``vec``
+    long (:func:`numba_ln.gpu._launch.vector_ok`).  A thread whose pieces
+    are not all in the row reads and writes a column at a time.  Its
     columns differ from ``vec = 1``, so its sums are added in another order:
-    the results agree within rounding, not bit for bit.  ``vec_access=False``
-    keeps the layout of ``vec`` but reads and writes a value at a time (no
-    alignment needed): the same bits as with vector accesses, for arrays
-    that are not aligned.
+    the results agree within rounding, not bit for bit (the backward's
+    dweight/dbias partials bit for bit: the same additions per column).
+    ``vec_access=False`` keeps the layout of ``vec`` but reads and writes a
+    value at a time (no alignment needed): the same bits as with vector
+    accesses, for arrays that are not aligned.
     ``wb_direct``: where a thread's columns are all in the row, the forward
     reads ``w[j]`` and ``b[j]`` at ``j`` itself (the loads share the row's
     base address, as before commit 6c2f884) and computes ``h * w[j] +

@@ -185,7 +185,8 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
         stream, part, grads)
 
 
-def _data_ptr(a):
+def data_ptr(a):
+    """The address of device array ``a``'s first value."""
     if K.SIM:
         return a._ary.__array_interface__["data"][0]
     mem = a.gpu_data
@@ -203,7 +204,7 @@ def vector_ok(width, d, *arrays):
         return False
     align = K.vector_align(width, arrays[0].dtype.itemsize)
     for a in arrays:
-        if a.size < width or _data_ptr(a) % align:
+        if a.size < width or data_ptr(a) % align:
             return False
     return True
 
