@@ -193,6 +193,33 @@ def test_one_reduction_statistics_candidates_compile(cc):
 
 
 @needs_nvvm
+@pytest.mark.parametrize("tpr,kv", [(16, 8), (128, 8), (512, 8)])
+def test_vector_builds_compile(tpr, kv):
+    """Both builds of a variant with vector pieces (what VECTOR in _kernels.py
+    would compile; empty on a GPU until measured): the vector-access one with
+    vector loads and stores, the value-at-a-time one with none, float32
+    arithmetic only in float32, forward and backward."""
+    from numba import cuda
+
+    from numba_ln import gpu
+    from numba_ln.gpu import _kernels
+
+    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+    for dt in gpu.DTYPES:
+        vec = 4 if dt == "float32" else 2
+        for access in (True, False):
+            fns = _kernels._make_variant(tpr, kv, False, True, vec=vec, vec_access=access)
+            for kind in ("layer_norm_forward", "layer_norm_backward"):
+                with gpu._assume_device((9, 0)):
+                    text, _ = cuda.compile_ptx(fns[kind], gpu.signatures(dt)[kind], cc=(9, 0),
+                                               launch_bounds=(threads,))
+                vector = len(re.findall(r"(ld|st)\.global\.v[24]\.", text))
+                assert (vector > 0) == access, (tpr, kv, dt, kind, access, vector)
+                if dt == "float32":
+                    assert not F64.findall(text), (tpr, kv, kind, access)
+
+
+@needs_nvvm
 def test_tune_candidates_compile_within_static_shared_memory():
     """Every candidate of scripts/gpu_tune.py's plan compiles for sm_90 and
     declares at most 48 KiB of static shared memory (a block's limit without
