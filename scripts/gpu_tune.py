@@ -41,13 +41,20 @@ from numba_ln.gpu import bench as B  # noqa: E402
 #: (the backward's accumulators in shared memory), ``ks`` (the columns a
 #: thread computes before storing them), ``l2`` (the backward prefetches its
 #: next row into L2), ``vec`` (vector pieces of 2 or 4 columns), ``wbd`` (the
-#: forward reads w[j], b[j] unclamped and applies them with no select).
-Cand = collections.namedtuple("Cand", "tpr kv blocks pipe chan acc ks l2 vec wbd")
+#: forward reads w[j], b[j] unclamped and applies them with no select);
+#: ``loops`` (a backward over column windows of ``tpr * kv``, its rows' sums
+#: first by ``layer_norm_backward_rowsums``, as the widest variant's) and
+#: ``slots`` (the backward's row slots; None: one full wave, the committed
+#: rule).
+Cand = collections.namedtuple("Cand",
+                              "tpr kv blocks pipe chan acc ks l2 vec wbd loops slots")
 
 
-def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wbd=False):
+def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wbd=False,
+      loops=False, slots=None):
     """A :data:`Cand`, ``ks`` by default ``STORE_CHUNK``."""
-    return Cand(tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2, vec, wbd)
+    return Cand(tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2, vec, wbd, loops,
+                slots)
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
@@ -67,6 +74,11 @@ def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wb
 #:   can undo (``scripts/gpu_ab.py`` compares the whole trees);
 #: - the 512x16 backward with the L2 prefetch and 8 columns a store chunk
 #:   (each was faster alone, untried together);
+#: - at 32x65536 (backward 27% slower than in 40927eb, 15% of copy): 32 row
+#:   slots of the widest variant (256x32, 8 windows a row) write and re-read
+#:   16 MB of partial sums, twice the input.  Narrower windows let fewer
+#:   slots fill the GPU: 128x16 in 32 windows x 8 slots, 64x16 in 64 x 4
+#:   (256 blocks each; partials 4 and 2 MB), and the widest with 4 slots;
 #: - at every shape, the column sums alone in blocks of 8 to 64 columns
 #:   (:func:`tune_col_sums`): at 32x65536 they took 14.8 of the backward's
 #:   57.5 us, 16 MB of partials read in blocks of 16 columns (64-byte pieces
@@ -93,13 +105,15 @@ PLAN = [
     ((4096, 4096), "float64",
      [C(256, 16, 2, False, vec=2), C(256, 16, 2, False, vec=4), C(256, 16, 2, False, wbd=True)],
      [C(512, 8, 1, True, vec=2)]),
-    ((32, 65536), "float32", [], []),  # the column sums only (27% slower backward)
+    ((32, 65536), "float32", [],
+     [C(128, 16, 4, False, loops=True, slots=8), C(64, 16, 8, False, loops=True, slots=4),
+      C(256, 32, 2, False, loops=True, slots=4)]),
 ]
 
 
 def _compile(c, kind):
     """``(kernel, rows a block)`` of candidate ``c`` for ``kind``."""
-    fn = K._make_variant(c.tpr, c.kv, False, c.pipe, chan=c.chan, acc_smem=c.acc,
+    fn = K._make_variant(c.tpr, c.kv, c.loops, c.pipe, chan=c.chan, acc_smem=c.acc,
                          store_chunk=c.ks, l2_prefetch=c.l2, vec=c.vec,
                          wb_direct=c.wbd)[kind]
     threads = K.MAX_THREADS if c.tpr <= 32 else c.tpr
@@ -115,7 +129,7 @@ def _committed(d, dtype, pass_):
     blocks = K.TABLE[K.VARIANTS.index(v)][2][dtype][0 if pass_ == "forward" else 1]
     l2 = pass_ == "backward" and (v.tpr, v.kv) in K.L2_PREFETCH
     vec = v.vec.get(dtype, 1) if dtype in (v.fwd_vec if pass_ == "forward" else v.bwd_vec) else 1
-    return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec)
+    return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec, loops=v.loops)
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):
@@ -153,14 +167,14 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
                    "blocks": c.blocks, "pipe": pipe, "chan": c.chan, "acc_smem": c.acc,
                    "store_chunk": min(c.ks, kv), "l2_prefetch": c.l2, "vec": c.vec,
-                   "wb_direct": c.wbd,
+                   "wb_direct": c.wbd, "loops": c.loops,
                    "committed": c == committed, "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
                 out.append(res)
                 continue
-            if tpr * kv < d:
-                continue
+            if tpr * kv < d and not (c.loops and which == "backward"):
+                continue  # (the forward's windows: not swept)
             try:
                 t0 = time.perf_counter()
                 kern, R = _compile(c, "layer_norm_" + which)
@@ -183,17 +197,24 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                                                      t["stats"])
                 else:
                     groups = -(-rows // R)
-                    G = max(1, min(groups, fits))  # one full wave (the committed rule)
-                    res["slots"] = G
-                    sums = cuda.device_array((2, 1, 1), dtype)
+                    nwin = -(-d // (tpr * kv)) if c.loops else 1
+                    # one full wave (the committed rule), or the candidate's slots
+                    G = c.slots or max(1, min(groups, fits // nwin))
+                    res["slots"], res["grid"] = G, G * nwin
+                    sums = cuda.device_array((2, rows, nwin) if nwin > 1 else (2, 1, 1), dtype)
                     part = cuda.device_array((2, G, d), dtype)
                     cs = K.col_sum[dtype_name]
                     cgrid, cblock = _launch.col_launch(G, d, 2)
+                    rowsums = _compile(c, "layer_norm_backward_rowsums")[0] if nwin > 1 else None
+                    hw = np.int32(K.HAS_WEIGHT)
 
                     def call(t=None):
                         t = t or nxt()
-                        kern[G, (tpr, R), stream](t["dy"], t["x"], t["mean"], t["rstd"], w,
-                                                  np.int32(K.HAS_WEIGHT), sums, t["dx"], part)
+                        if rowsums is not None:
+                            rowsums[groups * nwin, (tpr, R), stream](
+                                t["dy"], t["x"], t["mean"], t["rstd"], w, hw, sums)
+                        kern[G * nwin, (tpr, R), stream](t["dy"], t["x"], t["mean"], t["rstd"],
+                                                         w, hw, sums, t["dx"], part)
                         cs[cgrid, cblock, stream](part, grads)
                     call(s0)
                     res["compile_s"] = round(time.perf_counter() - t0, 2)
@@ -214,9 +235,8 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
             keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
-                    "store_chunk", "l2_prefetch", "vec", "wb_direct", "slots", "grid", "ms",
-                    "pct_of_copy",
-                    "regs", "max_abs_diff", "error")
+                    "store_chunk", "l2_prefetch", "vec", "wb_direct", "loops", "slots", "grid",
+                    "ms", "pct_of_copy", "regs", "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     out += tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch, warmup)
     return out
@@ -286,7 +306,8 @@ def markdown(results):
                      f"{r.get('store_chunk', '')} | {'yes' if r.get('l2_prefetch') else ''} | "
                      f"{r.get('vec', 1) if r.get('vec', 1) > 1 else ''} | "
                      f"{'yes' if r.get('wb_direct') else ''} | "
-                     f"{r.get('grid', r.get('slots', ''))} | {r.get('regs', '')} | "
+                     f"{r.get('grid', '')}{' (%s slots)' % r['slots'] if r.get('slots') else ''}"
+                     f"{' looped' if r.get('loops') else ''} | {r.get('regs', '')} | "
                      f"{r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")
     if len(cols) > 5:
