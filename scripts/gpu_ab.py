@@ -130,13 +130,24 @@ def main(argv=None):
     p.add_argument("--shapes", default=None, help="as the benchmark's --shapes (default: its set)")
     p.add_argument("--time-limit", type=float, default=240.0,
                    help="no new run after this many seconds")
-    p.add_argument("--run-limit", type=float, default=120.0,
-                   help="each benchmark run's own --time-limit")
+    p.add_argument("--run-limit", type=float, default=60.0,
+                   help="each benchmark run's own --time-limit (it skips its remaining shapes)")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     t0 = time.perf_counter()
     runs = {"A": [], "B": []}
     log = []
+
+    def write():  # after every run: a timeout still leaves the rounds so far
+        rows = compare(runs)
+        with open(os.path.join(a.out, "gpu_ab.json"), "w") as f:
+            json.dump({"tree_a": a.tree_a, "tree_b": a.tree_b, "runs": log, "rows": rows}, f,
+                      indent=1)
+        md = markdown(rows, a.tree_a, a.tree_b)
+        with open(os.path.join(a.out, "gpu_ab.md"), "w") as f:
+            f.write(md)
+        return rows, md
+
     for i in range(a.rounds):
         for label, tree in (("A", a.tree_a), ("B", a.tree_b)):
             if time.perf_counter() - t0 > a.time_limit:
@@ -150,13 +161,8 @@ def main(argv=None):
             print(json.dumps(log[-1]), flush=True)
             if "results" in res:
                 runs[label].append(res["results"])
-    rows = compare(runs)
-    with open(os.path.join(a.out, "gpu_ab.json"), "w") as f:
-        json.dump({"tree_a": a.tree_a, "tree_b": a.tree_b, "runs": log, "rows": rows}, f,
-                  indent=1)
-    md = markdown(rows, a.tree_a, a.tree_b)
-    with open(os.path.join(a.out, "gpu_ab.md"), "w") as f:
-        f.write(md)
+            write()
+    rows, md = write()
     print(md)
     return 0 if rows else 1
 

@@ -52,3 +52,33 @@ def test_a_failing_run_is_an_error(ab, tmp_path):
     (bench / "bench.py").write_text("raise SystemExit(3)\n")
     res = ab.run_bench(str(tmp_path), str(tmp_path / "out"), None, 1, 5)
     assert "exit 3, no gpu_bench.json" in res["error"]
+
+
+def _fake_tree(root, ms):
+    """A tree whose benchmark writes one forward result of ``ms`` at once."""
+    pkg = root / "numba_ln" / "gpu"
+    pkg.mkdir(parents=True)
+    for d in (root / "numba_ln", pkg):
+        (d / "__init__.py").write_text("")
+    (pkg / "bench.py").write_text(
+        "import json, os, sys\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        f"r = {{'shape': [4, 8], 'dtype': 'float32', 'pass': 'forward', 'kernel_ms': {ms},"
+        " 'copy_ms': 0.01}\n"
+        "json.dump({'results': [r]}, open(os.path.join(out, 'gpu_bench.json'), 'w'))\n")
+    return str(root)
+
+
+def test_main_alternates_the_trees_and_writes_the_table(ab, tmp_path):
+    a = _fake_tree(tmp_path / "a", 0.3)
+    b = _fake_tree(tmp_path / "b", 0.2)
+    out = tmp_path / "out"
+    assert ab.main([str(out), a, b, "--rounds", "2"]) == 0
+    import json
+
+    data = json.loads((out / "gpu_ab.json").read_text())
+    assert [(r["round"], r["tree"]) for r in data["runs"]] == [(0, "A"), (0, "B"), (1, "A"),
+                                                               (1, "B")]
+    (row,) = data["rows"]
+    assert row["rounds_A"] == [0.3, 0.3] and row["speed_B_over_A"] == 1.5
+    assert "| 4x8 | float32 | forward | 0.3000 | 0.2000 | 1.500 |" in (out / "gpu_ab.md").read_text()
