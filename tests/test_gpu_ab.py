@@ -81,4 +81,5 @@ def test_main_alternates_the_trees_and_writes_the_table(ab, tmp_path):
                                                                (1, "B")]
     (row,) = data["rows"]
     assert row["rounds_A"] == [0.3, 0.3] and row["speed_B_over_A"] == 1.5
-    assert "| 4x8 | float32 | forward | 0.3000 | 0.2000 | 1.500 |" in (out / "gpu_ab.md").read_text()
+    md = (out / "gpu_ab.md").read_text()
+    assert "| 4x8 | float32 | forward | 0.3000 | 0.2000 | 1.500 |" in md
