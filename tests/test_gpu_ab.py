@@ -44,34 +44,34 @@ def test_a_tree_without_the_package_is_an_error(ab, tmp_path):
     assert "not a numba_ln tree" in res["error"]
 
 
-def test_a_failing_run_is_an_error(ab, tmp_path):
-    bench = tmp_path / "numba_ln" / "gpu"
-    bench.mkdir(parents=True)
-    for d in (tmp_path / "numba_ln", bench):
-        (d / "__init__.py").write_text("")
-    (bench / "bench.py").write_text("raise SystemExit(3)\n")
-    res = ab.run_bench(str(tmp_path), str(tmp_path / "out"), None, 1, 5)
-    assert "exit 3, no gpu_bench.json" in res["error"]
-
-
-def _fake_tree(root, ms):
-    """A tree whose benchmark writes one forward result of ``ms`` at once."""
+def _fake_tree(root, bench):
+    """A numba_ln tree whose ``numba_ln/gpu/bench.py`` is ``bench``."""
     pkg = root / "numba_ln" / "gpu"
     pkg.mkdir(parents=True)
     for d in (root / "numba_ln", pkg):
         (d / "__init__.py").write_text("")
-    (pkg / "bench.py").write_text(
-        "import json, os, sys\n"
-        "out = sys.argv[sys.argv.index('--out') + 1]\n"
-        f"r = {{'shape': [4, 8], 'dtype': 'float32', 'pass': 'forward', 'kernel_ms': {ms},"
-        " 'copy_ms': 0.01}\n"
-        "json.dump({'results': [r]}, open(os.path.join(out, 'gpu_bench.json'), 'w'))\n")
+    (pkg / "bench.py").write_text(bench)
     return str(root)
 
 
+def _one_result(ms):
+    """A benchmark that writes one forward result of ``ms`` at once."""
+    return ("import json, os, sys\n"
+            "out = sys.argv[sys.argv.index('--out') + 1]\n"
+            f"r = {{'shape': [4, 8], 'dtype': 'float32', 'pass': 'forward', 'kernel_ms': {ms},"
+            " 'copy_ms': 0.01}\n"
+            "json.dump({'results': [r]}, open(os.path.join(out, 'gpu_bench.json'), 'w'))\n")
+
+
+def test_a_failing_run_is_an_error(ab, tmp_path):
+    tree = _fake_tree(tmp_path, "raise SystemExit(3)\n")
+    res = ab.run_bench(tree, str(tmp_path / "out"), None, 1, 5)
+    assert "exit 3, no gpu_bench.json" in res["error"]
+
+
 def test_main_alternates_the_trees_and_writes_the_table(ab, tmp_path):
-    a = _fake_tree(tmp_path / "a", 0.3)
-    b = _fake_tree(tmp_path / "b", 0.2)
+    a = _fake_tree(tmp_path / "a", _one_result(0.3))
+    b = _fake_tree(tmp_path / "b", _one_result(0.2))
     out = tmp_path / "out"
     assert ab.main([str(out), a, b, "--rounds", "2"]) == 0
     import json

@@ -159,7 +159,7 @@ VEC_WIDTH = {"float32": 2, "float64": 2} if SIM else {"float32": 4, "float64": 2
 DTYPES = ("float32", "float64")
 
 #: Columns x the most rows of the column-sum block (:func:`_col_sum`; the
-#: block: :func:`numba_ln.gpu._launch.col_block`, which may take other
+#: block: :func:`numba_ln.gpu._launch.col_launch`, which may take other
 #: column counts: the kernel reads its own, up to ``COL_THREADS`` threads a
 #: block).  16 columns: a 64-byte
 #: (float32) or 128-byte (float64) piece of a partial row, whole 32-byte
@@ -219,7 +219,7 @@ if SIM:
         """(The simulator has no caches: nothing to do.)"""
         return
 
-    # The vector accesses of :data:`VLOAD`/:data:`VSTORE`, one element at a
+    # The vector accesses of :func:`_vector_access`, one element at a
     # time (the simulator has no vector loads; the same values).
     @_device
     def _vload2(a, i):
@@ -331,11 +331,6 @@ def vector_align(width, itemsize):
     """The alignment in bytes that vector accesses of ``width`` values of
     ``itemsize`` bytes are declared with (and need)."""
     return min(16, width * itemsize)
-
-
-#: Vector accesses by width in elements (:func:`_make_variant`'s ``vec``).
-VLOAD = {2: _vload2, 4: _vload4}
-VSTORE = {2: _vstore2, 4: _vstore4}
 
 
 # --------------------------------------------------------------------------
@@ -533,7 +528,7 @@ def _col(tx, k, tpr, vec):
 
 @_device
 def _vload_into(xr, i, xv, k, vec, vacc):
-    """``xv[k:k+vec] = xr[i:i+vec]``: by one vector load (:data:`VLOAD`)
+    """``xv[k:k+vec] = xr[i:i+vec]``: by one vector load (:func:`_vector_access`)
     when ``vacc``, else a value at a time (the same values, for arrays that
     are not aligned for the vector load)."""
     if not vacc:
@@ -553,7 +548,7 @@ def _vload_into(xr, i, xv, k, vec, vacc):
 
 @_device
 def _vstore_from(yr, i, hb, k, vec, vacc):
-    """``yr[i:i+vec] = hb[k:k+vec]``: by one vector store (:data:`VSTORE`)
+    """``yr[i:i+vec] = hb[k:k+vec]``: by one vector store (:func:`_vector_access`)
     when ``vacc``, else a value at a time."""
     if not vacc:
         for t in range(vec):
@@ -995,7 +990,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     VEC = vec
     VACC = vec_access and VEC > 1
     WBD = wb_direct
-    assert VEC in VLOAD or VEC == 1, "vector pieces of 2 or 4 values"
+    assert VEC in (1, 2, 4), "vector pieces of 2 or 4 values"
     assert VEC == 1 or not (LOOPS or CHAN), "vector pieces: rows held in registers, two-pass"
     #: the shared reduction scratch: two slots per warp on a GPU (a pair of
     #: sums is reduced at once; three with ``chan``: mean, squares, count),
@@ -1393,7 +1388,7 @@ def _col_sum(part, out):
     ``k_out`` of them (both, or only the bias's): block ``(bx, k)`` takes
     columns ``bx*cols ...`` of ``out``'s row ``k``.
     Blocks of ``(cols, ny)`` threads, ``ny`` a power of two, at most
-    ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_block`; ``cols``
+    ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_launch`; ``cols``
     is ``COL_TX`` but where a sweep tries others): ``ty`` sums the rows
     ``ty, ty+ny, ...`` of its column (``ny`` loads of a column in flight,
     each a 32-byte sector or more of a row), then a shared-memory tree adds

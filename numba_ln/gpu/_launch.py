@@ -209,26 +209,20 @@ def vector_ok(width, d, *arrays):
     return True
 
 
-def col_block(P, cols=None):
-    """The block of the column sums of ``P`` partial rows: ``cols`` columns
-    (default ``COL_TX``) x the largest power of two up to ``COL_TY`` (and
-    ``COL_THREADS`` threads in all) that leaves a thread at least 4 rows (1
-    for ``P < 8``), so that a few partial rows do not launch many mostly
-    idle threads."""
+def col_launch(P, d, ngrad, cols=None):
+    """``(grid, block)`` of :func:`~numba_ln.gpu._kernels._col_sum` over
+    ``P`` partial rows of ``d`` columns for ``ngrad`` gradients.  Blocks of
+    ``cols`` columns (default ``COL_TX``) x the largest power of two up to
+    ``COL_TY`` (and ``COL_THREADS`` threads in all) that leaves a thread at
+    least 4 rows (1 for ``P < 8``), so that a few partial rows do not launch
+    many mostly idle threads."""
     cols = cols or K.COL_TX
     if not 0 < cols <= K.COL_THREADS:
         raise ValueError(f"column-sum blocks of {cols} columns: 1 to {K.COL_THREADS}")
     ny = 1
     while ny * 2 <= min(K.COL_TY, K.COL_THREADS // cols, P // 4):
         ny *= 2
-    return cols, ny
-
-
-def col_launch(P, d, ngrad, cols=None):
-    """``(grid, block)`` of :func:`~numba_ln.gpu._kernels._col_sum` over
-    ``P`` partial rows of ``d`` columns for ``ngrad`` gradients."""
-    block = col_block(P, cols)
-    return (-(-d // block[0]), ngrad), block
+    return (-(-d // cols), ngrad), (cols, ny)
 
 
 # --------------------------------------------------------------------------
