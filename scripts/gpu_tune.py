@@ -123,13 +123,21 @@ def _compile(c, kind):
     return cuda.jit(launch_bounds=bounds)(fn), threads // c.tpr
 
 
-def _committed(d, dtype, pass_):
-    """The candidate (:func:`C`) of the committed kernel of a pass."""
-    v = K.variant(d, pass_)
-    blocks = K.TABLE[K.VARIANTS.index(v)][2][dtype][0 if pass_ == "forward" else 1]
+def _committed(shape, dtype, pass_):
+    """The candidate (:func:`C`) of the committed kernel of a pass (the
+    backward's row slots where its variant sets them: ``K.LONG_ROWS``)."""
+    rows, d = shape
+    slots = None
+    if pass_ == "forward":
+        v = K.variant(d, pass_)
+    else:
+        G, _, v, _ = _launch.backward_launch(rows, d, dtype)
+        slots = G if v.grid else None
+    blocks = v.blocks[dtype][0 if pass_ == "forward" else 1]
     l2 = pass_ == "backward" and (v.tpr, v.kv) in K.L2_PREFETCH
     vec = v.vec.get(dtype, 1) if dtype in (v.fwd_vec if pass_ == "forward" else v.bwd_vec) else 1
-    return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec, loops=v.loops)
+    return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec,
+             wbd=pass_ == "forward" and v.direct_wb, loops=v.loops, slots=slots)
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):
@@ -149,8 +157,8 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                      stream)
     ref_dx = s0["dx"].copy_to_host()
     ref_dw = grads[0].copy_to_host()
-    committed_f = _committed(d, dtype_name, "forward")
-    committed_b = _committed(d, dtype_name, "backward")
+    committed_f = _committed(shape, dtype_name, "forward")
+    committed_b = _committed(shape, dtype_name, "backward")
     out = []
     copy = {}
     for which, cands, committed in (("forward", fwd_cands, committed_f),
@@ -282,6 +290,61 @@ def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=
     return out
 
 
+#: ``(shape, dtype)`` whose forward plans :func:`tune_forward_plans` times:
+#: few rows, too large for the split's second read to hit L2 (128 MB).
+SPLIT_SHAPES = [((16, 1 << 21), "float32")]
+
+
+def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2):
+    """GPU time of the whole forward (``_launch.forward``) at ``shape`` as
+    committed and with :data:`numba_ln.gpu._launch.FWD_SPLIT_FEW_ROWS` off:
+    rows too few to fill the GPU split over blocks (statistics per window,
+    x read twice), or a block a row looping over it."""
+    rows, d = shape
+    if time.monotonic() > deadline:  # (before its buffers: 128 MB sets)
+        return [{"shape": list(shape), "dtype": dtype_name, "pass": "forward plan",
+                 "error": "skipped: time limit"}]
+    dtype = np.dtype(dtype_name)
+    stream = cuda.default_stream()
+    w, b, sets = B.buffers(shape, dtype)
+    eps = dtype.type(1e-5)
+    flags = K.HAS_WEIGHT | K.HAS_BIAS
+    copy_ms = B._copy_ms(rows * d, dtype, repeats, warmup, stream, batch, None, True)[0]
+    committed = _launch.FWD_SPLIT_FEW_ROWS
+    out = []
+    ref = None
+    for few in dict.fromkeys((committed, 0)):
+        _launch.FWD_SPLIT_FEW_ROWS = few
+        res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward plan",
+               "few_rows": few, "committed": few == committed, "copy_ms": copy_ms}
+        try:
+            res["plan"], res["grid"] = _launch.forward_plan(rows, d, dtype.itemsize,
+                                                            dtype_name)[:2]
+            if time.monotonic() > deadline:
+                res["error"] = "skipped: time limit"
+                out.append(res)
+                continue
+            nxt = B._rotate(sets)
+            work = {}
+
+            def call(t=None):
+                t = t or nxt()
+                _launch.forward(t["x"], w, b, flags, eps, t["y"], t["stats"], stream, work)
+            call(sets[0])
+            got = sets[0]["y"].copy_to_host()
+            ref = got if ref is None else ref
+            res["max_abs_diff"] = float(np.abs(got - ref).max())
+            res["ms"], _ = B._gpu_ms(call, repeats, warmup, stream, batch)
+            res["pct_of_copy"] = round(100 * copy_ms / res["ms"], 1) if res["ms"] else None
+        except Exception as exc:
+            res["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            _launch.FWD_SPLIT_FEW_ROWS = committed
+        out.append(res)
+        print(json.dumps(res), flush=True)
+    return out
+
+
 def markdown(results):
     lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch "
              "| one-reduction stats | shared accumulators | store chunk | L2 prefetch | vector "
@@ -291,8 +354,16 @@ def markdown(results):
     cols = ["", "Column sums alone (the committed backward's partial rows; blocks of cols x ny "
             "threads):", "", "| shape | dtype | partial rows | cols | ny | GPU ms | committed "
             "| bitwise as committed |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    plans = ["", "Forward plans of few long rows (split over blocks, or a block a row "
+             "looping):", "", "| shape | dtype | plan | grid | GPU ms | % of copy | committed "
+             "| max abs diff |", "| --- | --- | --- | ---: | ---: | ---: | --- | ---: |"]
     for r in results:
         if "ms" not in r:
+            continue
+        if r["pass"] == "forward plan":
+            plans.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['plan']} "
+                         f"| {r['grid']} | {r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
+                         f"{'yes' if r['committed'] else ''} | {r['max_abs_diff']:.2g} |")
             continue
         if r["pass"] == "colsum":
             cols.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['partial_rows']} "
@@ -312,6 +383,8 @@ def markdown(results):
                      f"{'yes' if r['committed'] else ''} | {r.get('max_abs_diff', 0):.2g} |")
     if len(cols) > 5:
         lines += cols
+    if len(plans) > 5:
+        lines += plans
     return "\n".join(lines) + "\n"
 
 
@@ -331,6 +404,12 @@ def main(argv=None):
             results += tune_shape(shape, dt, fc, bc, a.repeats, deadline, a.batch, a.warmup)
         except Exception as exc:
             results.append({"shape": list(shape), "dtype": dt,
+                            "error": f"{type(exc).__name__}: {exc}"})
+    for shape, dt in SPLIT_SHAPES:
+        try:
+            results += tune_forward_plans(shape, dt, a.repeats, deadline, a.batch, a.warmup)
+        except Exception as exc:
+            results.append({"shape": list(shape), "dtype": dt, "pass": "forward plan",
                             "error": f"{type(exc).__name__}: {exc}"})
     with open(os.path.join(a.out, "gpu_tune.json"), "w") as f:
         json.dump({"environment": B._environment(None), "results": results}, f, indent=1)

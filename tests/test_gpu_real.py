@@ -50,6 +50,7 @@ def fwd_split(request, monkeypatch):
     """Rows longer than a register window: split over blocks, or looped."""
     if request.param == "loop":
         monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)
+        monkeypatch.setattr(_launch, "FWD_SPLIT_FEW_ROWS", 0)
     return request.param
 
 
@@ -141,6 +142,26 @@ def test_float32_numerics(d, fwd_split):
     np.testing.assert_allclose(y[:3], ref_forward(h[:3], None, None, (1,))[0], rtol=1e-3,
                                atol=1e-3)
     np.testing.assert_array_equal(y[3], 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_huge_rows_split(dtype, monkeypatch):
+    """Rows of 3 million values, too few to fill the GPU: split over blocks
+    even where x is "too large for L2" (the limit set to 0 here), their 367
+    windows' statistics combined by each block's threads together."""
+    monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)
+    d = 3_000_001
+    assert _launch.forward_plan(3, d, np.dtype(dtype).itemsize)[0] == "split"
+    x = (RNG.standard_normal((3, d)) + 100.0).astype(dtype)
+    x[1, 2_000_000:] *= 1e3  # windows of very different spread
+    w = RNG.standard_normal(d).astype(dtype)
+    b = RNG.standard_normal(d).astype(dtype)
+    y, m, r = gpu.layer_norm(cuda.to_device(x), cuda.to_device(w), cuda.to_device(b),
+                             return_stats=True)
+    yr, mr, rr = ref_forward(x, w, b, (1,))
+    np.testing.assert_allclose(y.copy_to_host(), yr, **_tol(dtype, d))
+    np.testing.assert_allclose(m.copy_to_host(), mr, rtol=_tol(dtype, d)["rtol"])
+    np.testing.assert_allclose(r.copy_to_host(), rr, rtol=_tol(dtype, d)["rtol"])
 
 
 def test_huge_row_among_warp_rows():
@@ -251,9 +272,18 @@ def test_launch_geometry():
     assert plan(16384, 8193) == ("rows", 16384, (256, 32), (256, 1))  # looped, 2 windows
     assert _launch.row_geometry(4096, "backward")[1] == (512, 1)
     assert plan(32, 65536) == ("split", 256, (256, 32), (256, 1))
+    # too large to re-read from L2 but too few rows to fill the GPU: split
+    assert plan(4, 10 ** 7)[:2] == ("split", 4 * -(-10 ** 7 // 8192))
+    half = fits(10 ** 6) // 2
+    assert plan(half, 10 ** 6)[0] == "split" and plan(half + 1, 10 ** 6)[0] == "rows"
     G, nwin, v, _ = _launch.backward_launch(32, 65536)
-    assert nwin == 8 and v is _kernels.VARIANTS[-1]
-    assert G == min(32, _launch.resident_blocks(v, "float32") // 8)
+    widest = _kernels.VARIANTS[-1]
+    if _kernels.LONG is None or 32 > _launch.resident_blocks(widest, "float32") // 8:
+        assert nwin == 8 and v is widest
+        assert G == min(32, _launch.resident_blocks(v, "float32") // 8)
+    else:  # few long rows: the narrower windows of LONG_ROWS, about its grid of blocks
+        assert v is _kernels.LONG and nwin == -(-65536 // v.capacity)
+        assert G == max(1, min(-(-32 // v.rows_per_block), v.grid // nwin))
     # one wave of blocks: as many as fit on the GPU at once
     G, nwin, v, _ = _launch.backward_launch(65536, 128)
     fits = _launch.resident_blocks(v, "float32")

@@ -88,10 +88,44 @@ def test_forward_backward_match_cpu_and_reference(shape, axis, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32])
 def test_long_rows_looped_instead_of_split(dtype, monkeypatch):
-    """Rows longer than a register window, one block per row, looped."""
+    """Rows longer than a register window, one block per row, looped: when x
+    is too large for its second read to hit L2, unless the rows are too few
+    to fill the GPU (at most half its resident blocks: 8 under the
+    simulator)."""
     monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)
-    assert _launch.forward_plan(4, 300, 4)[0] == "rows"
+    assert _launch.forward_plan(5, 300, 4)[0] == "rows"
+    _check_forward_backward((5, 300), -1, dtype)
+    assert _launch.forward_plan(4, 300, 4)[:2] == ("split", 8)
     _check_forward_backward((4, 300), -1, dtype)
+    monkeypatch.setattr(_launch, "FWD_SPLIT_FEW_ROWS", 0)
+    assert _launch.forward_plan(1, 300, 4)[0] == "rows"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_long_rows_take_the_narrower_windows(dtype):
+    """The backward of rows longer than the widest variant's capacity: where
+    the widest variant would give each row group its own slot (8 resident
+    blocks under the simulator: rows <= 4 of 2 windows), the variant of
+    LONG_ROWS takes it, narrower windows in fewer slots than rows; else the
+    widest.  Both against the references, the long one bitwise reproducible."""
+    long, widest = _kernels.LONG, _kernels.VARIANTS[-1]
+    G, nwin, v, block = _launch.backward_launch(4, 300)
+    assert v is long and block == (long.tpr, long.rows_per_block)
+    assert nwin == 3 and G == 2 and G * long.rows_per_block == 4
+    assert _launch.backward_launch(5, 300)[2] is widest
+    assert _launch.backward_launch(3, 700)[2] is widest  # 3 windows: 2 slots < 3 rows
+    assert _launch.backward_launch(2, 700)[:3] == (1, 6, long)
+    assert _launch.backward_launch(4, 200)[2] is widest  # one window: no partials to spare
+    for shape in ((4, 300), (2, 700), (1, 1000), (5, 300)):
+        _check_forward_backward(shape, -1, dtype)
+    x = RNG.standard_normal((3, 300)).astype(dtype)
+    dy = RNG.standard_normal(x.shape).astype(dtype)
+    w = RNG.standard_normal(300).astype(dtype)
+    _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    runs = [gpu.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), m, r,
+                                    cuda.to_device(w)) for _ in range(2)]
+    for a, b in zip(runs[0], runs[1]):
+        assert np.array_equal(_host(a), _host(b))
 
 
 def _check_forward_backward(shape, axis, dtype):
@@ -209,6 +243,31 @@ def test_huge_values_float32_do_not_overflow(d):
     np.testing.assert_allclose(_host(r)[2], 1 / np.sqrt(np.float32(1e-5)), rtol=1e-6)
 
 
+def test_split_rows_combine_their_windows_safely():
+    """The split forward's combination of window statistics (three windows of
+    at most 256 under the simulator), shared by a block's threads: windows
+    at scale 1 whose combination overflows (means of +-2e18: redone at the
+    small scale), one window redone scaled among ordinary ones, a NaN or an
+    Inf in one window only (the whole row non-finite), and ordinary rows."""
+    d = 700
+    assert _launch.forward_plan(6, d, 4)[0] == "split"
+    x = RNG.standard_normal((6, d)).astype(np.float32)
+    x[0] = np.float32(2e18) * np.where(np.arange(d) // 256 == 1, -1, 1) + x[0] * 1e12
+    x[1, 300:400] = np.float32(3e38) * np.sign(RNG.standard_normal(100))
+    x[2, 600] = np.nan
+    x[3, 10] = np.inf
+    x[5] += 1e4  # a large common offset
+    y, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    y, m, r = _host(y), _host(m), _host(r)
+    yr, mr, rr = ref_forward(x, None, None, (1,))
+    ok = [0, 1, 4, 5]
+    assert np.isfinite(y[ok]).all()
+    np.testing.assert_allclose(y[ok], yr[ok], rtol=1e-4, atol=2e-3)
+    np.testing.assert_allclose(m[ok], mr[ok], rtol=1e-5)
+    np.testing.assert_allclose(r[ok], rr[ok], rtol=1e-4)
+    assert np.isnan(y[2]).all() and not np.isfinite(y[3]).any()
+
+
 def test_huge_and_normal_rows_share_a_block():
     """A row that needs rescaling does not disturb its block's other rows."""
     x = RNG.standard_normal((8, 20)).astype(np.float32) * 1e-20
@@ -272,6 +331,7 @@ def test_in_place_on_rows_read_twice(d, split, monkeypatch):
     columns, then stores it, never storing a column it has yet to read."""
     if not split:
         monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)
+        monkeypatch.setattr(_launch, "FWD_SPLIT_FEW_ROWS", 0)
     x = (RNG.standard_normal((3, d)) + 3).astype(np.float32)
     w = RNG.standard_normal(d).astype(np.float32)
     b = RNG.standard_normal(d).astype(np.float32)
@@ -525,8 +585,9 @@ def test_layernorm_module_on_device():
 def test_bench_quick_runs(tmp_path):
     from numba_ln.gpu import bench
 
+    # (no time limit: the simulator takes minutes, more on a busy machine)
     rc = bench.main(["--quick", "--out", str(tmp_path), "--repeats", "1", "--warmup", "1",
-                     "--batch", "2"])
+                     "--batch", "2", "--time-limit", "1e9"])
     assert rc == 0
     import json
 
@@ -560,25 +621,37 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         ((5, 64), "float64", [C(32, 2, 1, True, True), C(32, 2, 1, True, vec=2, wbd=True)],
          [C(32, 2, 1, True, acc=True)]),
         # a backward over 4 column windows of 32, in 2 row slots
-        ((5, 100), "float32", [], [C(8, 4, 1, False, loops=True, slots=2)])])
+        ((5, 100), "float32", [], [C(8, 4, 1, False, loops=True, slots=2)]),
+        # few long rows: the committed backward is LONG_ROWS's, in its row slots
+        ((2, 300), "float32", [], []),
+        # a variant of DIRECT_WB (and VECTOR): the committed forward reads w, b directly
+        ((3, 12), "float32", [], [])])
+    monkeypatch.setattr(tune, "SPLIT_SHAPES", [((3, 300), "float32")])
     tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
                "--time-limit", "1000"])
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
     assert not [r for r in results if "error" in r]
-    rows = [r for r in results if r["pass"] != "colsum"]
-    assert len(rows) == 16
+    rows = [r for r in results if r["pass"] not in ("colsum", "forward plan")]
+    assert len(rows) == 19
+    # the forward plans of few long rows (both split here: x fits in "L2")
+    assert [(r["plan"], r["committed"]) for r in results if r["pass"] == "forward plan"] == [
+        ("split", True), ("split", False)]
+    long = _kernels.LONG
+    assert [(r["tpr"], r["kv"], r["slots"], r["grid"]) for r in rows if r["shape"] == [2, 300]] \
+        == [(long.tpr, long.kv, 1, 3)]
     assert {r["store_chunk"] for r in rows} == {1, 2}
     # vector pieces: a candidate at D = 30; at D = 64, a VECTOR variant under the
     # simulator, the committed kernels and the direct w, b candidate
-    assert sum(r["vec"] == 2 for r in rows) == 4
-    assert all(r["vec"] == 2 for r in rows if r["shape"] == [5, 64] and r["committed"])
-    assert sum(r["wb_direct"] for r in rows) == 1
+    assert sum(r["vec"] == 2 for r in rows) == 6
+    assert all(r["vec"] == 2 for r in rows if r["shape"] in ([5, 64], [3, 12]) and r["committed"])
+    assert sum(r["wb_direct"] for r in rows) == 2
+    assert [r["pass"] for r in rows if r["wb_direct"] and r["committed"]] == ["forward"]
     looped = [r for r in rows if r["loops"] and not r["committed"]]
     assert [(r["slots"], r["grid"]) for r in looped] == [(2, 8)]
     assert looped[0]["dweight_max_abs_diff"] < 1e-4
     # the column sums alone, in blocks of 8 (committed), 16 and 32 columns
     cols = [r for r in results if r["pass"] == "colsum"]
-    assert [r["cols"] for r in cols] == [8, 16, 32] * 3
+    assert [r["cols"] for r in cols] == [8, 16, 32] * 5
     assert all(r["bitwise_as_committed"] for r in cols)
     committed_vec = {(tuple(r["shape"]), r["pass"]): r["vec"] for r in rows if r["committed"]}
     for r in rows:
@@ -589,6 +662,66 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         assert r["max_abs_diff"] <= (0 if exact else tol), r
     md = (tmp_path / "gpu_tune.md").read_text()
     assert md.count("yes") >= 6 + 2 * 3 and "Column sums alone" in md
+
+
+def test_tune_forward_plans(monkeypatch):
+    """scripts/gpu_tune.py's comparison of the forward plans of few long
+    rows: split (committed) and looped, the same results within rounding,
+    the committed rule restored after."""
+    from _gpu_cases import load_tune_script
+
+    from numba_ln.gpu import bench
+
+    tune = load_tune_script()
+    monkeypatch.setattr(bench, "_sets_for", lambda *a, **k: 2)
+    monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)  # (x "too large for L2")
+    res = tune.tune_forward_plans((4, 300), "float32", 1, float("inf"), batch=1, warmup=0)
+    assert [(r["plan"], r["grid"], r["committed"]) for r in res] == [
+        ("split", 8, True), ("rows", 4, False)]
+    assert all("ms" in r and r["max_abs_diff"] < 1e-5 for r in res)  # (ms: -1 here)
+    assert _launch.FWD_SPLIT_FEW_ROWS == 0.5
+    md = tune.markdown(res)
+    assert "Forward plans" in md and md.count("| 4x300 | float32 |") == 2
+
+
+@pytest.mark.parametrize("d", [6, 7, 12, 15])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_weight_and_bias_variants_give_the_bits_of_no_weight_or_bias(d, dtype):
+    """The variants of DIRECT_WB (here (4, 2) for 4 < D <= 8 and (8, 2), also
+    of VECTOR, for 8 < D <= 16) read w and b at every column and apply them
+    with no select: an absent one is passed as D ones or D times -0.0, which
+    gives the bits of the kernel that selects (with a dummy of 4 values),
+    -0.0 and zeros included, in every combination of weight and bias."""
+    name = np.dtype(dtype).name
+    v = _kernels.variant(d)
+    assert v.direct_wb and (v.tpr, v.kv) in _kernels.DIRECT_WB
+    rows = 2 * v.rows_per_block + 1
+    x = RNG.standard_normal((rows, d)).astype(dtype)
+    x[1] = 0.0  # rows of zeros: y is +0.0 or -0.0, kept as the select gives it
+    x[2, : d // 2] = -1.0
+    x[2, d // 2:] = 1.0
+    w = RNG.standard_normal(d).astype(dtype)
+    b = RNG.standard_normal(d).astype(dtype)
+    selecting = cuda.jit(_kernels._make_variant(v.tpr, v.kv, False, v.pipe[name],
+                                                vec=v.vec.get(name, 1),
+                                                vec_access=False)["layer_norm_forward"])
+    kind, grid, _, block = _launch.forward_plan(rows, d, x.itemsize, name)
+    dummy = cuda.to_device(np.zeros(4, dtype))
+    for ww, bb in ((w, b), (w, None), (None, b), (None, None)):
+        got = _host(gpu.layer_norm(cuda.to_device(x), None if ww is None else cuda.to_device(ww),
+                                   None if bb is None else cuda.to_device(bb)))
+        flags = (_kernels.HAS_WEIGHT if ww is not None else 0) | (
+            _kernels.HAS_BIAS if bb is not None else 0)
+        y = cuda.device_array_like(x)
+        stats = cuda.device_array((2, rows), dtype)
+        selecting[grid, block](cuda.to_device(x), dummy if ww is None else cuda.to_device(ww),
+                               dummy if bb is None else cuda.to_device(bb), np.int32(flags),
+                               dtype(1e-5), y, stats)
+        want = _host(y)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (ww is None, bb is None)
+        np.testing.assert_allclose(got, ref_forward(x, ww, bb, (1,))[0], **_tol(dtype))
+    assert _launch.full_params(dummy, dummy, 0, d, dtype, 0)[1].copy_to_host().tobytes() == \
+        np.full(d, -0.0, dtype).tobytes()
 
 
 def _misaligned(a):
@@ -672,6 +805,14 @@ def test_kernel_table_is_complete():
                     f"layer_norm_forward_{v.suffix}_v{v.vec[dt]}[{dt}]"]
                 assert (dt in v.bwd_vec) == v.hold
     assert _kernels.VECTOR <= {(v.tpr, v.kv) for v in _kernels.VARIANTS[:-1]}
+    assert {(v.tpr, v.kv) for v in _kernels.VARIANTS if v.direct_wb} == _kernels.DIRECT_WB
+    # the variant of few long rows: a backward over column windows, its own names
+    long = _kernels.LONG
+    assert long.passes == ("backward",) and long.loops and not long.hold
+    assert long.capacity < _kernels.VARIANTS[-1].capacity and long.suffix.endswith("w")
+    for dt in gpu.DTYPES:
+        for kind, table in (("backward", long.bwd), ("backward_rowsums", long.bwd_rowsums)):
+            assert table[dt] is _kernels.KERNELS[f"layer_norm_{kind}_{long.suffix}[{dt}]"]
     caps = [v.capacity for v in _kernels.VARIANTS]
     assert caps == sorted(caps)
 

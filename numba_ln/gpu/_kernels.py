@@ -32,9 +32,11 @@ read from DRAM once.  The loads use a clamped column index and mask the value
 (no branch per column), so all of a thread's loads are in flight at once.
 The widest variant's forward loops over its rows, re-reading them from L1/L2
 (it takes only rows longer than its capacity: an earlier variant of the same
-capacity holds the others; a test checks this).  A column is only ever read
-and written by the thread that owns it, and read before it is written, so
-every kernel is safe in place (``y`` may be ``x``, ``dx`` may be ``dy``).
+capacity holds the others; a test checks this).  Few such rows may take a
+backward of narrower windows instead (:data:`LONG_ROWS`; none yet on a GPU).
+A column is only ever read and written by the thread that owns it, and read
+before it is written, so every kernel is safe in place (``y`` may be ``x``,
+``dx`` may be ``dy``).
 The variants of :data:`VECTOR` (none yet on a GPU) lay a thread's columns
 out in pieces of 2-4 adjacent values instead, read and written by 16-byte
 vector accesses where the arrays are aligned (:func:`_col`, ``vec`` of
@@ -154,6 +156,16 @@ L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
 #: that the builds and their choice are tested.
 VECTOR = {(8, 2), (32, 2)} if SIM else set()
 VEC_WIDTH = {"float32": 2, "float64": 2} if SIM else {"float32": 4, "float64": 2}
+
+#: ``(tpr, kv)`` of the variants whose forward reads ``w[j]``, ``b[j]``
+#: directly and applies them with no select (``wb_direct`` of
+#: :func:`_make_variant`; not the widest variant).  They need a weight and a
+#: bias of the row's length: for an absent one,
+#: :func:`numba_ln.gpu._launch.forward` passes ones or ``-0.0`` (the same
+#: bits as no weight or bias).  None on a GPU yet: a candidate of the fourth
+#: sweep, unmeasured.  Under the simulator, two variants (a plain and a
+#: vector one), so that the path is tested.
+DIRECT_WB = {(4, 2), (8, 2)} if SIM else set()
 
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
@@ -786,45 +798,58 @@ def _sum_windows(sums, r, nwin):
 
 
 @_device
-def _combine_windows(part, r, n, cw, nwin):
-    """``(s, c, lo, var)`` of row ``r`` from its windows' statistics.
+def _combine_at(part, r, n, cw, nwin, red, tpr, s):
+    """One attempt of :func:`_combine_windows` at scale ``s``: ``(c, lo,
+    var, bad)``, the group's threads each taking every ``tpr``-th window."""
+    T = part.dtype.type
+    tx = cuda.threadIdx.x
+    nf = T(n)
+    c = part[r, 0, 1] * (s / part[r, 0, 0])
+    lo = T(0)
+    for i in range(tx, nwin, tpr):
+        f = s / part[r, i, 0]
+        nwi = T(min(cw, n - i * cw))
+        lo += nwi * ((part[r, i, 1] * f - c) + part[r, i, 2] * f)
+    lo = _group_sum(lo, red, tpr) / nf
+    m2 = T(0)
+    for i in range(tx, nwin, tpr):
+        f = s / part[r, i, 0]
+        nwi = T(min(cw, n - i * cw))
+        d = ((part[r, i, 1] * f - c) + part[r, i, 2] * f) - lo
+        m2 += part[r, i, 3] * f * f * nwi + nwi * d * d
+    var = _group_sum(m2, red, tpr) / nf
+    return c, lo, var, not (c - c == T(0) and lo - lo == T(0) and var - var == T(0))
+
+
+@_device
+def _combine_windows(part, r, n, cw, nwin, red, tpr):
+    """``(s, c, lo, var)`` of row ``r`` from its windows' statistics, as
+    :func:`_row_stats` gives them for the whole row.
 
     Chan et al.'s pairwise update, with the shift ``c`` (window 0's ``m1``) kept
     apart from the small correction ``lo``: the row's mean is
-    ``(c + lo) / s`` and ``x*s - c`` stays exact near the mean.  All at scale
-    1 when every window is and nothing overflows; else all at the small scale.
+    ``(c + lo) / s`` and ``x*s - c`` stays exact near the mean.  At scale 1
+    when every window is and nothing overflows; else at the small scale.
+    The group's ``tpr`` threads share the windows and sum through the group
+    reductions (every thread of the block calls this together), so a block
+    spends ``nwin / tpr`` steps on it, not ``nwin`` (a row of 10**7 floats
+    has 1221 windows, each of whose blocks combines them all).
     """
     T = part.dtype.type
-    nf = T(n)
-    all_one = True
-    for i in range(nwin):
-        if part[r, i, 0] != T(1):
-            all_one = False
-    s = T(1)
+    scaled = T(0)
+    for i in range(cuda.threadIdx.x, nwin, tpr):
+        scaled += T(0) if part[r, i, 0] == T(1) else T(1)
+    s = T(1) if _group_sum(scaled, red, tpr) == T(0) else _redo_scale(part)
     c = T(0)
     lo = T(0)
     var = T(0)
     for attempt in range(2):
-        if attempt == 0 and not all_one:
-            continue
-        if attempt == 1:
-            s = _redo_scale(part)
-        c = part[r, 0, 1] * (s / part[r, 0, 0])
-        lo = T(0)
-        for i in range(nwin):
-            f = s / part[r, i, 0]
-            nwi = T(min(cw, n - i * cw))
-            lo += nwi * ((part[r, i, 1] * f - c) + part[r, i, 2] * f)
-        lo = lo / nf
-        m2 = T(0)
-        for i in range(nwin):
-            f = s / part[r, i, 0]
-            nwi = T(min(cw, n - i * cw))
-            d = ((part[r, i, 1] * f - c) + part[r, i, 2] * f) - lo
-            m2 += part[r, i, 3] * f * f * nwi + nwi * d * d
-        var = m2 / nf
-        if c - c == T(0) and lo - lo == T(0) and var - var == T(0):
-            break
+        c, lo, var, bad = _combine_at(part, r, n, cw, nwin, red, tpr, s)
+        if attempt == 0:
+            if not _block_any(bad, tpr):
+                break
+            if bad:
+                s = _redo_scale(part)
     return s, c, lo, var
 
 
@@ -850,42 +875,52 @@ class Variant:
     (the backward keeps ``dy`` and ``xhat`` in registers), ``pipe`` (per
     dtype: a block loads its next row while it works on the current one, see
     :func:`_make_variant`; launched as one wave of resident blocks),
-    ``loops`` (the widest variant: rows longer than ``capacity``), and the
+    ``loops`` (the widest variant and :data:`LONG`: rows longer than
+    ``capacity``), ``direct_wb`` (:data:`DIRECT_WB`), ``blocks`` (its
+    :data:`TABLE` entry's), ``grid`` (:data:`LONG_ROWS`'s, else None), and the
     kernels, each a
     dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
-    plus, for the widest, ``fwd_part``, ``fwd_apply``, ``bwd_rowsums``, and
+    plus, for the widest, ``fwd_part``, ``fwd_apply``, ``bwd_rowsums`` (for
+    :data:`LONG`, ``bwd_rowsums``), and
     for the variants of :data:`VECTOR`, ``vec`` (dtype name -> the pieces'
     width), ``fwd_vec`` and ``bwd_vec`` (their vector-access builds).
     """
 
-    def __init__(self, tpr, kv, blocks, loops):
+    def __init__(self, tpr, kv, blocks, loops, tag="", grid=None):
         self.tpr = tpr
         self.kv = kv
+        self.blocks = blocks
+        #: the blocks a backward launch aims at (row slots x windows), or
+        #: None: one full wave (:func:`numba_ln.gpu._launch.backward_launch`)
+        self.grid = grid
         self.threads = MAX_THREADS if tpr <= 32 else tpr
         self.rows_per_block = self.threads // tpr
         self.capacity = tpr * kv
         self.hold = kv <= HOLD_MAX
         self.pipe = {dt: kv * np.dtype(dt).itemsize <= PIPE_BYTES and not loops for dt in DTYPES}
         self.loops = loops
-        self.suffix = f"{tpr}x{kv}"
+        self.suffix = f"{tpr}x{kv}{tag}"
         #: the passes this variant does: "forward", "backward"
         self.passes = tuple(p for i, p in enumerate(("forward", "backward"))
                             if blocks[DTYPES[0]][i] is not None)
         for attr in set(_ATTR.values()):
             setattr(self, attr, {})
         self.vec, self.fwd_vec, self.bwd_vec = {}, {}, {}
+        #: the forward reads w[j], b[j] directly: w and b of D values (DIRECT_WB)
+        self.direct_wb = (tpr, kv) in DIRECT_WB
+        assert not (loops and self.direct_wb), "the widest variant selects w and b"
         for dtype in DTYPES:
             l2 = (tpr, kv) in L2_PREFETCH
             pipe = self.pipe[dtype]
             width = VEC_WIDTH[dtype] if (tpr, kv) in VECTOR else 1
             plain = _make_variant(tpr, kv, loops, pipe, l2_prefetch=l2, vec=width,
-                                  vec_access=False)
+                                  vec_access=False, wb_direct=self.direct_wb)
             builds = [("", plain)]
             if width > 1:
                 assert not loops, "the widest variant cannot take vector pieces"
                 self.vec[dtype] = width
                 builds.append((f"_v{width}", _make_variant(tpr, kv, loops, pipe, l2_prefetch=l2,
-                                                           vec=width)))
+                                                           vec=width, wb_direct=self.direct_wb)))
                 if "layer_norm_backward" not in plain:  # it cannot take pieces
                     plain["layer_norm_backward"] = _make_variant(
                         tpr, kv, loops, pipe, l2_prefetch=l2)["layer_norm_backward"]
@@ -901,7 +936,8 @@ class Variant:
                     KINDS[key] = kind
 
     def __repr__(self):
-        return f"Variant(tpr={self.tpr}, kv={self.kv})"
+        tag = self.suffix[len(f"{self.tpr}x{self.kv}"):]
+        return f"Variant(tpr={self.tpr}, kv={self.kv}{f', tag={tag!r}' if tag else ''})"
 
 
 _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_part",
@@ -1129,6 +1165,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         """``y`` of every column window from the combined window statistics
         (same grid as ``_ln_fwd_part``); window 0 writes ``mean``, ``rstd``
         (``stats``)."""
+        red = cuda.shared.array(RED, x.dtype)
         hb = cuda.local.array(KS, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
@@ -1139,10 +1176,12 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         has_w = (flags & HAS_WEIGHT) != 0
         has_b = (flags & HAS_BIAS) != 0
         for base in range(g0 * R, rows, G * R):
-            r = base + ty
-            if r < rows:
-                s, c, lo, var = _combine_windows(part, r, n, CW, nwin)
-                mu, rs, mult = _scales(x, s, c, lo, var, eps)
+            row = base + ty
+            active = row < rows
+            r = row if active else rows - 1
+            s, c, lo, var = _combine_windows(part, r, n, CW, nwin, red, TPR)
+            mu, rs, mult = _scales(x, s, c, lo, var, eps)
+            if active:
                 _apply_chunk(x[r], hb, hb, False, c0, n, s, c, lo, mult, w, b, has_w, has_b,
                              y[r], TPR, KV, KS, 1)
                 if win == 0 and tx == 0:
@@ -1437,6 +1476,27 @@ for _dt in DTYPES:
 
 #: The variants of :data:`TABLE`, in its order.
 VARIANTS = tuple(Variant(*entry, loops=i == len(TABLE) - 1) for i, entry in enumerate(TABLE))
+
+#: The backward of few rows longer than the widest variant's capacity: None
+#: (the widest variant's), or ``(tpr, kv, blocks, grid)``: a variant of
+#: narrower column windows (``kv > HOLD_MAX``: it re-reads its row) compiled
+#: for ``blocks[dtype]`` blocks a multiprocessor and launched in about
+#: ``grid`` blocks, ``grid // nwin`` row slots over its ``nwin`` windows.
+#: It takes the backward where the widest variant's launch would give every
+#: row group a row slot of its own (:func:`numba_ln.gpu._launch.backward_launch`):
+#: then its blocks do one row each and write as many partial rows as there
+#: are rows (at 32x65536 float32, 16 MB of partial sums written and read
+#: again, twice the input; the backward reached 15% of copy bandwidth on an
+#: H200).  Narrower windows fill the GPU with a few row slots: 2-4 MB of
+#: partials for 128x16 in 8 slots or 64x16 in 4 (``scripts/gpu_tune.py``'s
+#: candidates, unmeasured).  None on a GPU until a sweep has measured them;
+#: under the simulator one, so that the path is tested.  Its kernels are
+#: named with a ``w`` (``layer_norm_backward_32x4w[float32]``).
+LONG_ROWS = (32, 4, {"float32": (None, 1), "float64": (None, 1)}, 16) if SIM else None
+
+#: The :class:`Variant` of :data:`LONG_ROWS`, or None.
+LONG = None if LONG_ROWS is None else Variant(*LONG_ROWS[:3], loops=True, tag="w",
+                                              grid=LONG_ROWS[3])
 
 
 def variant(d, pass_="forward"):

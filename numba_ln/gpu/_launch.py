@@ -35,8 +35,17 @@ BWD_SIM_SLOTS = 8
 #: Rows longer than the widest variant's capacity (``tpr * kv`` values) are split
 #: over several blocks (statistics per window, then a combine-and-apply
 #: kernel that re-reads x) when x has at most this many bytes, so that the
-#: second read hits L2; larger inputs take one block per row, looping over it.
+#: second read hits L2; larger inputs take one block per row, looping over it,
+#: unless they are few (:data:`FWD_SPLIT_FEW_ROWS`).
 FWD_SPLIT_MAX_BYTES = 32 << 20
+
+#: ... and also split, whatever their size, when their row groups are at
+#: most this fraction of the blocks that fit on the GPU at once (the
+#: looping kernel's, :func:`resident_blocks`): a block a row would leave
+#: most multiprocessors idle (4 rows of 10**7 floats: 4 busy of 132 on an
+#: H100), while the split costs at most a second read of x from DRAM (1.5x
+#: the minimal traffic).  By that arithmetic, not measured; 0 turns it off.
+FWD_SPLIT_FEW_ROWS = 0.5
 
 #: Threads per block of the strided copies.
 _COPY_THREADS = 256
@@ -75,7 +84,10 @@ def backward_launch(rows, d, dtype="float32"):
     """``(G, nwin, variant, (tpr, R))`` of the backward: G row slots, nwin windows.
 
     ``G * nwin`` blocks fill the GPU once (:func:`resident_blocks`), or fewer
-    when there are fewer row groups.  ``G`` depends on the shape and the GPU
+    when there are fewer row groups.  Where that leaves every row group its
+    own slot over several windows (few long rows), the variant of
+    :data:`~numba_ln.gpu._kernels.LONG_ROWS` takes them if there is one, in
+    about its ``grid`` blocks.  ``G`` depends on the shape and the GPU
     model, so the gradients' summation order does too: bitwise reproducible
     on one kind of GPU.
     """
@@ -85,6 +97,11 @@ def backward_launch(rows, d, dtype="float32"):
     # (from the value-at-a-time build: a vector-access build has the same
     # launch bound, so as many blocks fit, and must sum the same partial rows)
     G = max(1, min(groups, resident_blocks(v, dtype) // nwin))
+    if K.LONG is not None and nwin > 1 and G == groups:
+        v = K.LONG
+        block = (v.tpr, v.rows_per_block)
+        nwin = -(-d // v.capacity)
+        G = max(1, min(-(-rows // v.rows_per_block), v.grid // nwin))
     return G, nwin, v, block
 
 
@@ -97,9 +114,10 @@ def forward_plan(rows, d, itemsize, dtype=None):
     v, block = row_geometry(d)
     nwin = -(-d // v.capacity)
     groups = -(-rows // v.rows_per_block)
-    if nwin > 1 and rows * d * itemsize <= FWD_SPLIT_MAX_BYTES:
-        return "split", groups * nwin, v, block
     dtype = dtype or {4: "float32", 8: "float64"}[itemsize]
+    if nwin > 1 and (rows * d * itemsize <= FWD_SPLIT_MAX_BYTES or groups <= FWD_SPLIT_FEW_ROWS
+                     * resident_blocks(v, dtype, "layer_norm_forward")):
+        return "split", groups * nwin, v, block
     if v.pipe[dtype] and groups > 0:
         return "rows", min(groups, resident_blocks(v, dtype, "layer_norm_forward")), v, block
     return "rows", groups, v, block
@@ -124,9 +142,10 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
     """LayerNorm of every row of ``x`` (rows, D) into ``y``; ``stats``
     (2, rows) receives ``mean`` and ``rstd``.
 
-    ``w`` and ``b`` are 1-D arrays (a 1-element dummy when absent; ``flags``
-    says which are real); ``eps`` a scalar of x's dtype.  ``work``: as in
-    :func:`backward`.
+    ``w`` and ``b`` are 1-D arrays (a dummy of a few values when absent;
+    ``flags`` says which are real; :func:`full_params` replaces it where
+    the variant needs D values); ``eps`` a scalar of x's dtype.  ``work``:
+    as in :func:`backward`.
     """
     rows, d = x.shape
     if rows == 0 or d == 0:
@@ -134,6 +153,8 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
     name = _NAME[x.dtype.char]
     kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize, name)
     if kind == "rows":
+        if v.direct_wb and flags != K.HAS_WEIGHT | K.HAS_BIAS:
+            w, b = full_params(w, b, flags, d, x.dtype, stream, work)
         kernel = v.fwd[name]
         if name in v.vec and vector_ok(v.vec[name], d, x, y, w, b):
             kernel = v.fwd_vec[name]
@@ -146,6 +167,23 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
     _go(v.fwd_part[name], name, "layer_norm_forward_split_stats", grid, block, stream, x, part)
     _go(v.fwd_apply[name], name, "layer_norm_forward_split_apply", grid, block, stream,
         x, w, b, np.int32(flags), eps, part, y, stats)
+
+
+def full_params(w, b, flags, d, dtype, stream, work=None):
+    """``(w, b)`` with an absent one (``flags``) replaced by ``d`` ones (the
+    weight) or ``d`` times ``-0.0`` (the bias), for the forward of the
+    variants of :data:`~numba_ln.gpu._kernels.DIRECT_WB`, which read both at
+    every column and apply them with no select: ``h * 1 + -0.0`` is ``h``
+    bit for bit (``-0.0 + -0.0`` is ``-0.0``), so the result is that of
+    no weight or bias.  Kept in ``work`` (see :func:`scratch`)."""
+    name = _NAME[np.dtype(dtype).char]
+    if not flags & K.HAS_WEIGHT:
+        w = scratch(work, ("ones", d, name),
+                    lambda: cuda.to_device(np.ones(d, dtype), stream=stream))
+    if not flags & K.HAS_BIAS:
+        b = scratch(work, ("-zeros", d, name),
+                    lambda: cuda.to_device(np.full(d, -0.0, dtype), stream=stream))
+    return w, b
 
 
 def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
