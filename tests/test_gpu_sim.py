@@ -675,11 +675,13 @@ def test_tune_forward_plans(monkeypatch):
     tune = load_tune_script()
     monkeypatch.setattr(bench, "_sets_for", lambda *a, **k: 2)
     monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)  # (x "too large for L2")
+    few = _launch.FWD_SPLIT_FEW_ROWS
+    assert 4 <= few * _launch.BWD_SIM_SLOTS < 5  # (4 rows split, 5 looped)
     res = tune.tune_forward_plans((4, 300), "float32", 1, float("inf"), batch=1, warmup=0)
     assert [(r["plan"], r["grid"], r["committed"]) for r in res] == [
         ("split", 8, True), ("rows", 4, False)]
     assert all("ms" in r and r["max_abs_diff"] < 1e-5 for r in res)  # (ms: -1 here)
-    assert _launch.FWD_SPLIT_FEW_ROWS == 0.5
+    assert _launch.FWD_SPLIT_FEW_ROWS == few
     md = tune.markdown(res)
     assert "Forward plans" in md and md.count("| 4x300 | float32 |") == 2
 
