@@ -75,7 +75,7 @@ def _stub_gpu():
     _launch.resident_blocks = lambda v, dtype, kind="layer_norm_backward": 660
     work = {}
     _api._workspace = lambda stream: work
-    for v in _kernels.VARIANTS:
+    for v in _kernels.ALL_VARIANTS:
         for attr in ("fwd", "bwd", "fwd_part", "fwd_apply", "bwd_rowsums", "fwd_vec", "bwd_vec"):
             table = getattr(v, attr)
             for k in table:

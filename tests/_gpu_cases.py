@@ -26,16 +26,20 @@ def load_tune_script():
     return load_script("gpu_tune")
 
 
+def _jit(fn, tpr, blocks):
+    """``fn`` compiled as variant ``tpr``'s kernels are, for ``blocks`` a
+    multiprocessor (no launch bound under the simulator)."""
+    if _kernels.SIM:
+        return cuda.jit(fn)
+    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+    return cuda.jit(launch_bounds=(threads, blocks) if blocks > 1 else (threads,))(fn)
+
+
 def _forward_candidate(tpr, kv, pipe, blocks, opts):
     key = (tpr, kv, pipe, blocks, tuple(sorted(opts.items())))
     if key not in _CANDIDATES:
         fn = _kernels._make_variant(tpr, kv, False, pipe, **opts)["layer_norm_forward"]
-        threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
-        if _kernels.SIM:
-            _CANDIDATES[key] = cuda.jit(fn)
-        else:
-            bounds = (threads, blocks) if blocks > 1 else (threads,)
-            _CANDIDATES[key] = cuda.jit(launch_bounds=bounds)(fn)
+        _CANDIDATES[key] = _jit(fn, tpr, blocks)
     return _CANDIDATES[key]
 
 
@@ -78,14 +82,9 @@ def check_vector_backward(tpr, kv, pipe, dtype, rng, tol, blocks=1, vec=2):
     several groups a block or a block a row, several row slots, rows that
     leave threads wholly or partly past the end (multiples of ``vec``
     columns, as the vector loads need)."""
-    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
-    R = threads // tpr
-    if _kernels.SIM:
-        jit = cuda.jit
-    else:
-        jit = cuda.jit(launch_bounds=(threads, blocks) if blocks > 1 else (threads,))
-    kern = {v: jit(_kernels._make_variant(tpr, kv, False, pipe, vec=v)["layer_norm_backward"])
-            for v in (1, vec)}
+    R = (_kernels.MAX_THREADS if tpr <= 32 else tpr) // tpr
+    kern = {v: _jit(_kernels._make_variant(tpr, kv, False, pipe, vec=v)["layer_norm_backward"],
+                    tpr, blocks) for v in (1, vec)}
     cap = tpr * kv
     for d in sorted({d for d in (cap, cap - vec, tpr * vec + vec, tpr + vec, vec) if d <= cap}):
         (ref_dx, ref_dw, _), out = run_backward_builds(kern, tpr, R, 5 * R + 3, d, dtype, rng, 3)

@@ -113,7 +113,7 @@ def test_rows_are_stored_after_their_loads(ptx):
     from numba_ln.gpu import _kernels
 
     _, table = ptx
-    by_suffix = {v.suffix: v for v in _kernels.VARIANTS + (_kernels.LONG,) if v is not None}
+    by_suffix = {v.suffix: v for v in _kernels.ALL_VARIANTS}
     for key, text in table.items():
         if _kernels.KINDS[key] not in ("layer_norm_forward", "layer_norm_backward",
                                        "layer_norm_forward_split_apply"):

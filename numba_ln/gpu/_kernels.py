@@ -985,10 +985,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     always, ones and ``-0.0`` standing in for an absent one (``h * 1 + -0.0``
     is ``h``, bit for bit).  Without it, the index is clamped to the array
     (a dummy of a few values may stand in) and the flags select.
-    ``chan``, ``acc_smem``, ``store_chunk``, ``vec`` and ``wb_direct`` are
-    candidates of ``scripts/gpu_tune.py``, not in :data:`TABLE` (the first
-    three measured slower or no better on an H200: docs/gpu_bench_h200.md;
-    ``vec`` and ``wb_direct`` not yet measured).
+    ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
+    ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
+    better on an H200: docs/gpu_bench_h200.md); ``vec`` and ``wb_direct``
+    are candidates too, not yet measured, which the variants of
+    :data:`VECTOR` and :data:`DIRECT_WB` take (none on a GPU yet).
 
     ``pipe``: software
     pipelining.  A block walks its rows with the next row's loads issued
@@ -1497,6 +1498,9 @@ LONG_ROWS = (32, 4, {"float32": (None, 1), "float64": (None, 1)}, 16) if SIM els
 #: The :class:`Variant` of :data:`LONG_ROWS`, or None.
 LONG = None if LONG_ROWS is None else Variant(*LONG_ROWS[:3], loops=True, tag="w",
                                               grid=LONG_ROWS[3])
+
+#: Every variant whose kernels are in :data:`KERNELS`: :data:`VARIANTS` and :data:`LONG`.
+ALL_VARIANTS = VARIANTS + (() if LONG is None else (LONG,))
 
 
 def variant(d, pass_="forward"):
