@@ -58,56 +58,37 @@ def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wb
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
-#: variant is added to each list.  The fourth sweep (next GPU session):
+#: variant is added to each list.  The fourth sweep (session 9, H200,
+#: docs/gpu_bench_h200.md) measured vector pieces, direct w/b reads and
+#: narrower windows at the benchmark shapes; what won is committed
+#: (``VECTOR``, ``DIRECT_WB``, ``LONG_ROWS`` in numba_ln/gpu/_kernels.py).
+#: The fifth sweep: the same changes in the variants that no benchmark
+#: shape reaches, and two questions the fourth left open:
 #:
-#: - vector pieces (4 floats, 2 doubles: 16-byte loads and stores; at
-#:   4096x1024 also 2 floats) against the committed scalar columns, in each
-#:   benchmark shape's forward variant and in the backward variants that
-#:   hold their rows.  ``ptxas -v`` for sm_90: they take the registers of the
-#:   scalar kernels (+0-6), with no new spills but in the 512x8 float32
-#:   backward at 2 blocks (84 -> 120 bytes; also tried at 1); 2 floats in the
-#:   128x8 forward spill 24 bytes;
-#: - the forward reading w[j], b[j] at the row's base address with no clamp
-#:   or select (``wbd``), alone and with vector pieces: of the float32
-#:   forward's changes since 40927eb (5-10% slower at four shapes,
-#:   unexplained), the clamped, selected w/b reads are the one a candidate
-#:   can undo (``scripts/gpu_ab.py`` compares the whole trees);
-#: - the 512x16 backward with the L2 prefetch and 8 columns a store chunk
-#:   (each was faster alone, untried together);
-#: - at 32x65536 (backward 27% slower than in 40927eb, 15% of copy): 32 row
-#:   slots of the widest variant (256x32, 8 windows a row) write and re-read
-#:   16 MB of partial sums, twice the input.  Narrower windows let fewer
-#:   slots fill the GPU: 128x16 in 32 windows x 8 slots, 64x16 in 64 x 4
-#:   (256 blocks each; partials 4 and 2 MB), and the widest with 4 slots;
-#: - at every shape, the column sums alone in blocks of 8 to 64 columns
-#:   (:func:`tune_col_sums`): at 32x65536 they took 14.8 of the backward's
-#:   57.5 us, 16 MB of partials read in blocks of 16 columns (64-byte pieces
-#:   of a row) where 40927eb read them 32 columns at a time.
-#:
-#: The one-reduction statistics and the shared accumulators are no longer
-#: swept (1.2-2.9x and 3-27% slower in the third sweep).
+#: - vector pieces of 4 floats with direct w, b (and the direct reads alone)
+#:   in the float32 forward of 32x8 (D <= 256), 32x16 (<= 512), 128x16
+#:   (<= 2048) and 8x8 (<= 64); pieces in the 32x8 and 8x8 backward (they
+#:   hold their rows);
+#: - whether the 512x8 float32 backward's gain (55% -> 74% of copy at
+#:   4096x4096) came from the pieces or from one block a multiprocessor
+#:   (109 registers instead of 64 and 64 bytes of spills): the scalar
+#:   kernel at one block;
+#: - the float64 backward at 32x65536: the committed LONG_ROWS (128x16 at 3
+#:   blocks, 8 row slots; its float64 timing unmeasured) against the widest
+#:   variant in a slot a row.
 PLAN = [
-    ((4096, 1024), "float32",
-     [C(128, 8, 8, True, vec=4), C(128, 8, 8, True, vec=2), C(128, 8, 8, True, wbd=True),
-      C(128, 8, 8, True, vec=4, wbd=True)],
-     [C(128, 8, 5, True, vec=4)]),
-    ((65536, 128), "float32",
-     [C(16, 8, 4, True, vec=4), C(16, 8, 4, True, wbd=True), C(16, 8, 4, True, vec=4, wbd=True)],
-     [C(16, 8, 3, True, vec=4)]),
-    ((4096, 4096), "float32",
-     [C(256, 16, 2, True, vec=4), C(256, 16, 2, True, wbd=True),
-      C(256, 16, 2, True, vec=4, wbd=True)],
-     [C(512, 8, 2, True, vec=4), C(512, 8, 1, True, vec=4)]),
-    ((16384, 8192), "float32",
-     [C(512, 16, 1, True, vec=4), C(512, 16, 1, True, wbd=True),
-      C(512, 16, 1, True, vec=4, wbd=True)],
-     [C(512, 16, 1, True, ks=8, l2=True)]),
-    ((4096, 4096), "float64",
-     [C(256, 16, 2, False, vec=2), C(256, 16, 2, False, vec=4), C(256, 16, 2, False, wbd=True)],
-     [C(512, 8, 1, True, vec=2)]),
-    ((32, 65536), "float32", [],
-     [C(128, 16, 4, False, loops=True, slots=8), C(64, 16, 8, False, loops=True, slots=4),
-      C(256, 32, 2, False, loops=True, slots=4)]),
+    ((4096, 2048), "float32",
+     [C(128, 16, 5, True, vec=4, wbd=True), C(128, 16, 5, True, wbd=True)], []),
+    ((4096, 256), "float32",
+     [C(32, 8, 4, True, vec=4, wbd=True), C(32, 8, 4, True, wbd=True)],
+     [C(32, 8, 3, True, vec=4)]),
+    ((4096, 4096), "float32", [], [C(512, 8, 1, True)]),
+    ((32, 65536), "float64", [], [C(256, 32, 1, False, loops=True)]),
+    ((4096, 512), "float32",
+     [C(32, 16, 2, True, vec=4, wbd=True), C(32, 16, 2, True, wbd=True)], []),
+    ((16384, 64), "float32",
+     [C(8, 8, 4, True, vec=4, wbd=True), C(8, 8, 4, True, wbd=True)],
+     [C(8, 8, 3, True, vec=4)]),
 ]
 
 
@@ -135,9 +116,9 @@ def _committed(shape, dtype, pass_):
         slots = G if v.grid else None
     blocks = v.blocks[dtype][0 if pass_ == "forward" else 1]
     l2 = pass_ == "backward" and (v.tpr, v.kv) in K.L2_PREFETCH
-    vec = v.vec.get(dtype, 1) if dtype in (v.fwd_vec if pass_ == "forward" else v.bwd_vec) else 1
+    vec = (v.fwd_width if pass_ == "forward" else v.bwd_width).get(dtype, 1)
     return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec,
-             wbd=pass_ == "forward" and v.direct_wb, loops=v.loops, slots=slots)
+             wbd=pass_ == "forward" and dtype in v.direct_wb, loops=v.loops, slots=slots)
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):

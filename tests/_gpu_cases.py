@@ -157,3 +157,104 @@ def check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks=1, **o
         np.testing.assert_allclose(got[0], ry[0], rtol=0, atol=loose)
         np.testing.assert_allclose(gm[0], rm[0], rtol=loose)
         np.testing.assert_allclose(gr[0], rr[0], rtol=loose)
+
+
+def misaligned(a):
+    """A copy of host array ``a`` on the device, its data one value past an
+    aligned address (a C-contiguous view into a larger array)."""
+    big = cuda.to_device(np.concatenate([np.zeros(1, a.dtype), a.ravel()]))
+    return big[1:].reshape(a.shape)
+
+
+def check_direct_wb_variant(d, dtype, rng, tol):
+    """The forward of rows of ``d`` through the public call, where its variant
+    is of :data:`~numba_ln.gpu._kernels.DIRECT_WB` (it reads w and b at every
+    column and applies them with no select; an absent one is passed as D
+    ones or D times -0.0): the bits of the same variant's kernel that
+    selects (with a dummy of 4 values), -0.0 and zeros included, in every
+    combination of weight and bias, and the float64 reference within
+    ``tol``."""
+    from numba_ln import gpu
+    from numba_ln.gpu import _launch
+
+    name = np.dtype(dtype).name
+    v = _kernels.variant(d)
+    rows = 2 * v.rows_per_block + 1
+    x = rng.standard_normal((rows, d)).astype(dtype)
+    x[1] = 0.0  # rows of zeros: y is +0.0 or -0.0, kept as the select gives it
+    x[2, : d // 2] = -1.0
+    x[2, d // 2:] = 1.0
+    w = rng.standard_normal(d).astype(dtype)
+    b = rng.standard_normal(d).astype(dtype)
+    fns = _kernels._make_variant(v.tpr, v.kv, False, v.pipe[name], vec=v.fwd_width.get(name, 1),
+                                 vec_access=False)
+    selecting = _jit(fns["layer_norm_forward"], v.tpr, v.blocks[name][0])
+    kind, grid, _, block = _launch.forward_plan(rows, d, x.itemsize, name)
+    assert kind == "rows"
+    dummy = cuda.to_device(np.zeros(4, dtype))
+    for ww, bb in ((w, b), (w, None), (None, b), (None, None)):
+        got = gpu.layer_norm(cuda.to_device(x), None if ww is None else cuda.to_device(ww),
+                             None if bb is None else cuda.to_device(bb)).copy_to_host()
+        flags = (_kernels.HAS_WEIGHT if ww is not None else 0) | (
+            _kernels.HAS_BIAS if bb is not None else 0)
+        y = cuda.device_array_like(x)
+        stats = cuda.device_array((2, rows), dtype)
+        selecting[grid, block](cuda.to_device(x), dummy if ww is None else cuda.to_device(ww),
+                               dummy if bb is None else cuda.to_device(bb), np.int32(flags),
+                               dtype(1e-5), y, stats)
+        want = y.copy_to_host()
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (d, ww is None, bb is None)
+        np.testing.assert_allclose(got, ln_ref(x, ww, bb, (1,))[0], **tol)
+    assert _launch.full_params(dummy, dummy, 0, d, dtype, 0)[1].copy_to_host().tobytes() == \
+        np.full(d, -0.0, dtype).tobytes()
+
+
+def check_vector_variant(d, dtype, rng, tol, monkeypatch):
+    """The public calls on rows of ``d``, where a pass's variant is of
+    :data:`~numba_ln.gpu._kernels.VECTOR`: aligned arrays go to its
+    vector-access build, others (an input one value off, or D not a multiple
+    of the width) to the same layout a value at a time, with the same bits,
+    forward (with and without a weight: its dummy) and backward; a pass
+    without pieces takes its plain kernel.  Results within ``tol`` of the
+    float64 reference."""
+    from numba_ln import gpu
+    from numba_ln.gpu import _launch
+
+    launched = []
+    go = _launch._go
+
+    def spy(kernel, *args):
+        launched.append(kernel)
+        return go(kernel, *args)
+
+    monkeypatch.setattr(_launch, "_go", spy)
+    name = np.dtype(dtype).name
+    fv, bv = _kernels.variant(d), _kernels.variant(d, "backward")
+    assert (fv.tpr, fv.kv) in _kernels.VECTOR or (bv.tpr, bv.kv) in _kernels.VECTOR
+    fwidth, bwidth = fv.fwd_width.get(name, 1), bv.bwd_width.get(name, 1)
+    rows = 2 * max(fv.rows_per_block, bv.rows_per_block) + 1
+    x = rng.standard_normal((rows, d)).astype(dtype)
+    dy = rng.standard_normal((rows, d)).astype(dtype)
+    w = rng.standard_normal(d).astype(dtype)
+    b = rng.standard_normal(d).astype(dtype)
+    outs = {}
+    for aligned in (True, False):
+        place = cuda.to_device if aligned else misaligned
+        launched.clear()
+        y, m, r = gpu.layer_norm(place(x), place(w), place(b), return_stats=True)
+        y0 = gpu.layer_norm(place(x), bias=place(b))
+        dx, dw, db = gpu.layer_norm_backward(place(dy), place(x), m, r, place(w))
+        fvec = fwidth > 1 and aligned and d % fwidth == 0
+        bvec = bwidth > 1 and aligned and d % bwidth == 0
+        assert launched[0] is (fv.fwd_vec if fvec else fv.fwd)[name]
+        assert launched[1] is (fv.fwd_vec if fvec else fv.fwd)[name]
+        assert launched[2] is (bv.bwd_vec if bvec else bv.bwd)[name]
+        outs[aligned] = [a.copy_to_host() for a in (y, m, r, y0, dx, dw, db)]
+    for a, b_ in zip(outs[True], outs[False]):
+        assert np.array_equal(a, b_)
+    ry, rm, rr = ln_ref(x, w, b, (1,))
+    np.testing.assert_allclose(outs[True][0], ry, **tol)
+    np.testing.assert_allclose(outs[True][3], ln_ref(x, None, b, (1,))[0], **tol)
+    rdx, rdw, rdb = ln_backward_ref(dy, x, w, 1, mean=outs[True][1], rstd=outs[True][2])
+    np.testing.assert_allclose(outs[True][4], rdx, **tol)
+    np.testing.assert_allclose(outs[True][5], rdw, rtol=1e-4, atol=1e-4 * max(1, rows ** 0.5))

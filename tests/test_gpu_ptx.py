@@ -41,6 +41,19 @@ F64 = re.compile(r"^\s*(?:@!?%p\d+\s+)?[a-z]+(?:\.[a-z0-9]+)*\.f64\b", re.M)
 ATOMIC = re.compile(r"^\s*(?:@!?%p\d+\s+)?(?:atom|red)\.", re.M)
 
 
+def _parts(key):
+    """``(kind, variant suffix, vector tag, dtype)`` of a kernel's name:
+    ``layer_norm_forward_128x8_v4[float32]`` gives ``("layer_norm_forward",
+    "128x8", "_v4", "float32")``, the column sums' ``""`` for the suffix."""
+    from numba_ln.gpu import _kernels
+
+    kind = _kernels.KINDS[key]
+    base, dt = key[:-1].split("[")
+    assert base.startswith(kind), key
+    suffix, v, width = base[len(kind) + 1:].partition("_v")
+    return kind, suffix, v + width, dt
+
+
 @pytest.fixture(scope="module", params=CCS, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
 def ptx(request):
     from numba_ln import gpu
@@ -57,9 +70,7 @@ def test_every_kernel_in_every_dtype(ptx):
     assert set(table) == set(_kernels.KERNELS)
     # every kind of kernel in every dtype, every variant's row kernels
     kinds = set(gpu.signatures("float32"))
-    assert {(k.split("[")[0].rsplit("_", 1)[0] if _kernels.KINDS[k] != "layer_norm_backward_colsum"
-             else _kernels.KINDS[k], k.split("[")[1][:-1]) for k in table} == \
-        {(kind, dt) for kind in kinds for dt in gpu.DTYPES}
+    assert {_parts(k)[::3] for k in table} == {(kind, dt) for kind in kinds for dt in gpu.DTYPES}
     for v in _kernels.VARIANTS:
         assert v.passes
         for dt in gpu.DTYPES:
@@ -99,7 +110,24 @@ def test_row_kernels_use_shuffles_and_registers(ptx):
         assert ".local" not in text, f"{key} spills an array to local memory"
         assert not ATOMIC.search(text), f"{key} uses atomics"
         if _kernels.KINDS[key] == "layer_norm_forward":
-            assert re.search(r"ld\.global\.f(32|64)\s+%fd?\d+, \[%rd\d+\+\d+\]", text), key
+            assert re.search(r"ld\.global(\.v[24])?\.f(32|64)\s+(%fd?\d+|\{[^}]+\}), "
+                             r"\[%rd\d+\+\d+\]", text), key
+
+
+@needs_nvvm
+def test_vector_builds_use_vector_accesses(ptx):
+    """The vector-access builds of the variants of VECTOR read and write
+    pieces (16 bytes: 4 floats or 2 doubles) with vector loads and stores;
+    their value-at-a-time builds (for unaligned arrays) and every other
+    kernel, none."""
+    from numba_ln.gpu import _kernels
+
+    _, table = ptx
+    vector = {key for key in table if _parts(key)[2]}
+    assert len(vector) == sum(len(v.fwd_vec) + len(v.bwd_vec) for v in _kernels.ALL_VARIANTS)
+    for key, text in table.items():
+        n = len(re.findall(r"(ld|st)\.global\.v[24]\.f(32|64)", text))
+        assert (n > 0) == (key in vector), (key, n)
 
 
 @needs_nvvm
@@ -118,7 +146,7 @@ def test_rows_are_stored_after_their_loads(ptx):
         if _kernels.KINDS[key] not in ("layer_norm_forward", "layer_norm_backward",
                                        "layer_norm_forward_split_apply"):
             continue
-        v = by_suffix[key.split("[")[0].rsplit("_", 1)[1]]
+        v = by_suffix[_parts(key)[1]]
         seq = re.findall(r"^\s*(?:@!?%p\d+\s+)?(ld|st)\.global", text, re.M)
         back = sum(1 for a, b in zip(seq, seq[1:]) if (a, b) == ("st", "ld"))
         assert back <= 3 * v.kv // _kernels.STORE_CHUNK, (key, back)
@@ -196,7 +224,7 @@ def test_one_reduction_statistics_candidates_compile(cc):
 @pytest.mark.parametrize("tpr,kv", [(16, 8), (128, 8), (512, 8)])
 def test_vector_builds_compile(tpr, kv):
     """Both builds of a variant with vector pieces (what VECTOR in _kernels.py
-    would compile; empty on a GPU until measured): the vector-access one with
+    compiles, in both dtypes and passes): the vector-access one with
     vector loads and stores, the value-at-a-time one with none, float32
     arithmetic only in float32, forward and backward."""
     from numba import cuda

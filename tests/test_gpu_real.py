@@ -109,6 +109,33 @@ def test_every_variant_at_its_capacity_edges(d, dtype):
     np.testing.assert_allclose(db.copy_to_host(), dbr, **red)
 
 
+# Rows that fill a variant of VECTOR or DIRECT_WB (the committed tables), and
+# one column fewer (D not a multiple of the pieces; threads partly past the end).
+_VEC_D = sorted({tpr * kv - o for tpr, kv in {*_kernels.VECTOR, *_kernels.DIRECT_WB}
+                 for o in (0, 1)})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", _VEC_D)
+def test_committed_vector_variants_give_the_same_bits_aligned_or_not(d, dtype, monkeypatch):
+    """The committed variants with vector pieces through the public calls:
+    aligned arrays take the vector-access build, others the same layout a
+    value at a time, with the same bits (see check_vector_variant)."""
+    from _gpu_cases import check_vector_variant
+
+    check_vector_variant(d, dtype, RNG, _tol(dtype, d), monkeypatch)
+
+
+@pytest.mark.parametrize("d", [d for d in _VEC_D if "float32" in _kernels.variant(d).direct_wb])
+def test_committed_direct_wb_variants_give_the_bits_of_no_weight_or_bias(d):
+    """The committed forward that reads w, b directly (float32): with an
+    absent weight or bias, the bits of the kernel that selects (see
+    check_direct_wb_variant)."""
+    from _gpu_cases import check_direct_wb_variant
+
+    check_direct_wb_variant(d, np.float32, RNG, _tol(np.float32, d))
+
+
 @pytest.mark.parametrize("shape,axis", [((6, 50, 7), 1), ((4, 30, 40), (0, 2)),
                                         ((3, 5, 7, 11), (1, 2, 3)), ((2000, 3), 0)])
 def test_non_trailing_and_multiple_axes(shape, axis):

@@ -641,9 +641,13 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         == [(long.tpr, long.kv, 1, 3)]
     assert {r["store_chunk"] for r in rows} == {1, 2}
     # vector pieces: a candidate at D = 30; at D = 64, a VECTOR variant under the
-    # simulator, the committed kernels and the direct w, b candidate
-    assert sum(r["vec"] == 2 for r in rows) == 6
-    assert all(r["vec"] == 2 for r in rows if r["shape"] in ([5, 64], [3, 12]) and r["committed"])
+    # simulator, the committed float64 backward (not its forward) and the
+    # direct w, b candidate; at D = 12 both committed passes
+    assert sum(r["vec"] == 2 for r in rows) == 5
+    assert {(tuple(r["shape"]), r["pass"]): r["vec"] for r in rows if r["committed"]
+            and r["shape"] in ([5, 64], [3, 12])} == {
+        ((5, 64), "forward"): 1, ((5, 64), "backward"): 2,
+        ((3, 12), "forward"): 2, ((3, 12), "backward"): 2}
     assert sum(r["wb_direct"] for r in rows) == 2
     assert [r["pass"] for r in rows if r["wb_direct"] and r["committed"]] == ["forward"]
     looped = [r for r in rows if r["loops"] and not r["committed"]]
@@ -689,95 +693,26 @@ def test_tune_forward_plans(monkeypatch):
 @pytest.mark.parametrize("d", [6, 7, 12, 15])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_direct_weight_and_bias_variants_give_the_bits_of_no_weight_or_bias(d, dtype):
-    """The variants of DIRECT_WB (here (4, 2) for 4 < D <= 8 and (8, 2), also
-    of VECTOR, for 8 < D <= 16) read w and b at every column and apply them
-    with no select: an absent one is passed as D ones or D times -0.0, which
-    gives the bits of the kernel that selects (with a dummy of 4 values),
-    -0.0 and zeros included, in every combination of weight and bias."""
-    name = np.dtype(dtype).name
+    """The variants of DIRECT_WB, here (4, 2) for 4 < D <= 8 and, in float32,
+    (8, 2), also of VECTOR, for 8 < D <= 16 (in float64 the (8, 2) forward
+    selects: the same bits, by the same comparison): see
+    check_direct_wb_variant."""
+    from _gpu_cases import check_direct_wb_variant
+
     v = _kernels.variant(d)
-    assert v.direct_wb and (v.tpr, v.kv) in _kernels.DIRECT_WB
-    rows = 2 * v.rows_per_block + 1
-    x = RNG.standard_normal((rows, d)).astype(dtype)
-    x[1] = 0.0  # rows of zeros: y is +0.0 or -0.0, kept as the select gives it
-    x[2, : d // 2] = -1.0
-    x[2, d // 2:] = 1.0
-    w = RNG.standard_normal(d).astype(dtype)
-    b = RNG.standard_normal(d).astype(dtype)
-    selecting = cuda.jit(_kernels._make_variant(v.tpr, v.kv, False, v.pipe[name],
-                                                vec=v.vec.get(name, 1),
-                                                vec_access=False)["layer_norm_forward"])
-    kind, grid, _, block = _launch.forward_plan(rows, d, x.itemsize, name)
-    dummy = cuda.to_device(np.zeros(4, dtype))
-    for ww, bb in ((w, b), (w, None), (None, b), (None, None)):
-        got = _host(gpu.layer_norm(cuda.to_device(x), None if ww is None else cuda.to_device(ww),
-                                   None if bb is None else cuda.to_device(bb)))
-        flags = (_kernels.HAS_WEIGHT if ww is not None else 0) | (
-            _kernels.HAS_BIAS if bb is not None else 0)
-        y = cuda.device_array_like(x)
-        stats = cuda.device_array((2, rows), dtype)
-        selecting[grid, block](cuda.to_device(x), dummy if ww is None else cuda.to_device(ww),
-                               dummy if bb is None else cuda.to_device(bb), np.int32(flags),
-                               dtype(1e-5), y, stats)
-        want = _host(y)
-        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (ww is None, bb is None)
-        np.testing.assert_allclose(got, ref_forward(x, ww, bb, (1,))[0], **_tol(dtype))
-    assert _launch.full_params(dummy, dummy, 0, d, dtype, 0)[1].copy_to_host().tobytes() == \
-        np.full(d, -0.0, dtype).tobytes()
-
-
-def _misaligned(a):
-    """A copy of host array ``a`` on the device, its data one value past an
-    aligned address (a C-contiguous view into a larger array)."""
-    big = cuda.to_device(np.concatenate([np.zeros(1, a.dtype), a.ravel()]))
-    return big[1:].reshape(a.shape)
+    assert np.dtype(dtype).name in v.direct_wb or (d > 8 and dtype == np.float64)
+    check_direct_wb_variant(d, dtype, RNG, _tol(dtype))
 
 
 @pytest.mark.parametrize("d", [12, 16, 13, 40, 64])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_vector_variants_give_the_same_bits_aligned_or_not(d, dtype, monkeypatch):
-    """The variants of VECTOR (here (8, 2) for 8 < D <= 16 and (32, 2) for
-    32 < D <= 64): aligned arrays go to their vector-access build, others
-    (an input one value off, or D not a multiple of the width) to the same
-    layout a value at a time, with the same bits, forward and backward, and
-    without a weight (the dummy)."""
-    launched = []
-    go = _launch._go
+    """The variants of VECTOR, here (8, 2) for 8 < D <= 16, both passes, and
+    (32, 2) for 32 < D <= 64, the float32 forward and the float64 backward:
+    see check_vector_variant."""
+    from _gpu_cases import check_vector_variant
 
-    def spy(kernel, *args):
-        launched.append(kernel)
-        return go(kernel, *args)
-
-    monkeypatch.setattr(_launch, "_go", spy)
-    name = np.dtype(dtype).name
-    fv, bv = _kernels.variant(d), _kernels.variant(d, "backward")
-    assert (fv.tpr, fv.kv) in _kernels.VECTOR and (bv.tpr, bv.kv) in _kernels.VECTOR
-    width = _kernels.VEC_WIDTH[name]
-    rows = 2 * fv.rows_per_block + 1
-    x = RNG.standard_normal((rows, d)).astype(dtype)
-    dy = RNG.standard_normal((rows, d)).astype(dtype)
-    w = RNG.standard_normal(d).astype(dtype)
-    b = RNG.standard_normal(d).astype(dtype)
-    outs = {}
-    for aligned in (True, False):
-        place = cuda.to_device if aligned else _misaligned
-        launched.clear()
-        y, m, r = gpu.layer_norm(place(x), place(w), place(b), return_stats=True)
-        y0 = gpu.layer_norm(place(x), bias=place(b))
-        dx, dw, db = gpu.layer_norm_backward(place(dy), place(x), m, r, place(w))
-        vec = aligned and d % width == 0
-        assert launched[0] is (fv.fwd_vec if vec else fv.fwd)[name]
-        assert launched[1] is (fv.fwd_vec if vec else fv.fwd)[name]
-        assert launched[2] is (bv.bwd_vec if vec else bv.bwd)[name]
-        outs[aligned] = [_host(a) for a in (y, m, r, y0, dx, dw, db)]
-    for a, b_ in zip(outs[True], outs[False]):
-        assert np.array_equal(a, b_)
-    ry, rm, rr = ref_forward(x, w, b, (1,))
-    np.testing.assert_allclose(outs[True][0], ry, **_tol(dtype))
-    np.testing.assert_allclose(outs[True][3], ref_forward(x, None, b, (1,))[0], **_tol(dtype))
-    rdx, rdw, rdb = ref_backward(dy, x, w, 1, mean=outs[True][1], rstd=outs[True][2])
-    np.testing.assert_allclose(outs[True][4], rdx, **_tol(dtype))
-    np.testing.assert_allclose(outs[True][5], rdw, rtol=1e-4, atol=1e-4)
+    check_vector_variant(d, dtype, RNG, _tol(dtype), monkeypatch)
 
 
 def test_kernel_table_is_complete():
@@ -797,17 +732,23 @@ def test_kernel_table_is_complete():
             v = _kernels.variant(d, p)
             assert p in v.passes and (d <= v.capacity or v is _kernels.VARIANTS[-1])
     assert [v.loops for v in _kernels.VARIANTS] == [False] * (len(_kernels.VARIANTS) - 1) + [True]
-    # the variants of VECTOR: a vector-access build of each pass beside the plain one
+    # the variants of VECTOR: a vector-access build of a pass with pieces
+    # beside the plain one (a backward takes pieces only where it holds its row)
     for v in _kernels.VARIANTS:
-        vector = (v.tpr, v.kv) in _kernels.VECTOR
         for dt in gpu.DTYPES:
-            assert (dt in v.vec) == vector and (dt in v.fwd_vec) == vector
-            if vector:
-                assert v.fwd_vec[dt] is _kernels.KERNELS[
-                    f"layer_norm_forward_{v.suffix}_v{v.vec[dt]}[{dt}]"]
-                assert (dt in v.bwd_vec) == v.hold
-    assert _kernels.VECTOR <= {(v.tpr, v.kv) for v in _kernels.VARIANTS[:-1]}
-    assert {(v.tpr, v.kv) for v in _kernels.VARIANTS if v.direct_wb} == _kernels.DIRECT_WB
+            fw, bw = _kernels.VECTOR.get((v.tpr, v.kv), {}).get(dt) or (None, None)
+            bw = bw if v.hold else None
+            assert v.fwd_width.get(dt) == fw and v.bwd_width.get(dt) == bw
+            for p, width, builds in (("forward", fw, v.fwd_vec), ("backward", bw, v.bwd_vec)):
+                assert (dt in builds) == (width is not None)
+                if width is not None:
+                    assert builds[dt] is _kernels.KERNELS[
+                        f"layer_norm_{p}_{v.suffix}_v{width}[{dt}]"]
+    assert set(_kernels.VECTOR) <= {(v.tpr, v.kv) for v in _kernels.VARIANTS[:-1]}
+    # one pass of one dtype with pieces, the other without (as on a GPU)
+    assert any(None in widths for entry in _kernels.VECTOR.values() for widths in entry.values())
+    assert {(v.tpr, v.kv): v.direct_wb for v in _kernels.VARIANTS if v.direct_wb} == {
+        k: frozenset(dts) for k, dts in _kernels.DIRECT_WB.items()}
     # the variant of few long rows: a backward over column windows, its own names
     long = _kernels.LONG
     assert long.passes == ("backward",) and long.loops and not long.hold

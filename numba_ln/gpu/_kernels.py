@@ -33,11 +33,11 @@ read from DRAM once.  The loads use a clamped column index and mask the value
 The widest variant's forward loops over its rows, re-reading them from L1/L2
 (it takes only rows longer than its capacity: an earlier variant of the same
 capacity holds the others; a test checks this).  Few such rows may take a
-backward of narrower windows instead (:data:`LONG_ROWS`; none yet on a GPU).
+backward of narrower windows instead (:data:`LONG_ROWS`).
 A column is only ever read and written by the thread that owns it, and read
 before it is written, so every kernel is safe in place (``y`` may be ``x``,
 ``dx`` may be ``dy``).
-The variants of :data:`VECTOR` (none yet on a GPU) lay a thread's columns
+The variants of :data:`VECTOR` lay a thread's columns
 out in pieces of 2-4 adjacent values instead, read and written by 16-byte
 vector accesses where the arrays are aligned (:func:`_col`, ``vec`` of
 :func:`_make_variant`).
@@ -124,7 +124,7 @@ else:
         (128, 8, {"float32": (8, 5), "float64": (4, 4)}),
         (128, 16, {"float32": (5, 4), "float64": (3, 3)}),
         (256, 16, {"float32": (2, None), "float64": (2, None)}),
-        (512, 8, {"float32": (None, 2), "float64": (None, 1)}),
+        (512, 8, {"float32": (None, 1), "float64": (None, 1)}),
         (512, 16, {"float32": (1, 1), "float64": (1, 1)}),
         (256, 32, {"float32": (2, 2), "float64": (1, 1)}),
     )
@@ -143,29 +143,51 @@ else:
 #: caches: a no-op there), one variant that re-reads its row, for the path.
 L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
 
-#: ``(tpr, kv)`` of the variants whose threads hold their columns in vector
-#: pieces of ``VEC_WIDTH[dtype]`` adjacent values (``vec`` of
-#: :func:`_make_variant`; not the widest variant).  Their kernels come in two
-#: builds of that layout: ``fwd_vec``/``bwd_vec`` read and write whole pieces
-#: by vector accesses, for arrays aligned for them
+#: Vector pieces: ``{(tpr, kv): {dtype: (forward, backward)}}``, the width
+#: of the pieces of adjacent values in which a thread of that variant holds
+#: its columns in each pass (``vec`` of :func:`_make_variant`; None or an
+#: absent dtype: a value at a time; not the widest variant).  Their kernels
+#: come in two builds of that layout: ``fwd_vec``/``bwd_vec`` read and write
+#: whole pieces by vector accesses, for arrays aligned for them
 #: (:func:`numba_ln.gpu._launch.vector_ok`); ``fwd``/``bwd`` a value at a
 #: time, for any others.  Both give the same bits.  A backward that cannot
-#: take pieces (its row not held in registers) keeps the plain layout.  None
-#: on a GPU yet: vector pieces are the fourth sweep's candidates
-#: (scripts/gpu_tune.py), unmeasured.  Under the simulator, two variants, so
-#: that the builds and their choice are tested.
-VECTOR = {(8, 2), (32, 2)} if SIM else set()
-VEC_WIDTH = {"float32": 2, "float64": 2} if SIM else {"float32": 4, "float64": 2}
+#: take pieces (its row not held in registers) keeps the plain layout.
+#: On an H200 (``scripts/gpu_tune.py``, session 9, docs/gpu_bench_h200.md),
+#: with the direct w, b reads below, 16-byte pieces of 4 floats took the
+#: float32 forward from 67-73% of copy bandwidth to 85-91% (4096x1024 128x8,
+#: 65536x128 16x8, 4096x4096 256x16, 16384x8192 512x16); the 512x8 float32
+#: backward with pieces and one block a multiprocessor (109 registers, no
+#: spills) from 55% to 74% at 4096x4096.  Pieces were slower in the 128x8
+#: float32 backward (63% -> 55%) and the float64 forward (2 doubles, 82% ->
+#: 78%); the other variants are unmeasured and keep a value at a time.
+#: Under the simulator, two variants, one with pieces in one pass of a dtype
+#: only, so that the builds and their choice are tested.
+VECTOR = {(8, 2): {"float32": (2, 2), "float64": (2, 2)},
+          (32, 2): {"float32": (2, None), "float64": (None, 2)}} if SIM else {
+    (16, 8): {"float32": (4, None)},
+    (128, 8): {"float32": (4, None)},
+    (256, 16): {"float32": (4, None)},
+    (512, 8): {"float32": (None, 4)},
+    (512, 16): {"float32": (4, None)},
+}
 
-#: ``(tpr, kv)`` of the variants whose forward reads ``w[j]``, ``b[j]``
-#: directly and applies them with no select (``wb_direct`` of
+#: ``{(tpr, kv): dtypes}`` of the variants whose forward reads ``w[j]``,
+#: ``b[j]`` directly and applies them with no select (``wb_direct`` of
 #: :func:`_make_variant`; not the widest variant).  They need a weight and a
 #: bias of the row's length: for an absent one,
 #: :func:`numba_ln.gpu._launch.forward` passes ones or ``-0.0`` (the same
-#: bits as no weight or bias).  None on a GPU yet: a candidate of the fourth
-#: sweep, unmeasured.  Under the simulator, two variants (a plain and a
-#: vector one), so that the path is tested.
-DIRECT_WB = {(4, 2), (8, 2)} if SIM else set()
+#: bits as no weight or bias).  On an H200 (session 9), in the float32
+#: forward of the four variants measured, 15-17% less time than the clamped,
+#: selected reads, and with vector pieces 4-7% less than the pieces alone;
+#: in the float64 forward (256x16) 1.6% more, so not taken there.  Under the
+#: simulator, two variants (a plain one and one of :data:`VECTOR`, float32
+#: only), so that the path is tested.
+DIRECT_WB = {(4, 2): ("float32", "float64"), (8, 2): ("float32",)} if SIM else {
+    (16, 8): ("float32",),
+    (128, 8): ("float32",),
+    (256, 16): ("float32",),
+    (512, 16): ("float32",),
+}
 
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
@@ -882,8 +904,9 @@ class Variant:
     dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
     plus, for the widest, ``fwd_part``, ``fwd_apply``, ``bwd_rowsums`` (for
     :data:`LONG`, ``bwd_rowsums``), and
-    for the variants of :data:`VECTOR`, ``vec`` (dtype name -> the pieces'
-    width), ``fwd_vec`` and ``bwd_vec`` (their vector-access builds).
+    for the variants of :data:`VECTOR`, ``fwd_width`` and ``bwd_width``
+    (dtype name -> the pieces' width in that pass), ``fwd_vec`` and
+    ``bwd_vec`` (their vector-access builds).
     """
 
     def __init__(self, tpr, kv, blocks, loops, tag="", grid=None):
@@ -905,35 +928,36 @@ class Variant:
                             if blocks[DTYPES[0]][i] is not None)
         for attr in set(_ATTR.values()):
             setattr(self, attr, {})
-        self.vec, self.fwd_vec, self.bwd_vec = {}, {}, {}
-        #: the forward reads w[j], b[j] directly: w and b of D values (DIRECT_WB)
-        self.direct_wb = (tpr, kv) in DIRECT_WB
+        #: dtype name -> the width of the vector pieces of the forward, of the
+        #: backward (:data:`VECTOR`), where that pass has a vector-access build
+        self.fwd_width, self.bwd_width, self.fwd_vec, self.bwd_vec = {}, {}, {}, {}
+        #: dtype names whose forward reads w[j], b[j] directly: w and b of D
+        #: values (:data:`DIRECT_WB`)
+        self.direct_wb = frozenset(DIRECT_WB.get((tpr, kv), ()))
         assert not (loops and self.direct_wb), "the widest variant selects w and b"
         for dtype in DTYPES:
-            l2 = (tpr, kv) in L2_PREFETCH
-            pipe = self.pipe[dtype]
-            width = VEC_WIDTH[dtype] if (tpr, kv) in VECTOR else 1
-            plain = _make_variant(tpr, kv, loops, pipe, l2_prefetch=l2, vec=width,
-                                  vec_access=False, wb_direct=self.direct_wb)
-            builds = [("", plain)]
-            if width > 1:
-                assert not loops, "the widest variant cannot take vector pieces"
-                self.vec[dtype] = width
-                builds.append((f"_v{width}", _make_variant(tpr, kv, loops, pipe, l2_prefetch=l2,
-                                                           vec=width, wb_direct=self.direct_wb)))
-                if "layer_norm_backward" not in plain:  # it cannot take pieces
-                    plain["layer_norm_backward"] = _make_variant(
-                        tpr, kv, loops, pipe, l2_prefetch=l2)["layer_norm_backward"]
-            for tag, fns in builds:
-                for kind, fn in fns.items():
-                    n = blocks[dtype][0 if kind.startswith("layer_norm_forward") else 1]
-                    if n is None:
-                        continue
-                    key = f"{kind}_{self.suffix}{tag}[{dtype}]"
-                    kernel = _jit_kernel(fn, key, self.threads, n)
-                    attr = _ATTR[kind] + ("_vec" if tag else "")
-                    getattr(self, attr)[dtype] = KERNELS[key] = kernel
-                    KINDS[key] = kind
+            widths = VECTOR.get((tpr, kv), {}).get(dtype) or (None, None)
+            assert not (loops and any(widths)), "the widest variant cannot take vector pieces"
+            for i, pass_ in enumerate(("forward", "backward")):
+                n = blocks[dtype][i]
+                if n is None:
+                    continue
+                args = (pass_, tpr, kv, loops, self.pipe[dtype])
+                kw = dict(l2_prefetch=(tpr, kv) in L2_PREFETCH, wb_direct=dtype in self.direct_wb)
+                width = widths[i] or 1
+                builds = [("", _pass_kernels(*args, vec=width, vec_access=False, **kw))]
+                if width > 1 and not builds[0][1]:  # a backward that cannot take pieces
+                    width, builds = 1, [("", _pass_kernels(*args, **kw))]
+                if width > 1:
+                    (self.fwd_width, self.bwd_width)[i][dtype] = width
+                    builds.append((f"_v{width}", _pass_kernels(*args, vec=width, **kw)))
+                for tag, fns in builds:
+                    for kind, fn in fns.items():
+                        key = f"{kind}_{self.suffix}{tag}[{dtype}]"
+                        kernel = _jit_kernel(fn, key, self.threads, n)
+                        attr = _ATTR[kind] + ("_vec" if tag else "")
+                        getattr(self, attr)[dtype] = KERNELS[key] = kernel
+                        KINDS[key] = kind
 
     def __repr__(self):
         tag = self.suffix[len(f"{self.tpr}x{self.kv}"):]
@@ -943,6 +967,13 @@ class Variant:
 _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_part",
          "layer_norm_forward_split_apply": "fwd_apply", "layer_norm_backward_rowsums":
          "bwd_rowsums", "layer_norm_backward": "bwd"}
+
+
+def _pass_kernels(pass_, *args, **kw):
+    """The kernels of :func:`_make_variant` ``(*args, **kw)`` that do
+    ``pass_`` ("forward" or "backward")."""
+    return {kind: fn for kind, fn in _make_variant(*args, **kw).items()
+            if kind.startswith("layer_norm_forward") == (pass_ == "forward")}
 
 
 def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None,
@@ -988,8 +1019,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
     ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
     better on an H200: docs/gpu_bench_h200.md); ``vec`` and ``wb_direct``
-    are candidates too, not yet measured, which the variants of
-    :data:`VECTOR` and :data:`DIRECT_WB` take (none on a GPU yet).
+    are taken where they were measured faster: :data:`VECTOR`,
+    :data:`DIRECT_WB`.
 
     ``pipe``: software
     pipelining.  A block walks its rows with the next row's loads issued
@@ -1488,12 +1519,16 @@ VARIANTS = tuple(Variant(*entry, loops=i == len(TABLE) - 1) for i, entry in enum
 #: then its blocks do one row each and write as many partial rows as there
 #: are rows (at 32x65536 float32, 16 MB of partial sums written and read
 #: again, twice the input; the backward reached 15% of copy bandwidth on an
-#: H200).  Narrower windows fill the GPU with a few row slots: 2-4 MB of
-#: partials for 128x16 in 8 slots or 64x16 in 4 (``scripts/gpu_tune.py``'s
-#: candidates, unmeasured).  None on a GPU until a sweep has measured them;
-#: under the simulator one, so that the path is tested.  Its kernels are
-#: named with a ``w`` (``layer_norm_backward_32x4w[float32]``).
-LONG_ROWS = (32, 4, {"float32": (None, 1), "float64": (None, 1)}, 16) if SIM else None
+#: H200).  Narrower windows fill the GPU with a few row slots: 128x16 in 8
+#: slots (32 windows of 2048 values, 256 blocks; 4 MB of partials) took the
+#: float32 backward at 32x65536 from 15.5% to 22.8% of copy bandwidth
+#: (``scripts/gpu_tune.py``, session 9; 64x16 in 4 slots and the widest in 4
+#: were no faster).  float64 at 3 blocks a multiprocessor: ``ptxas -v``
+#: (sm_90) 168 registers, no spills (at 4, 408 bytes); its timing
+#: unmeasured.  Under the simulator a small one, so that the path is tested.
+#: Its kernels are named with a ``w`` (``layer_norm_backward_128x16w[float32]``).
+LONG_ROWS = (32, 4, {"float32": (None, 1), "float64": (None, 1)}, 16) if SIM else (
+    128, 16, {"float32": (None, 4), "float64": (None, 3)}, 256)
 
 #: The :class:`Variant` of :data:`LONG_ROWS`, or None.
 LONG = None if LONG_ROWS is None else Variant(*LONG_ROWS[:3], loops=True, tag="w",

@@ -153,10 +153,10 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
     name = _NAME[x.dtype.char]
     kind, grid, v, block = forward_plan(rows, d, x.dtype.itemsize, name)
     if kind == "rows":
-        if v.direct_wb and flags != K.HAS_WEIGHT | K.HAS_BIAS:
+        if name in v.direct_wb and flags != K.HAS_WEIGHT | K.HAS_BIAS:
             w, b = full_params(w, b, flags, d, x.dtype, stream, work)
         kernel = v.fwd[name]
-        if name in v.vec and vector_ok(v.vec[name], d, x, y, w, b):
+        if name in v.fwd_vec and vector_ok(v.fwd_width[name], d, x, y, w, b):
             kernel = v.fwd_vec[name]
         _go(kernel, name, "layer_norm_forward", grid, block, stream,
             x, w, b, np.int32(flags), eps, y, stats)
@@ -212,7 +212,7 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
             dy, x, mean, rstd, w, np.int32(flags), sums)
     if rows > 0:
         kernel = v.bwd[name]
-        if name in v.bwd_vec and vector_ok(v.vec[name], d, dy, x, dx):
+        if name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx):
             kernel = v.bwd_vec[name]
         _go(kernel, name, "layer_norm_backward", G * nwin, block, stream,
             dy, x, mean, rstd, w, np.int32(flags), sums, dx, part)
