@@ -58,37 +58,23 @@ def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wb
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
-#: variant is added to each list.  The fourth sweep (session 9, H200,
-#: docs/gpu_bench_h200.md) measured vector pieces, direct w/b reads and
-#: narrower windows at the benchmark shapes; what won is committed
-#: (``VECTOR``, ``DIRECT_WB``, ``LONG_ROWS`` in numba_ln/gpu/_kernels.py).
-#: The fifth sweep: the same changes in the variants that no benchmark
-#: shape reaches, and two questions the fourth left open:
-#:
-#: - vector pieces of 4 floats with direct w, b (and the direct reads alone)
-#:   in the float32 forward of 32x8 (D <= 256), 32x16 (<= 512), 128x16
-#:   (<= 2048) and 8x8 (<= 64); pieces in the 32x8 and 8x8 backward (they
-#:   hold their rows);
-#: - whether the 512x8 float32 backward's gain (55% -> 74% of copy at
-#:   4096x4096) came from the pieces or from one block a multiprocessor
-#:   (109 registers instead of 64 and 64 bytes of spills): the scalar
-#:   kernel at one block;
-#: - the float64 backward at 32x65536: the committed LONG_ROWS (128x16 at 3
-#:   blocks, 8 row slots; its float64 timing unmeasured) against the widest
-#:   variant in a slot a row.
+#: variant is added to each list.  The fourth and fifth sweeps (session 9,
+#: H200, docs/gpu_bench_h200.md) measured vector pieces, direct w/b reads and
+#: narrower windows; what won is committed (``VECTOR``, ``DIRECT_WB``,
+#: ``LONG_ROWS`` and the 512x8 backward's launch bound in
+#: numba_ln/gpu/_kernels.py).  The sixth sweep: the two variants they did
+#: not reach, 4x8 (D <= 32) and 8x8 (D <= 64), float32 forward with vector
+#: pieces of 4 and direct w, b (and the direct reads alone), their backward
+#: with pieces; then the 512x8 float32 backward with pieces at one block
+#: again (3.5% slower than without in the fifth sweep, a single run).
 PLAN = [
-    ((4096, 2048), "float32",
-     [C(128, 16, 5, True, vec=4, wbd=True), C(128, 16, 5, True, wbd=True)], []),
-    ((4096, 256), "float32",
-     [C(32, 8, 4, True, vec=4, wbd=True), C(32, 8, 4, True, wbd=True)],
-     [C(32, 8, 3, True, vec=4)]),
-    ((4096, 4096), "float32", [], [C(512, 8, 1, True)]),
-    ((32, 65536), "float64", [], [C(256, 32, 1, False, loops=True)]),
-    ((4096, 512), "float32",
-     [C(32, 16, 2, True, vec=4, wbd=True), C(32, 16, 2, True, wbd=True)], []),
     ((16384, 64), "float32",
      [C(8, 8, 4, True, vec=4, wbd=True), C(8, 8, 4, True, wbd=True)],
      [C(8, 8, 3, True, vec=4)]),
+    ((65536, 32), "float32",
+     [C(4, 8, 4, True, vec=4, wbd=True), C(4, 8, 4, True, wbd=True)],
+     [C(4, 8, 3, True, vec=4)]),
+    ((4096, 4096), "float32", [], [C(512, 8, 1, True, vec=4)]),
 ]
 
 

@@ -127,10 +127,10 @@ def test_committed_vector_variants_give_the_same_bits_aligned_or_not(d, dtype, m
 
 
 @pytest.mark.parametrize("d", [d for d in _VEC_D if "float32" in _kernels.variant(d).direct_wb])
-def test_committed_direct_wb_variants_give_the_bits_of_no_weight_or_bias(d):
-    """The committed forward that reads w, b directly (float32): with an
-    absent weight or bias, the bits of the kernel that selects (see
-    check_direct_wb_variant)."""
+def test_committed_direct_wb_variants_match_the_selecting_kernel(d):
+    """The committed forward that reads w, b directly (float32) against the
+    kernel that selects: the same bits without a bias, within rounding with
+    one (see check_direct_wb_variant)."""
     from _gpu_cases import check_direct_wb_variant
 
     check_direct_wb_variant(d, np.float32, RNG, _tol(np.float32, d))

@@ -692,7 +692,7 @@ def test_tune_forward_plans(monkeypatch):
 
 @pytest.mark.parametrize("d", [6, 7, 12, 15])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_direct_weight_and_bias_variants_give_the_bits_of_no_weight_or_bias(d, dtype):
+def test_direct_weight_and_bias_variants_match_the_selecting_kernel(d, dtype):
     """The variants of DIRECT_WB, here (4, 2) for 4 < D <= 8 and, in float32,
     (8, 2), also of VECTOR, for 8 < D <= 16 (in float64 the (8, 2) forward
     selects: the same bits, by the same comparison): see

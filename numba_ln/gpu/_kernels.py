@@ -88,7 +88,9 @@ SIM = bool(config.ENABLE_CUDASIM)
 #: pass (the forward and the backward of one row length may be best served
 #: by different variants).  Chosen by ``ptxas -v`` for sm_90 (no or little
 #: spilling; ``scripts/ptx_registers.py``) and then by timing on an H200
-#: (``scripts/gpu_tune.py``, figures in ``docs/gpu_bench_h200.md``).
+#: (``scripts/gpu_tune.py``, figures in ``docs/gpu_bench_h200.md``; the
+#: 512x8 float32 backward at one block, about 105 registers with no
+#: spills instead of 64 and spills at two: 55% -> 77% of copy at 4096x4096).
 #: Also: threads per block of the warp-or-less variants (and of the column
 #: sums); the largest ``kv`` whose backward holds ``dy`` and ``xhat`` in
 #: registers between its two passes (wider variants re-read them, from L1);
@@ -146,7 +148,7 @@ L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
 #: Vector pieces: ``{(tpr, kv): {dtype: (forward, backward)}}``, the width
 #: of the pieces of adjacent values in which a thread of that variant holds
 #: its columns in each pass (``vec`` of :func:`_make_variant`; None or an
-#: absent dtype: a value at a time; not the widest variant).  Their kernels
+#: absent dtype: a value at a time; not the looping variants).  Their kernels
 #: come in two builds of that layout: ``fwd_vec``/``bwd_vec`` read and write
 #: whole pieces by vector accesses, for arrays aligned for them
 #: (:func:`numba_ln.gpu._launch.vector_ok`); ``fwd``/``bwd`` a value at a
@@ -154,40 +156,41 @@ L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
 #: take pieces (its row not held in registers) keeps the plain layout.
 #: On an H200 (``scripts/gpu_tune.py``, session 9, docs/gpu_bench_h200.md),
 #: with the direct w, b reads below, 16-byte pieces of 4 floats took the
-#: float32 forward from 67-73% of copy bandwidth to 85-91% (4096x1024 128x8,
-#: 65536x128 16x8, 4096x4096 256x16, 16384x8192 512x16); the 512x8 float32
-#: backward with pieces and one block a multiprocessor (109 registers, no
-#: spills) from 55% to 74% at 4096x4096.  Pieces were slower in the 128x8
-#: float32 backward (63% -> 55%) and the float64 forward (2 doubles, 82% ->
-#: 78%); the other variants are unmeasured and keep a value at a time.
+#: float32 forward from 67-77% of copy bandwidth to 83-91% in every variant
+#: measured (4096x256 32x8, 4096x512 32x16, 4096x1024 128x8, 4096x2048
+#: 128x16, 65536x128 16x8, 4096x4096 256x16, 16384x8192 512x16).  Pieces
+#: were slower in the float32 backward (128x8: 63% -> 55%; 32x8: 43% ->
+#: 42%; 512x8: 77% -> 74% at one block a multiprocessor, 55% -> 54% at two)
+#: and in the float64 forward (2 doubles, 256x16: 82% -> 78%).  The 4x8 and
+#: 8x8 variants (D <= 64) are unmeasured and keep a value at a time.
 #: Under the simulator, two variants, one with pieces in one pass of a dtype
 #: only, so that the builds and their choice are tested.
 VECTOR = {(8, 2): {"float32": (2, 2), "float64": (2, 2)},
           (32, 2): {"float32": (2, None), "float64": (None, 2)}} if SIM else {
     (16, 8): {"float32": (4, None)},
+    (32, 8): {"float32": (4, None)},
+    (32, 16): {"float32": (4, None)},
     (128, 8): {"float32": (4, None)},
+    (128, 16): {"float32": (4, None)},
     (256, 16): {"float32": (4, None)},
-    (512, 8): {"float32": (None, 4)},
     (512, 16): {"float32": (4, None)},
 }
 
 #: ``{(tpr, kv): dtypes}`` of the variants whose forward reads ``w[j]``,
 #: ``b[j]`` directly and applies them with no select (``wb_direct`` of
-#: :func:`_make_variant`; not the widest variant).  They need a weight and a
+#: :func:`_make_variant`; not the looping variants).  They need a weight and a
 #: bias of the row's length: for an absent one,
-#: :func:`numba_ln.gpu._launch.forward` passes ones or ``-0.0`` (the same
-#: bits as no weight or bias).  On an H200 (session 9), in the float32
-#: forward of the four variants measured, 15-17% less time than the clamped,
-#: selected reads, and with vector pieces 4-7% less than the pieces alone;
-#: in the float64 forward (256x16) 1.6% more, so not taken there.  Under the
-#: simulator, two variants (a plain one and one of :data:`VECTOR`, float32
-#: only), so that the path is tested.
+#: :func:`numba_ln.gpu._launch.forward` passes ones or ``-0.0`` (the bits
+#: of no weight or bias, within a rounding with a bias: see
+#: :func:`_make_variant`).  On an H200 (session 9), in the float32 forward
+#: of the seven variants measured, 9-17% less time than the clamped,
+#: selected reads (9-10% at D = 256, 512, 2048; 16-17% at the benchmark
+#: shapes), and with vector pieces a further 1-5%; in the float64 forward
+#: (256x16) 1.6% more, so not taken there.  Under the simulator, two
+#: variants (a plain one and one of :data:`VECTOR`, float32 only), so that
+#: the path is tested.
 DIRECT_WB = {(4, 2): ("float32", "float64"), (8, 2): ("float32",)} if SIM else {
-    (16, 8): ("float32",),
-    (128, 8): ("float32",),
-    (256, 16): ("float32",),
-    (512, 16): ("float32",),
-}
+    (tpr, kv): ("float32",) for tpr, kv in VECTOR}
 
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
@@ -932,12 +935,11 @@ class Variant:
         #: backward (:data:`VECTOR`), where that pass has a vector-access build
         self.fwd_width, self.bwd_width, self.fwd_vec, self.bwd_vec = {}, {}, {}, {}
         #: dtype names whose forward reads w[j], b[j] directly: w and b of D
-        #: values (:data:`DIRECT_WB`)
-        self.direct_wb = frozenset(DIRECT_WB.get((tpr, kv), ()))
-        assert not (loops and self.direct_wb), "the widest variant selects w and b"
+        #: values (:data:`DIRECT_WB`; never a looping variant: the widest, or
+        #: :data:`LONG`, which may share a ``(tpr, kv)`` with one of the table)
+        self.direct_wb = frozenset(() if loops else DIRECT_WB.get((tpr, kv), ()))
         for dtype in DTYPES:
-            widths = VECTOR.get((tpr, kv), {}).get(dtype) or (None, None)
-            assert not (loops and any(widths)), "the widest variant cannot take vector pieces"
+            widths = (None if loops else VECTOR.get((tpr, kv), {}).get(dtype)) or (None, None)
             for i, pass_ in enumerate(("forward", "backward")):
                 n = blocks[dtype][i]
                 if n is None:
@@ -1015,7 +1017,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     b[j]`` with no select: for a ``w`` and ``b`` of at least ``D`` values
     always, ones and ``-0.0`` standing in for an absent one (``h * 1 + -0.0``
     is ``h``, bit for bit).  Without it, the index is clamped to the array
-    (a dummy of a few values may stand in) and the flags select.
+    (a dummy of a few values may stand in) and the flags select.  The two
+    agree bit for bit without a bias; with one, within a rounding: NVVM
+    fuses ``h * w + b`` into one multiply-add, and the selecting kernel
+    without a weight fuses ``h``'s own multiply with the add of ``b``
+    (different bits on an H200; the simulator does no fusing).
     ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
     ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
     better on an H200: docs/gpu_bench_h200.md); ``vec`` and ``wb_direct``

@@ -173,9 +173,11 @@ def full_params(w, b, flags, d, dtype, stream, work=None):
     """``(w, b)`` with an absent one (``flags``) replaced by ``d`` ones (the
     weight) or ``d`` times ``-0.0`` (the bias), for the forward of the
     variants of :data:`~numba_ln.gpu._kernels.DIRECT_WB`, which read both at
-    every column and apply them with no select: ``h * 1 + -0.0`` is ``h``
-    bit for bit (``-0.0 + -0.0`` is ``-0.0``), so the result is that of
-    no weight or bias.  Kept in ``work`` (see :func:`scratch`)."""
+    every column and compute ``h * w + b`` with no select: ``h * 1 + -0.0``
+    is ``h`` bit for bit (``-0.0 + -0.0`` is ``-0.0``), so the result is
+    that of no weight or bias (with a bias, within the rounding of the
+    fused multiply-add: see ``_make_variant``).  Kept in ``work`` (see
+    :func:`scratch`)."""
     name = _NAME[np.dtype(dtype).char]
     if not flags & K.HAS_WEIGHT:
         w = scratch(work, ("ones", d, name),
