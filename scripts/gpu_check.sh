@@ -14,10 +14,13 @@
 # here, with ab/ carried to the machine).
 # One failing step does not stop the others; the exit status is 0 when every
 # step succeeded, 1 otherwise.  TEST_K: a pytest -k expression that picks
-# among the real-GPU tests.  TESTS=0 / BENCH=0 skip those steps (e.g. a
-# second device call for TUNE=1 NCU=1 alone: one call may run 10 minutes).
-# Budget: tests <= 240 s (most of it compiling the kernel variants and the
-# sweep's candidates that the tests check), benchmark <= 160 s, sweep <= TUNE_LIMIT + 50 s (170 s),
+# among the real-GPU tests; CANDIDATES=1 adds the tests of the sweep's
+# candidate kernels (marked ``candidate``).  TESTS=0 / BENCH=0 skip those
+# steps (e.g. a second device call for TUNE=1 NCU=1 alone: one call may run
+# 10 minutes).
+# Budget: tests <= 240 s (about 190 s on an H200 in session 9, most of it
+# compiling the kernel variants; about a minute more with CANDIDATES=1),
+# benchmark <= 160 s (about 35 s), sweep <= TUNE_LIMIT + 50 s (170 s),
 # Nsight Compute <= 120 s (under 7 minutes without the sweep and NCU, worst case).
 # The PTX tests (tests/test_gpu_ptx.py) need no GPU and run in `make test`
 # with the same numba-cuda; PTX=1 runs them here too (sm_90 only; about a
@@ -87,9 +90,12 @@ elif "$PY" -c "import pytest" 2>/dev/null; then
     echo "== tests"
     TEST_FILES="tests/test_gpu_real.py"
     [ "${PTX:-0}" = "1" ] && TEST_FILES="$TEST_FILES tests/test_gpu_ptx.py"
+    # the sweep candidates' own tests (compiling them takes a minute) with CANDIDATES=1
+    MARK="not candidate"
+    [ "${CANDIDATES:-0}" = "1" ] && MARK=""
     # shellcheck disable=SC2086
     timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
-        $TEST_FILES -k "not sm_80${TEST_K:+ and ($TEST_K)}" > "$OUT/tests.txt" 2>&1
+        $TEST_FILES -m "$MARK" -k "not sm_80${TEST_K:+ and ($TEST_K)}" > "$OUT/tests.txt" 2>&1
     rc=$?
     tail -n 40 "$OUT/tests.txt"
     echo "tests: exit $rc" | tee -a "$summary"

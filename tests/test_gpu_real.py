@@ -33,6 +33,10 @@ ref_backward = ln_backward_ref
 
 RNG = np.random.default_rng(1607)
 
+# The tests of scripts/gpu_tune.py's candidate kernels (not the library's):
+# scripts/gpu_check.sh runs them with CANDIDATES=1 only.
+candidate = pytest.mark.candidate
+
 # Every geometry: warp-or-less groups (D <= 1024), block rows in registers
 # (D <= 8192), looped rows, several backward windows (D > 8192), D > 65536.
 SHAPES = [(1, 1), (7, 3), (1000, 32), (513, 100), (4096, 1024), (300, 1000), (100, 1025),
@@ -328,6 +332,7 @@ def test_all_axes_normalised():
     np.testing.assert_allclose(dx.copy_to_host(), ref_backward(x, x, None, (0, 1))[0], atol=1e-12)
 
 
+@candidate
 @pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype", [
     (4, 8, True, 4, np.float32), (32, 8, True, 4, np.float32), (128, 8, True, 6, np.float32),
     (512, 16, True, 1, np.float32), (128, 8, True, 4, np.float64)])
@@ -340,6 +345,7 @@ def test_one_reduction_statistics(tpr, kv, pipe, blocks, dtype):
     check_one_reduction_statistics(tpr, kv, pipe, dtype, RNG, tol["rtol"], tol["atol"], blocks)
 
 
+@candidate
 @pytest.mark.parametrize("tpr,kv,dtype", [(512, 16, np.float32), (128, 16, np.float32),
                                           (32, 16, np.float64)])
 def test_l2_prefetch_gives_the_same_bits(tpr, kv, dtype):
@@ -363,6 +369,7 @@ def test_l2_prefetch_gives_the_same_bits(tpr, kv, dtype):
         np.testing.assert_allclose(out[True][0], ref_dx, **_tol(dtype, d))
 
 
+@candidate
 @pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
     (16, 8, True, 4, np.float32, 4), (128, 8, True, 8, np.float32, 4),
     (128, 8, True, 8, np.float32, 2), (256, 16, True, 2, np.float32, 4),
@@ -379,6 +386,7 @@ def test_vector_pieces_forward(tpr, kv, pipe, blocks, dtype, vec):
     check_forward_candidate(tpr, kv, pipe, dtype, RNG, tol["rtol"], tol["atol"], blocks, vec=vec)
 
 
+@candidate
 @pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
     (128, 8, True, 8, np.float32, 1), (512, 16, True, 1, np.float32, 1),
     (512, 16, True, 1, np.float32, 4), (256, 16, False, 2, np.float64, 1)])
@@ -394,6 +402,7 @@ def test_direct_weight_and_bias(tpr, kv, pipe, blocks, dtype, vec):
                             wb_direct=True)
 
 
+@candidate
 @pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
     (16, 8, True, 3, np.float32, 4), (128, 8, True, 5, np.float32, 4),
     (512, 8, True, 2, np.float32, 4), (512, 8, True, 1, np.float64, 2)])
@@ -404,6 +413,7 @@ def test_vector_pieces_backward(tpr, kv, pipe, blocks, dtype, vec):
     check_vector_backward(tpr, kv, pipe, dtype, RNG, _tol(dtype, tpr * kv), blocks, vec)
 
 
+@candidate
 @pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
     (16, 8, True, 4, np.float32, 4), (128, 8, True, 8, np.float32, 4),
     (512, 16, True, 1, np.float32, 4), (512, 8, True, 1, np.float64, 2)])
