@@ -41,20 +41,22 @@ from numba_ln.gpu import bench as B  # noqa: E402
 #: (the backward's accumulators in shared memory), ``ks`` (the columns a
 #: thread computes before storing them), ``l2`` (the backward prefetches its
 #: next row into L2), ``vec`` (vector pieces of 2 or 4 columns), ``wbd`` (the
-#: forward reads w[j], b[j] unclamped and applies them with no select);
+#: forward reads w[j], b[j] unclamped and applies them with no select, the
+#: backward w[j]: ``w_direct``);
 #: ``loops`` (a backward over column windows of ``tpr * kv``, its rows' sums
 #: first by ``layer_norm_backward_rowsums``, as the widest variant's) and
 #: ``slots`` (the backward's row slots; None: one full wave, the committed
-#: rule).
+#: rule); ``hold`` (the backward keeps its row in registers; None: by
+#: ``HOLD_MAX``) and ``threads`` (a block's; None: the committed rule).
 Cand = collections.namedtuple("Cand",
-                              "tpr kv blocks pipe chan acc ks l2 vec wbd loops slots")
+                              "tpr kv blocks pipe chan acc ks l2 vec wbd loops slots hold threads")
 
 
 def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wbd=False,
-      loops=False, slots=None):
+      loops=False, slots=None, hold=None, threads=None):
     """A :data:`Cand`, ``ks`` by default ``STORE_CHUNK``."""
     return Cand(tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2, vec, wbd, loops,
-                slots)
+                slots, hold, threads or (K.MAX_THREADS if tpr <= 32 else tpr))
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
@@ -62,19 +64,35 @@ def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wb
 #: H200, docs/gpu_bench_h200.md) measured vector pieces, direct w/b reads and
 #: narrower windows; what won is committed (``VECTOR``, ``DIRECT_WB``,
 #: ``LONG_ROWS`` and the 512x8 backward's launch bound in
-#: numba_ln/gpu/_kernels.py).  The sixth sweep: the two variants they did
-#: not reach, 4x8 (D <= 32) and 8x8 (D <= 64), float32 forward with vector
-#: pieces of 4 and direct w, b (and the direct reads alone), their backward
-#: with pieces; then the 512x8 float32 backward with pieces at one block
-#: again (3.5% slower than without in the fifth sweep, a single run).
+#: numba_ln/gpu/_kernels.py).  The sixth sweep (session 10), for the
+#: backward below its target: the direct weight reads of the forward's
+#: ``DIRECT_WB`` in the backward (``wbd``: ``w_direct``), rows held in
+#: registers at 512x16 (``ptxas -v``: 60 bytes of spills with the next row
+#: prefetched, 16 without; the accumulators in shared memory would spill
+#: 4, but need 64 KB, over the 48 KB of static shared memory), 1024
+#: threads a row, two or four rows a block of 128x8 (half or a quarter
+#: of the partial rows), balanced row slots (586 at 4096x1024: at most 7
+#: rows a slot, as with 660), other row slots of the few long rows; then
+#: the 4x8 and 8x8 variants that the fifth did not reach.
 PLAN = [
+    ((4096, 1024), "float32", [],
+     [C(128, 8, 5, True, wbd=True), C(128, 8, 5, True, slots=586),
+      C(128, 8, 2, True, threads=256), C(128, 8, 2, True, threads=256, wbd=True),
+      C(128, 8, 1, True, threads=512), C(128, 8, 4, True)]),
+    ((16384, 8192), "float32", [],
+     [C(512, 16, 1, True, hold=True), C(512, 16, 1, False, hold=True), C(1024, 8, 1, True),
+      C(1024, 8, 1, True, wbd=True)]),
+    ((4096, 4096), "float32", [],
+     [C(512, 8, 1, True, wbd=True), C(512, 8, 1, True, acc=True), C(512, 8, 1, True, vec=4)]),
+    ((65536, 128), "float32", [], [C(16, 8, 3, True, wbd=True)]),
+    ((32, 65536), "float32", [],
+     [C(128, 16, 4, False, loops=True, slots=4), C(128, 16, 4, False, loops=True, slots=16)]),
     ((16384, 64), "float32",
      [C(8, 8, 4, True, vec=4, wbd=True), C(8, 8, 4, True, wbd=True)],
-     [C(8, 8, 3, True, vec=4)]),
+     [C(8, 8, 3, True, vec=4), C(8, 8, 3, True, wbd=True)]),
     ((65536, 32), "float32",
      [C(4, 8, 4, True, vec=4, wbd=True), C(4, 8, 4, True, wbd=True)],
-     [C(4, 8, 3, True, vec=4)]),
-    ((4096, 4096), "float32", [], [C(512, 8, 1, True, vec=4)]),
+     [C(4, 8, 3, True, vec=4), C(4, 8, 3, True, wbd=True)]),
 ]
 
 
@@ -82,12 +100,12 @@ def _compile(c, kind):
     """``(kernel, rows a block)`` of candidate ``c`` for ``kind``."""
     fn = K._make_variant(c.tpr, c.kv, c.loops, c.pipe, chan=c.chan, acc_smem=c.acc,
                          store_chunk=c.ks, l2_prefetch=c.l2, vec=c.vec,
-                         wb_direct=c.wbd)[kind]
-    threads = K.MAX_THREADS if c.tpr <= 32 else c.tpr
-    bounds = (threads, c.blocks) if c.blocks > 1 else (threads,)
+                         wb_direct=c.wbd, w_direct=c.wbd, hold=c.hold,
+                         threads=c.threads)[kind]
+    bounds = (c.threads, c.blocks) if c.blocks > 1 else (c.threads,)
     if K.SIM:  # (a logic check of this script)
-        return cuda.jit(fn), threads // c.tpr
-    return cuda.jit(launch_bounds=bounds)(fn), threads // c.tpr
+        return cuda.jit(fn), c.threads // c.tpr
+    return cuda.jit(launch_bounds=bounds)(fn), c.threads // c.tpr
 
 
 def _committed(shape, dtype, pass_):
@@ -104,7 +122,8 @@ def _committed(shape, dtype, pass_):
     l2 = pass_ == "backward" and (v.tpr, v.kv) in K.L2_PREFETCH
     vec = (v.fwd_width if pass_ == "forward" else v.bwd_width).get(dtype, 1)
     return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec,
-             wbd=pass_ == "forward" and dtype in v.direct_wb, loops=v.loops, slots=slots)
+             wbd=dtype in (v.direct_wb if pass_ == "forward" else v.bwd_direct_w),
+             loops=v.loops, slots=slots)
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):
@@ -142,7 +161,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
             res = {"shape": list(shape), "dtype": dtype_name, "pass": which, "tpr": tpr, "kv": kv,
                    "blocks": c.blocks, "pipe": pipe, "chan": c.chan, "acc_smem": c.acc,
                    "store_chunk": min(c.ks, kv), "l2_prefetch": c.l2, "vec": c.vec,
-                   "wb_direct": c.wbd, "loops": c.loops,
+                   "wb_direct": c.wbd, "loops": c.loops, "hold": c.hold, "threads": c.threads,
                    "committed": c == committed, "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
@@ -155,7 +174,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 kern, R = _compile(c, "layer_norm_" + which)
                 nxt = B._rotate(sets)
                 sig = K.signatures(dtype_name)["layer_norm_" + which]
-                fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(tpr * R)
+                fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(c.threads)
                 if which == "forward":
                     grid = -(-rows // R)
                     if pipe:  # one wave of resident blocks
@@ -210,40 +229,62 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 res["traceback"] = traceback.format_exc(limit=3)[-1500:]
             out.append(res)
             keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
-                    "store_chunk", "l2_prefetch", "vec", "wb_direct", "loops", "slots", "grid",
+                    "store_chunk", "l2_prefetch", "vec", "wb_direct", "loops", "hold",
+                    "threads", "slots", "grid",
                     "ms", "pct_of_copy", "regs", "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     out += tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch, warmup)
     return out
 
 
-#: Columns a block of the column sums tried by :func:`tune_col_sums`.
-COL_COLS = (8, 16, 32, 64)
+#: ``(cols, most rows, loads in flight)`` of the column-sum blocks tried by
+#: :func:`tune_col_sums`: the block's columns, ``ny_max`` of
+#: :func:`numba_ln.gpu._launch.col_launch`, and ``unroll`` of
+#: :func:`numba_ln.gpu._kernels._make_col_sum` (the committed kernel issues
+#: its loads 4 rows at a time, but one at a time for the last 1-3 of a
+#: thread: about 5 dependent round trips at 660 partial rows).
+COL_CONFIGS = ((8, 64, 1), (32, 64, 1), (64, 64, 1), (16, 64, 4), (16, 64, 8), (16, 64, 16),
+               (8, 128, 8), (32, 32, 8), (64, 16, 8), (16, 32, 16))
 
 
 def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=2):
     """GPU time of the column sums alone over the committed backward's
-    partial rows at ``shape``, in blocks of :data:`COL_COLS` columns (the
-    rows a block by the committed rule), each checked against the
-    committed block's sums (the same additions: bitwise equal).  Partials
-    as a real call leaves them (in L2 where they fit)."""
+    partial rows at ``shape``, in the blocks of :data:`COL_CONFIGS` (and the
+    committed one), each checked against the committed kernel's sums
+    (bitwise equal with as many rows a block: the same additions; the loads
+    in flight change no bits).  Partials as a real call leaves them (in L2
+    where they fit)."""
     rows, d = shape
     dtype = np.dtype(dtype_name)
     stream = cuda.default_stream()
     G = _launch.backward_launch(rows, d, dtype_name)[0]
     part = cuda.to_device(np.random.default_rng(0).standard_normal((2, G, d)).astype(dtype))
-    cs = K.col_sum[dtype_name]
+    sig = K.signatures(dtype_name)["layer_norm_backward_colsum"]
+    kernels = {}
     ref = None
     out = []
-    for cols in dict.fromkeys((K.COL_TX,) + tuple(c for c in COL_COLS if c <= K.COL_THREADS)):
-        grid, block = _launch.col_launch(G, d, 2, cols)
+    committed = (K.COL_TX, K.COL_TY, K.COL_UNROLL)
+    for cols, ny_max, unroll in dict.fromkeys((committed,) + tuple(
+            c for c in COL_CONFIGS if c[0] <= K.COL_THREADS)):
+        grid, block = _launch.col_launch(G, d, 2, cols, ny_max)
         res = {"shape": list(shape), "dtype": dtype_name, "pass": "colsum", "partial_rows": G,
-               "cols": cols, "ny": block[1], "committed": cols == K.COL_TX}
+               "cols": cols, "ny": block[1], "unroll": unroll,
+               "committed": (cols, ny_max, unroll) == committed}
         if time.monotonic() > deadline:
             res["error"] = "skipped: time limit"
             out.append(res)
             continue
         try:
+            if unroll == K.COL_UNROLL:
+                cs = K.col_sum[dtype_name]
+            else:
+                cs = kernels.get(unroll)
+                if cs is None:
+                    fn = K._make_col_sum(unroll)
+                    cs = kernels[unroll] = cuda.jit(fn) if K.SIM else cuda.jit(
+                        launch_bounds=(K.COL_THREADS,))(fn)
+                    if not K.SIM:
+                        cs.compile(sig)
             cs[grid, block, stream](part, grads)
             got = grads.copy_to_host()
             ref = got if ref is None else ref
@@ -259,7 +300,9 @@ def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=
 
 #: ``(shape, dtype)`` whose forward plans :func:`tune_forward_plans` times:
 #: few rows, too large for the split's second read to hit L2 (128 MB).
-SPLIT_SHAPES = [((16, 1 << 21), "float32")]
+#: Measured in session 9 (16 x 2**21 float32: split 0.25 ms, a block a row
+#: 2.45 ms); none in the sixth sweep.
+SPLIT_SHAPES = []
 
 
 def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2):
@@ -312,6 +355,17 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
     return out
 
 
+def _shape_notes(r):
+    """`` hold``, `` (256 threads)``: a candidate's ``hold`` and ``threads``
+    where they are not the committed rule's."""
+    notes = ""
+    if r.get("hold") is not None:
+        notes += " hold" if r["hold"] else " re-read"
+    if r.get("threads") and r["threads"] != (K.MAX_THREADS if r["tpr"] <= 32 else r["tpr"]):
+        notes += f" ({r['threads']} threads)"
+    return notes
+
+
 def markdown(results):
     lines = ["| shape | dtype | pass | tpr x kv | blocks/SM bound | prefetch "
              "| one-reduction stats | shared accumulators | store chunk | L2 prefetch | vector "
@@ -319,8 +373,9 @@ def markdown(results):
              "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: | --- | ---: "
              "| ---: | ---: | ---: | --- | ---: |"]
     cols = ["", "Column sums alone (the committed backward's partial rows; blocks of cols x ny "
-            "threads):", "", "| shape | dtype | partial rows | cols | ny | GPU ms | committed "
-            "| bitwise as committed |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+            "threads, loads of a thread in flight):", "", "| shape | dtype | partial rows | cols "
+            "| ny | loads | GPU ms | committed | bitwise as committed |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     plans = ["", "Forward plans of few long rows (split over blocks, or a block a row "
              "looping):", "", "| shape | dtype | plan | grid | GPU ms | % of copy | committed "
              "| max abs diff |", "| --- | --- | --- | ---: | ---: | ---: | --- | ---: |"]
@@ -334,12 +389,13 @@ def markdown(results):
             continue
         if r["pass"] == "colsum":
             cols.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['partial_rows']} "
-                        f"| {r['cols']} | {r['ny']} | {r['ms']:.4f} | "
+                        f"| {r['cols']} | {r['ny']} | {r.get('unroll', 1)} | {r['ms']:.4f} | "
                         f"{'yes' if r['committed'] else ''} | "
                         f"{'yes' if r.get('bitwise_as_committed') else 'NO'} |")
             continue
         lines.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['pass']} | "
-                     f"{r['tpr']}x{r['kv']} | {r['blocks']} | {'yes' if r['pipe'] else ''} | "
+                     f"{r['tpr']}x{r['kv']}{_shape_notes(r)} | {r['blocks']} | "
+                     f"{'yes' if r['pipe'] else ''} | "
                      f"{'yes' if r.get('chan') else ''} | {'yes' if r.get('acc_smem') else ''} | "
                      f"{r.get('store_chunk', '')} | {'yes' if r.get('l2_prefetch') else ''} | "
                      f"{r.get('vec', 1) if r.get('vec', 1) > 1 else ''} | "

@@ -94,6 +94,71 @@ def check_vector_backward(tpr, kv, pipe, dtype, rng, tol, blocks=1, vec=2):
         np.testing.assert_allclose(out[vec][1][0].sum(0), ref_dw, rtol=1e-4, atol=1e-4)
 
 
+def check_backward_candidate(tpr, kv, pipe, dtype, rng, tol, blocks=1, **opts):
+    """The backward of variant ``tpr x kv`` built with ``opts`` (options of
+    ``_make_variant``: ``w_direct``, ``hold``, ``threads``, ``acc_smem``,
+    ``scripts/gpu_tune.py`` candidates) against the committed build's and the
+    float64 reference (the committed build with ``opts``' vector pieces,
+    if any: the same columns a thread).
+
+    Rows that fill the variant or leave threads partly or wholly past the
+    end, two row slots (blocks walk two row groups), with a weight
+    and without (ones, as :func:`numba_ln.gpu._launch.full_params` passes
+    for ``w_direct``).  Where the block has as many rows as the committed
+    build's, the partial sums of dweight/dbias are the same additions (the
+    same bits), and so is dx but where a direct weight read lets the
+    compiler fuse ``dy * w`` with an addition (with a weight, on a GPU):
+    there within rounding.
+    """
+    threads = opts.get("threads") or (_kernels.MAX_THREADS if tpr <= 32 else tpr)
+    R0 = (_kernels.MAX_THREADS if tpr <= 32 else tpr) // tpr
+    R = threads // tpr
+
+    def build(o, t):
+        fn = _kernels._make_variant(tpr, kv, False, pipe, **o)["layer_norm_backward"]
+        if _kernels.SIM:
+            return cuda.jit(fn)
+        return cuda.jit(launch_bounds=(t, blocks) if blocks > 1 else (t,))(fn)
+
+    key = ("bwd", tpr, kv, pipe, blocks, tuple(sorted(opts.items())))
+    if key not in _CANDIDATES:
+        layout = {"vec": opts["vec"]} if "vec" in opts else {}  # (the same columns a thread)
+        base = ("bwd", tpr, kv, pipe, blocks, tuple(layout.items()))
+        if base not in _CANDIDATES:
+            _CANDIDATES[base] = build(layout, R0 * tpr)
+        _CANDIDATES[key] = (_CANDIDATES[base], build(opts, threads))
+    k0, k1 = _CANDIDATES[key]
+    from numba_ln import gpu
+
+    for d in sorted({tpr * kv, tpr + 1}):
+        rows = 3 * max(R, R0) + 1
+        x = rng.standard_normal((rows, d)).astype(dtype)
+        dy = rng.standard_normal((rows, d)).astype(dtype)
+        _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+        for flags in (_kernels.HAS_WEIGHT, 0):
+            w = rng.standard_normal(d).astype(dtype) if flags else np.ones(d, dtype)
+            got = []
+            for kern, rr in ((k0, R0), (k1, R)):
+                dx = cuda.device_array((rows, d), dtype)
+                part = cuda.device_array((2, 2, d), dtype)
+                kern[2, (tpr, rr)](cuda.to_device(dy), cuda.to_device(x), m, r,
+                                   cuda.to_device(w), np.int32(flags),
+                                   cuda.device_array((2, 1, 1), dtype), dx, part)
+                got.append((dx.copy_to_host(), part.copy_to_host()))
+            (dx0, p0), (dx1, p1) = got
+            ref_dx, ref_dw, ref_db = ln_backward_ref(
+                dy, x, w if flags else None, 1, mean=m.copy_to_host(), rstd=r.copy_to_host())
+            np.testing.assert_allclose(dx1, ref_dx, **tol)
+            np.testing.assert_allclose(p1[1].sum(0), ref_db, rtol=1e-4, atol=1e-4)
+            if flags:
+                np.testing.assert_allclose(p1[0].sum(0), ref_dw, rtol=1e-4, atol=1e-4)
+            fused = opts.get("w_direct") and flags and not _kernels.SIM
+            if R == R0:
+                assert np.array_equal(p0, p1), (tpr, kv, d, flags, opts)
+            if not fused:
+                assert np.array_equal(dx0, dx1), (tpr, kv, d, flags, opts)
+
+
 def check_forward_candidate(tpr, kv, pipe, dtype, rng, rtol, atol, blocks=1, **opts):
     """The forward of variant ``tpr x kv`` built with ``opts`` (options of
     ``_make_variant``: ``chan=True``, ``vec=4``..., ``scripts/gpu_tune.py``
@@ -266,3 +331,60 @@ def check_vector_variant(d, dtype, rng, tol, monkeypatch):
     rdx, rdw, rdb = ln_backward_ref(dy, x, w, 1, mean=outs[True][1], rstd=outs[True][2])
     np.testing.assert_allclose(outs[True][4], rdx, **tol)
     np.testing.assert_allclose(outs[True][5], rdw, rtol=1e-4, atol=1e-4 * max(1, rows ** 0.5))
+
+
+def check_direct_w_backward_variant(d, dtype, rng, tol):
+    """The backward of rows of ``d`` through the public call, where its
+    variant is of :data:`~numba_ln.gpu._kernels.DIRECT_W_BWD` (it reads w at
+    every column and computes ``dy * w`` with no select; an absent weight is
+    passed as D ones), against the same variant's kernel that selects (with
+    a dummy weight of 4 values where there is none), in the same launch:
+    without a weight, dx and dbias with the same bits (``dy * 1`` is
+    ``dy``); with one, dweight and dbias with the same bits (the same
+    additions) and dx within a rounding (on a GPU, NVVM fuses ``dy * w``
+    with the addition that follows); and the float64 reference within
+    ``tol``."""
+    from numba_ln import gpu
+    from numba_ln.gpu import _launch
+
+    name = np.dtype(dtype).name
+    G, nwin, v, block = _launch.backward_launch(2 * 3 + 1, d, name)
+    assert nwin == 1 and name in v.bwd_direct_w
+    rows = 3 * G * block[1] + 1  # (blocks walk several row groups)
+    G = _launch.backward_launch(rows, d, name)[0]
+    x = rng.standard_normal((rows, d)).astype(dtype)
+    dy = rng.standard_normal((rows, d)).astype(dtype)
+    w = rng.standard_normal(d).astype(dtype)
+    fns = _kernels._make_variant(v.tpr, v.kv, False, v.pipe[name], vec=v.bwd_width.get(name, 1),
+                                 vec_access=False)
+    selecting = _jit(fns["layer_norm_backward"], v.tpr, v.blocks[name][1])
+    _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+    for ww in (w, None):
+        got = gpu.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), m, r,
+                                      None if ww is None else cuda.to_device(ww))
+        got = [None if a is None else a.copy_to_host() for a in got]
+        dx = cuda.device_array((rows, d), dtype)
+        part = cuda.device_array((2, G, d), dtype)
+        selecting[G, block](cuda.to_device(dy), cuda.to_device(x), m, r,
+                            cuda.to_device(np.zeros(4, dtype) if ww is None else ww),
+                            np.int32(0 if ww is None else _kernels.HAS_WEIGHT),
+                            cuda.device_array((2, 1, 1), dtype), dx, part)
+        grads = cuda.device_array((2, d), dtype)
+        _kernels.col_sum[name][_launch.col_launch(G, d, 2)](part, grads)
+        want_dx, (want_dw, want_db) = dx.copy_to_host(), grads.copy_to_host()
+        assert np.array_equal(got[2], want_db), d
+        if ww is None:
+            assert got[1] is None
+            assert np.array_equal(got[0], want_dx), d
+        else:
+            assert np.array_equal(got[1], want_dw), d
+            # a rounding of each term of dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+            rs = r.copy_to_host().astype(np.float64)[:, None]
+            xhat = (x - m.copy_to_host()[:, None]) * rs
+            g = np.abs(dy.astype(np.float64) * w)
+            terms = g + g.mean(1, keepdims=True) + np.abs(xhat) * (g * np.abs(xhat)).mean(
+                1, keepdims=True)
+            ulp = 4 * np.finfo(dtype).eps * (np.abs(want_dx) + rs * terms)
+            assert (np.abs(got[0] - want_dx) <= ulp).all(), (d, np.abs(got[0] - want_dx).max())
+        rdx = ln_backward_ref(dy, x, ww, 1, mean=m.copy_to_host(), rstd=r.copy_to_host())[0]
+        np.testing.assert_allclose(got[0], rdx, **tol)

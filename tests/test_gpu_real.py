@@ -140,6 +140,18 @@ def test_committed_direct_wb_variants_match_the_selecting_kernel(d):
     check_direct_wb_variant(d, np.float32, RNG, _tol(np.float32, d))
 
 
+@pytest.mark.parametrize("d", sorted({tpr * kv - o for tpr, kv in _kernels.DIRECT_W_BWD
+                                      for o in (0, 1)}))
+def test_committed_direct_w_backward_variants_match_the_selecting_kernel(d):
+    """The committed backward that reads w directly (float32) against the
+    kernel that selects: dx the same bits without a weight, within rounding
+    with one; the gradients the same bits (see
+    check_direct_w_backward_variant)."""
+    from _gpu_cases import check_direct_w_backward_variant
+
+    check_direct_w_backward_variant(d, np.float32, RNG, _tol(np.float32, d))
+
+
 @pytest.mark.parametrize("shape,axis", [((6, 50, 7), 1), ((4, 30, 40), (0, 2)),
                                         ((3, 5, 7, 11), (1, 2, 3)), ((2000, 3), 0)])
 def test_non_trailing_and_multiple_axes(shape, axis):
@@ -411,6 +423,23 @@ def test_vector_pieces_backward(tpr, kv, pipe, blocks, dtype, vec):
     from _gpu_cases import check_vector_backward
 
     check_vector_backward(tpr, kv, pipe, dtype, RNG, _tol(dtype, tpr * kv), blocks, vec)
+
+
+@candidate
+@pytest.mark.parametrize("tpr,kv,pipe,blocks,opts", [
+    (128, 8, True, 5, {"w_direct": True}), (128, 8, True, 2, {"threads": 256}),
+    (128, 8, True, 2, {"threads": 256, "w_direct": True}), (16, 8, True, 3, {"w_direct": True}),
+    (512, 16, True, 1, {"hold": True}),
+    (512, 16, False, 1, {"hold": True}), (1024, 8, True, 1, {"w_direct": True}),
+    (512, 8, True, 1, {"w_direct": True})])
+def test_backward_candidates(tpr, kv, pipe, blocks, opts):
+    """The sixth sweep's backward candidates (scripts/gpu_tune.py): direct
+    weight reads, rows held past HOLD_MAX, other threads a block (see
+    check_backward_candidate), float32."""
+    from _gpu_cases import check_backward_candidate
+
+    check_backward_candidate(tpr, kv, pipe, np.float32, RNG, _tol(np.float32, tpr * kv),
+                             blocks, **opts)
 
 
 @candidate

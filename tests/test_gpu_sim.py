@@ -617,9 +617,11 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "PLAN", [
         ((9, 30), "float32", [C(8, 4, 1, True, True), C(8, 4, 1, True, ks=1),
                               C(8, 4, 1, True, vec=2)],
-         [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1), C(8, 4, 1, True, l2=True)]),
+         [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1), C(8, 4, 1, True, l2=True),
+          C(8, 4, 1, True, hold=True, acc=True)]),
         ((5, 64), "float64", [C(32, 2, 1, True, True), C(32, 2, 1, True, vec=2, wbd=True)],
-         [C(32, 2, 1, True, acc=True)]),
+         [C(32, 2, 1, True, acc=True), C(32, 2, 1, True, vec=2, wbd=True),
+          C(32, 2, 1, True, threads=32)]),
         # a backward over 4 column windows of 32, in 2 row slots
         ((5, 100), "float32", [], [C(8, 4, 1, False, loops=True, slots=2)]),
         # few long rows: the committed backward is LONG_ROWS's, in its row slots
@@ -632,7 +634,7 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
     assert not [r for r in results if "error" in r]
     rows = [r for r in results if r["pass"] not in ("colsum", "forward plan")]
-    assert len(rows) == 19
+    assert len(rows) == 22
     # the forward plans of few long rows (both split here: x fits in "L2")
     assert [(r["plan"], r["committed"]) for r in results if r["pass"] == "forward plan"] == [
         ("split", True), ("split", False)]
@@ -643,20 +645,27 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     # vector pieces: a candidate at D = 30; at D = 64, a VECTOR variant under the
     # simulator, the committed float64 backward (not its forward) and the
     # direct w, b candidate; at D = 12 both committed passes
-    assert sum(r["vec"] == 2 for r in rows) == 5
+    assert sum(r["vec"] == 2 for r in rows) == 6
     assert {(tuple(r["shape"]), r["pass"]): r["vec"] for r in rows if r["committed"]
             and r["shape"] in ([5, 64], [3, 12])} == {
         ((5, 64), "forward"): 1, ((5, 64), "backward"): 2,
         ((3, 12), "forward"): 2, ((3, 12), "backward"): 2}
-    assert sum(r["wb_direct"] for r in rows) == 2
-    assert [r["pass"] for r in rows if r["wb_direct"] and r["committed"]] == ["forward"]
+    assert sum(r["wb_direct"] for r in rows) == 4
+    # at D = 12 (a variant of DIRECT_WB and DIRECT_W_BWD) both committed passes
+    assert [r["pass"] for r in rows if r["wb_direct"] and r["committed"]] == [
+        "forward", "backward"]
     looped = [r for r in rows if r["loops"] and not r["committed"]]
     assert [(r["slots"], r["grid"]) for r in looped] == [(2, 8)]
     assert looped[0]["dweight_max_abs_diff"] < 1e-4
-    # the column sums alone, in blocks of 8 (committed), 16 and 32 columns
+    assert [(r["hold"], r["threads"]) for r in rows if r["hold"] or r["threads"] == 32] == [
+        (True, 64), (None, 32)]
+    # the column sums alone, in the blocks of COL_CONFIGS that fit (committed first)
     cols = [r for r in results if r["pass"] == "colsum"]
-    assert [r["cols"] for r in cols] == [8, 16, 32] * 5
-    assert all(r["bitwise_as_committed"] for r in cols)
+    configs = [(8, 2)] + [(c[0], c[2]) for c in tune.COL_CONFIGS if c[0] <= 32]
+    assert [(r["cols"], r["unroll"]) for r in cols] == configs * 5
+    # (a batch of loads changes no bits; other rows a block would)
+    ny = {tuple(r["shape"]): r["ny"] for r in cols if r["committed"]}
+    assert all(r["bitwise_as_committed"] for r in cols if r["ny"] == ny[tuple(r["shape"])])
     committed_vec = {(tuple(r["shape"]), r["pass"]): r["vec"] for r in rows if r["committed"]}
     for r in rows:
         tol = 1e-5 if r["dtype"] == "float32" else 1e-13
@@ -704,6 +713,16 @@ def test_direct_weight_and_bias_variants_match_the_selecting_kernel(d, dtype):
     check_direct_wb_variant(d, dtype, RNG, _tol(dtype))
 
 
+@pytest.mark.parametrize("d,dtype", [(7, np.float32), (16, np.float32), (13, np.float64)])
+def test_direct_weight_backward_variants_match_the_selecting_kernel(d, dtype):
+    """The variants of DIRECT_W_BWD, here (4, 2) in float32 for 4 < D <= 8,
+    (8, 2), also of VECTOR, for 8 < D <= 16: see
+    check_direct_w_backward_variant."""
+    from _gpu_cases import check_direct_w_backward_variant
+
+    check_direct_w_backward_variant(d, dtype, RNG, _tol(dtype))
+
+
 @pytest.mark.parametrize("d", [12, 16, 13, 40, 64])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_vector_variants_give_the_same_bits_aligned_or_not(d, dtype, monkeypatch):
@@ -749,6 +768,9 @@ def test_kernel_table_is_complete():
     assert any(None in widths for entry in _kernels.VECTOR.values() for widths in entry.values())
     assert {(v.tpr, v.kv): v.direct_wb for v in _kernels.VARIANTS if v.direct_wb} == {
         k: frozenset(dts) for k, dts in _kernels.DIRECT_WB.items()}
+    assert {(v.tpr, v.kv): v.bwd_direct_w for v in _kernels.VARIANTS if v.bwd_direct_w} == {
+        k: frozenset(dts) for k, dts in _kernels.DIRECT_W_BWD.items()}
+    assert all(v.hold for v in _kernels.VARIANTS if v.bwd_direct_w)  # (else it reads no w)
     # the variant of few long rows: a backward over column windows, its own names
     long = _kernels.LONG
     assert long.passes == ("backward",) and long.loops and not long.hold
@@ -880,3 +902,44 @@ def test_shared_memory_accumulators_give_the_same_bits(tpr, kv, pipe):
         np.testing.assert_allclose(out[True][0], ref_dx, **_tol(np.float32))
         np.testing.assert_allclose(out[True][1][0].sum(0), ref_dw, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(out[True][1][1].sum(0), ref_db, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tpr,kv,pipe,opts,dtype", [
+    (8, 2, True, {"w_direct": True}, np.float64),  # held, prefetched, groups of a block
+    (8, 2, True, {"w_direct": True}, np.float32),
+    (64, 2, False, {"w_direct": True}, np.float32),  # held, a block a row, no prefetch
+    (8, 2, True, {"w_direct": True, "vec": 2}, np.float32),  # with vector pieces
+    (8, 4, True, {"hold": True}, np.float32),  # held beyond HOLD_MAX, prefetched
+    (8, 4, False, {"hold": True, "acc_smem": True, "w_direct": True}, np.float32),
+    (8, 4, True, {"w_direct": True}, np.float32),  # re-read: w_direct changes nothing
+    (64, 2, True, {"threads": 128}, np.float32),  # two rows a block of tpr > 32
+    (32, 2, True, {"threads": 32, "w_direct": True}, np.float32),  # a row a block, tpr <= 32
+])
+def test_backward_candidates(tpr, kv, pipe, opts, dtype):
+    """The backward's direct weight reads (``w_direct``), rows held past
+    HOLD_MAX (``hold``) and other threads a block (``threads``): the
+    scripts/gpu_tune.py candidates of the sixth sweep (see
+    check_backward_candidate)."""
+    from _gpu_cases import check_backward_candidate
+
+    check_backward_candidate(tpr, kv, pipe, dtype, RNG, _tol(dtype), **opts)
+
+
+@pytest.mark.parametrize("unroll", [1, 3, 8])
+def test_column_sums_unrolled_give_the_same_bits(unroll):
+    """The column sums with ``unroll`` loads of a thread in flight
+    (:func:`_kernels._make_col_sum`, committed ``COL_UNROLL``; others are
+    scripts/gpu_tune.py candidates): the committed kernel's bits, partial-row
+    counts that end a batch early or exactly, blocks of 1 to COL_TY rows."""
+    kern = cuda.jit(_kernels._make_col_sum(unroll))
+    d = _kernels.COL_TX + 3
+    for P in (1, 5, 8, 24, 37):
+        part = RNG.standard_normal((2, P, d)).astype(np.float32)
+        for ny_max in (1, _kernels.COL_TY):
+            grid, block = _launch.col_launch(P, d, 2, ny_max=ny_max)
+            want = cuda.device_array((2, d), np.float32)
+            got = cuda.device_array((2, d), np.float32)
+            _kernels.col_sum["float32"][grid, block](cuda.to_device(part), want)
+            kern[grid, block](cuda.to_device(part), got)
+            assert np.array_equal(_host(got), _host(want)), (P, ny_max)
+            np.testing.assert_allclose(_host(got), part.sum(1), rtol=1e-5, atol=1e-5)

@@ -192,6 +192,18 @@ VECTOR = {(8, 2): {"float32": (2, 2), "float64": (2, 2)},
 DIRECT_WB = {(4, 2): ("float32", "float64"), (8, 2): ("float32",)} if SIM else {
     (tpr, kv): ("float32",) for tpr, kv in VECTOR}
 
+#: ``{(tpr, kv): dtypes}`` of the variants whose backward reads ``w[j]``
+#: directly and computes ``dy * w[j]`` with no select where a thread's
+#: columns are all in the row (``w_direct`` of :func:`_make_variant`; only
+#: where the backward holds its row; not the looping variants).  They need
+#: a weight of the row's length: for an absent one,
+#: :func:`numba_ln.gpu._launch.backward` passes ones (the bits of no
+#: weight; with one, dx within a rounding of the selecting kernel's: NVVM
+#: fuses ``dy * w`` with an addition).  None on a GPU yet (a candidate of
+#: the sixth sweep, ``scripts/gpu_tune.py``).  Under the simulator, two
+#: variants (one of :data:`VECTOR`), so that the path is tested.
+DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM else {}
+
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
 
@@ -901,7 +913,8 @@ class Variant:
     dtype: a block loads its next row while it works on the current one, see
     :func:`_make_variant`; launched as one wave of resident blocks),
     ``loops`` (the widest variant and :data:`LONG`: rows longer than
-    ``capacity``), ``direct_wb`` (:data:`DIRECT_WB`), ``blocks`` (its
+    ``capacity``), ``direct_wb`` (:data:`DIRECT_WB`), ``bwd_direct_w``
+    (:data:`DIRECT_W_BWD`), ``blocks`` (its
     :data:`TABLE` entry's), ``grid`` (:data:`LONG_ROWS`'s, else None), and the
     kernels, each a
     dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
@@ -939,6 +952,8 @@ class Variant:
         #: values (:data:`DIRECT_WB`; never a looping variant: the widest, or
         #: :data:`LONG`, which may share a ``(tpr, kv)`` with one of the table)
         self.direct_wb = frozenset(() if loops else DIRECT_WB.get((tpr, kv), ()))
+        #: dtype names whose backward reads w[j] directly (:data:`DIRECT_W_BWD`)
+        self.bwd_direct_w = frozenset(() if loops else DIRECT_W_BWD.get((tpr, kv), ()))
         for dtype in DTYPES:
             widths = (None if loops else VECTOR.get((tpr, kv), {}).get(dtype)) or (None, None)
             for i, pass_ in enumerate(("forward", "backward")):
@@ -946,7 +961,8 @@ class Variant:
                 if n is None:
                     continue
                 args = (pass_, tpr, kv, loops, self.pipe[dtype])
-                kw = dict(l2_prefetch=(tpr, kv) in L2_PREFETCH, wb_direct=dtype in self.direct_wb)
+                kw = dict(l2_prefetch=(tpr, kv) in L2_PREFETCH, wb_direct=dtype in self.direct_wb,
+                          w_direct=dtype in self.bwd_direct_w)
                 width = widths[i] or 1
                 builds = [("", _pass_kernels(*args, vec=width, vec_access=False, **kw))]
                 if width > 1 and not builds[0][1]:  # a backward that cannot take pieces
@@ -980,7 +996,8 @@ def _pass_kernels(pass_, *args, **kw):
 
 
 def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None,
-                  l2_prefetch=False, vec=1, vec_access=True, wb_direct=False):
+                  l2_prefetch=False, vec=1, vec_access=True, wb_direct=False, hold=None,
+                  threads=None, w_direct=False):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_one_reduction` (one group
@@ -990,9 +1007,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     instead of ``2 * kv`` registers a thread, and sums a block's groups
     from there; the same additions in the same order, so the same bits.
     ``store_chunk``: ``KS`` below (default :data:`STORE_CHUNK`).
-    ``l2_prefetch``: a backward that does not hold its row in registers
-    (``kv > HOLD_MAX``, so it cannot prefetch it into registers) has the
-    next row's ``dy`` and ``x`` fetched into L2 (:func:`_prefetch_l2`) while
+    ``l2_prefetch``: a backward that does not prefetch its next row into
+    registers (it does not hold its row, ``kv > HOLD_MAX``, or ``pipe`` is
+    off) has the next row's ``dy`` and ``x`` fetched into L2 (:func:`_prefetch_l2`) while
     it works on the current one, so that DRAM is not idle through its
     reductions and second pass (the variants of :data:`L2_PREFETCH`).
     ``vec`` (2 or 4; 1: none): vector pieces.  The forward reads ``x``,
@@ -1023,6 +1040,16 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     fuses ``h * w + b`` into one multiply-add, and the selecting kernel
     without a weight fuses ``h``'s own multiply with the add of ``b``
     (different bits on an H200; the simulator does no fusing).
+    ``w_direct``: the backward's ``wb_direct``: where it holds its row and
+    a thread's columns are all in it, it reads ``w[j]`` at ``j`` itself and
+    computes ``dy * w[j]`` with no select, ones standing in for an absent
+    weight (``dy * 1`` is ``dy``): the same bits as the selecting kernel
+    without a weight, within a rounding with one (NVVM fuses ``dy * w - a``
+    and ``a + dy * w``).  ``dweight``/``dbias`` partials: the same bits.
+    ``hold``: whether the backward keeps ``dy`` and ``xhat`` of its row in
+    registers between its two passes (default: ``kv <= HOLD_MAX``; not with
+    ``loops``).  ``threads``: a block's threads (default ``MAX_THREADS``
+    for ``tpr <= 32``, else ``tpr``: a row a block), a multiple of ``tpr``.
     ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
     ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
     better on an H200: docs/gpu_bench_h200.md); ``vec`` and ``wb_direct``
@@ -1048,14 +1075,15 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     """
     TPR = tpr
     KV = kv
-    NT = MAX_THREADS if TPR <= 32 else TPR
+    NT = threads or (MAX_THREADS if TPR <= 32 else TPR)
     R = NT // TPR
+    assert R * TPR == NT, "whole rows a block"
     CW = TPR * KV
     LOOPS = loops
-    HOLD = KV <= HOLD_MAX
+    HOLD = KV <= HOLD_MAX if hold is None else hold
     PIPE = pipe
     BPIPE = PIPE and HOLD  # the backward prefetches where it holds its row
-    L2P = l2_prefetch and not HOLD  # ... and into L2 where it does not
+    L2P = l2_prefetch and not BPIPE  # ... and into L2 where it does not
     KP = KV if PIPE else 1
     assert not (HOLD and LOOPS), "the widest variant re-reads (several windows)"
     assert not (PIPE and LOOPS), "a prefetched row must fit in registers"
@@ -1065,6 +1093,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     VEC = vec
     VACC = vec_access and VEC > 1
     WBD = wb_direct
+    BWD_W = w_direct
     assert VEC in (1, 2, 4), "vector pieces of 2 or 4 values"
     assert VEC == 1 or not (LOOPS or CHAN), "vector pieces: rows held in registers, two-pass"
     #: the shared reduction scratch: two slots per warp on a GPU (a pair of
@@ -1313,6 +1342,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
             _load_row(x[rn], xn, n, tx, TPR, KV, BVEC, VACC)
             mn = mean[rn]
             rsn = rstd[rn]
+        # direct w reads (w_direct): where the row is held and all this
+        # thread's columns are in it (one window: c0 is 0)
+        wfull = BWD_W and HOLD and _col(tx, KV - 1, TPR, BVEC) < n
         for base in range(start, rows, step):
             row = base + ty
             active = row < rows
@@ -1334,7 +1366,28 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
             else:
                 m = mean[r]
                 rs = rstd[r]
-            if nwin == 1:
+            if nwin == 1 and wfull:
+                a = T(0)
+                q = T(0)
+                for k in range(KV):
+                    jj = uint64(_col(tx, k, TPR, BVEC))
+                    if BPIPE:
+                        d = dyv[k]
+                        xhat = (xhv[k] - m) * rs
+                    else:
+                        d = dyr[jj]
+                        xhat = (xr[jj] - m) * rs
+                    dyv[k] = d
+                    xhv[k] = xhat
+                    g = d * w[jj]
+                    a += g
+                    q += g * xhat
+                if L2P and base + step < rows:  # (after this row's loads)
+                    _prefetch_rows(dy, x, min(base + step + ty, rows - 1), c0, n, TPR, KV)
+                a, q = _group_sum2(a, q, red, TPR)
+                a = a / nf
+                q = q / nf
+            elif nwin == 1:
                 a = T(0)
                 q = T(0)
                 for k in range(KV):
@@ -1372,6 +1425,18 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                 for kc in range(KV // KS):
                     for kk in range(KS):
                         k = kc * KS + kk
+                        if wfull:  # (held, every column in the row)
+                            jj = uint64(_col(tx, k, TPR, BVEC))
+                            d = dyv[k]
+                            xhat = xhv[k]
+                            vb[kk] = rs * (d * w[jj] - a - xhat * q)
+                            if ACC:
+                                accs[ty * CW + k * TPR + tx] += d * xhat
+                                accs[(R + ty) * CW + k * TPR + tx] += d
+                            else:
+                                accw[k] += d * xhat
+                                accb[k] += d
+                            continue
                         j = c0 + _col(tx, k, TPR, BVEC)
                         jc = uint32(min(j, last))
                         if HOLD:
@@ -1392,6 +1457,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                         for kp in range(0, KS, BVEC):
                             jj = uint64(_col(tx, kc * KS + kp, TPR, BVEC))
                             _vstore_from(dxr, jj, vb, kp, BVEC, VACC)
+                    elif wfull:
+                        for kk in range(KS):
+                            dxr[uint64(_col(tx, kc * KS + kk, TPR, BVEC))] = vb[kk]
                     else:
                         for kk in range(KS):
                             j = c0 + _col(tx, kc * KS + kk, TPR, BVEC)
@@ -1457,45 +1525,71 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     return kernels
 
 
-def _col_sum(part, out):
-    """``out[k, j] = sum(part[k + K - k_out, :, j])`` in a fixed order (no
-    atomics), ``k_out`` the rows of ``out``.
+def _make_col_sum(unroll):
+    """:func:`_col_sum`'s Python kernel with ``U = unroll`` loads of a
+    thread in flight at a time (see there)."""
+    U = unroll
 
-    ``part``: ``(K, P, D)``, ``K`` arrays of ``P`` partial rows (the weight
-    and bias partials of the backward), summed in one launch into the last
-    ``k_out`` of them (both, or only the bias's): block ``(bx, k)`` takes
-    columns ``bx*cols ...`` of ``out``'s row ``k``.
-    Blocks of ``(cols, ny)`` threads, ``ny`` a power of two, at most
-    ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_launch`; ``cols``
-    is ``COL_TX`` but where a sweep tries others): ``ty`` sums the rows
-    ``ty, ty+ny, ...`` of its column (``ny`` loads of a column in flight,
-    each a 32-byte sector or more of a row), then a shared-memory tree adds
-    the ``ny`` sums in a fixed pairing.
-    """
-    T = part.dtype.type
-    buf = cuda.shared.array(COL_THREADS, part.dtype)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    nx = cuda.blockDim.x
-    ny = cuda.blockDim.y
-    k = cuda.blockIdx.y
-    kp = k + part.shape[0] - out.shape[0]
-    j = cuda.blockIdx.x * nx + tx
-    P = part.shape[1]
-    n = part.shape[2]
-    t = T(0)
-    if j < n:
-        for p in range(ty, P, ny):
-            t += part[kp, p, j]
-    buf[ty * nx + tx] = t
-    half = ny >> 1
-    while half > 0:
-        cuda.syncthreads()
-        if ty < half:
-            buf[ty * nx + tx] += buf[(ty + half) * nx + tx]
-        half >>= 1
-    if ty == 0 and j < n:
-        out[k, j] = buf[tx]
+    def _col_sum(part, out):
+        """``out[k, j] = sum(part[k + K - k_out, :, j])`` in a fixed order (no
+        atomics), ``k_out`` the rows of ``out``.
+
+        ``part``: ``(K, P, D)``, ``K`` arrays of ``P`` partial rows (the weight
+        and bias partials of the backward), summed in one launch into the last
+        ``k_out`` of them (both, or only the bias's): block ``(bx, k)`` takes
+        columns ``bx*cols ...`` of ``out``'s row ``k``.
+        Blocks of ``(cols, ny)`` threads, ``ny`` a power of two, at most
+        ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_launch`; ``cols``
+        is ``COL_TX`` but where a sweep tries others): ``ty`` sums the rows
+        ``ty, ty+ny, ...`` of its column, in that order, ``U`` rows' loads at
+        a time (issued together, then added in order: a round trip to memory
+        for ``U`` rows; a row past the end adds ``+0.0``, which leaves the sum
+        as it was, so ``U`` changes no bits), then a shared-memory tree adds
+        the ``ny`` sums in a fixed pairing.
+        """
+        T = part.dtype.type
+        buf = cuda.shared.array(COL_THREADS, part.dtype)
+        v = cuda.local.array(U, part.dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        nx = cuda.blockDim.x
+        ny = cuda.blockDim.y
+        k = cuda.blockIdx.y
+        kp = k + part.shape[0] - out.shape[0]
+        j = cuda.blockIdx.x * nx + tx
+        P = part.shape[1]
+        n = part.shape[2]
+        t = T(0)
+        if j < n and U == 1:  # (the loop as NVVM unrolls it: loads of 4 rows together)
+            for p in range(ty, P, ny):
+                t += part[kp, p, j]
+        elif j < n:
+            for p0 in range(ty, P, ny * U):
+                for u in range(U):
+                    p = p0 + u * ny
+                    v[u] = part[kp, p, j] if p < P else T(0)
+                for u in range(U):
+                    t += v[u]
+        buf[ty * nx + tx] = t
+        half = ny >> 1
+        while half > 0:
+            cuda.syncthreads()
+            if ty < half:
+                buf[ty * nx + tx] += buf[(ty + half) * nx + tx]
+            half >>= 1
+        if ty == 0 and j < n:
+            out[k, j] = buf[tx]
+
+    return _col_sum
+
+
+#: The loads of a column a thread of the column sums issues at a time
+#: (:func:`_make_col_sum`).  Under the simulator 2, so that a batch runs
+#: past the partial rows' end.
+COL_UNROLL = 2 if SIM else 1
+
+#: The column sums' Python kernel.
+_col_sum = _make_col_sum(COL_UNROLL)
 
 
 #: ``"name[dtype]"`` -> kernel compiled for that dtype, and -> its kind (the

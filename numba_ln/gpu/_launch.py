@@ -181,12 +181,21 @@ def full_params(w, b, flags, d, dtype, stream, work=None):
     :func:`scratch`)."""
     name = _NAME[np.dtype(dtype).char]
     if not flags & K.HAS_WEIGHT:
-        w = scratch(work, ("ones", d, name),
-                    lambda: cuda.to_device(np.ones(d, dtype), stream=stream))
+        w = ones(d, dtype, stream, work)
     if not flags & K.HAS_BIAS:
         b = scratch(work, ("-zeros", d, name),
                     lambda: cuda.to_device(np.full(d, -0.0, dtype), stream=stream))
     return w, b
+
+
+def ones(d, dtype, stream, work=None):
+    """``d`` ones of ``dtype`` on the device, kept in ``work`` (see
+    :func:`scratch`): the weight of a layer that has none, for the kernels
+    that read it at every column (:func:`full_params`, and the backward of
+    :data:`~numba_ln.gpu._kernels.DIRECT_W_BWD`'s variants)."""
+    name = _NAME[np.dtype(dtype).char]
+    return scratch(work, ("ones", d, name),
+                   lambda: cuda.to_device(np.ones(d, dtype), stream=stream))
 
 
 def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
@@ -214,6 +223,8 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
         _go(v.bwd_rowsums[name], name, "layer_norm_backward_rowsums", grid, block, stream,
             dy, x, mean, rstd, w, np.int32(flags), sums)
     if rows > 0:
+        if name in v.bwd_direct_w and not flags & K.HAS_WEIGHT:
+            w = ones(d, dtype, stream, work)  # (read and multiplied by: dy * 1 is dy)
         kernel = v.bwd[name]
         if name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx):
             kernel = v.bwd_vec[name]
@@ -250,18 +261,19 @@ def vector_ok(width, d, *arrays):
     return True
 
 
-def col_launch(P, d, ngrad, cols=None):
+def col_launch(P, d, ngrad, cols=None, ny_max=None):
     """``(grid, block)`` of :func:`~numba_ln.gpu._kernels._col_sum` over
     ``P`` partial rows of ``d`` columns for ``ngrad`` gradients.  Blocks of
     ``cols`` columns (default ``COL_TX``) x the largest power of two up to
-    ``COL_TY`` (and ``COL_THREADS`` threads in all) that leaves a thread at
-    least 4 rows (1 for ``P < 8``), so that a few partial rows do not launch
-    many mostly idle threads."""
+    ``ny_max`` (default ``COL_TY``; and ``COL_THREADS`` threads in all) that
+    leaves a thread at least 4 rows (1 for ``P < 8``), so that a few partial
+    rows do not launch many mostly idle threads.  (``cols`` and ``ny_max``
+    other than the defaults: the sweeps of ``scripts/gpu_tune.py``.)"""
     cols = cols or K.COL_TX
     if not 0 < cols <= K.COL_THREADS:
         raise ValueError(f"column-sum blocks of {cols} columns: 1 to {K.COL_THREADS}")
     ny = 1
-    while ny * 2 <= min(K.COL_TY, K.COL_THREADS // cols, P // 4):
+    while ny * 2 <= min(ny_max or K.COL_TY, K.COL_THREADS // cols, P // 4):
         ny *= 2
     return (-(-d // cols), ngrad), (cols, ny)
 
