@@ -263,7 +263,7 @@ def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=
     kernels = {}
     ref = None
     out = []
-    committed = (K.COL_TX, K.COL_TY, K.COL_UNROLL)
+    committed = (_launch.col_launch(G, d, 2)[1][0], K.COL_TY, K.COL_UNROLL)
     for cols, ny_max, unroll in dict.fromkeys((committed,) + tuple(
             c for c in COL_CONFIGS if c[0] <= K.COL_THREADS)):
         grid, block = _launch.col_launch(G, d, 2, cols, ny_max)

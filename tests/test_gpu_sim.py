@@ -466,6 +466,7 @@ def test_column_sums(P, ngrad):
     out = cuda.device_array((ngrad, d), np.float32)
     grid, block = _launch.col_launch(P, d, ngrad)
     assert block[1] == (1 if P < 8 else min(_kernels.COL_TY, 2 ** int(np.log2(P // 4))))
+    assert block[0] == (_kernels.COL_TX_FEW if P <= _kernels.COL_FEW else _kernels.COL_TX)
     _kernels.col_sum["float32"][grid, block](cuda.to_device(part), out)
     np.testing.assert_array_equal(_host(out), want)
     # other column counts a block (a sweep's), as wide as the thread limit allows
@@ -756,7 +757,7 @@ def test_kernel_table_is_complete():
     for v in _kernels.VARIANTS:
         for dt in gpu.DTYPES:
             fw, bw = _kernels.VECTOR.get((v.tpr, v.kv), {}).get(dt) or (None, None)
-            bw = bw if v.hold else None
+            bw = bw if v.hold[dt] else None
             assert v.fwd_width.get(dt) == fw and v.bwd_width.get(dt) == bw
             for p, width, builds in (("forward", fw, v.fwd_vec), ("backward", bw, v.bwd_vec)):
                 assert (dt in builds) == (width is not None)
@@ -770,10 +771,15 @@ def test_kernel_table_is_complete():
         k: frozenset(dts) for k, dts in _kernels.DIRECT_WB.items()}
     assert {(v.tpr, v.kv): v.bwd_direct_w for v in _kernels.VARIANTS if v.bwd_direct_w} == {
         k: frozenset(dts) for k, dts in _kernels.DIRECT_W_BWD.items()}
-    assert all(v.hold for v in _kernels.VARIANTS if v.bwd_direct_w)  # (else it reads no w)
+    # (a backward that reads w directly holds its row: else it does not read it so)
+    assert all(v.hold[dt] for v in _kernels.VARIANTS for dt in v.bwd_direct_w)
+    # rows held past HOLD_MAX: the variants of HOLD_ROWS, in its dtypes only
+    assert {(v.tpr, v.kv): {dt for dt, h in v.hold.items() if h} for v in _kernels.VARIANTS
+            if v.kv > _kernels.HOLD_MAX and any(v.hold.values())} == {
+        k: set(dts) for k, dts in _kernels.HOLD_ROWS.items()}
     # the variant of few long rows: a backward over column windows, its own names
     long = _kernels.LONG
-    assert long.passes == ("backward",) and long.loops and not long.hold
+    assert long.passes == ("backward",) and long.loops and not any(long.hold.values())
     assert long.capacity < _kernels.VARIANTS[-1].capacity and long.suffix.endswith("w")
     for dt in gpu.DTYPES:
         for kind, table in (("backward", long.bwd), ("backward_rowsums", long.bwd_rowsums)):

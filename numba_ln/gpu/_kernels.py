@@ -145,6 +145,17 @@ else:
 #: caches: a no-op there), one variant that re-reads its row, for the path.
 L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
 
+#: ``{(tpr, kv): dtypes}`` of the variants whose backward holds ``dy`` and
+#: ``xhat`` of its row in registers with ``kv`` over :data:`HOLD_MAX`, and
+#: so prefetches its next row into registers instead of L2 (``hold`` of
+#: :func:`_make_variant`).  512x16 float32 (backward of 4096 < D <= 8192),
+#: on an H200 (session 10, ``scripts/gpu_tune.py``): 16384x8192 0.587 ->
+#: 0.486 ms, 64.6% -> 78.1% of copy bandwidth, for 128 registers and 60
+#: bytes of spills (``ptxas -v``, sm_90); without the prefetch (16 bytes of
+#: spills) 57.6%.  (float64 would spill hundreds of bytes.)  Under the
+#: simulator, a variant past its HOLD_MAX, so that the path is tested.
+HOLD_ROWS = {(8, 4): ("float32",)} if SIM else {(512, 16): ("float32",)}
+
 #: Vector pieces: ``{(tpr, kv): {dtype: (forward, backward)}}``, the width
 #: of the pieces of adjacent values in which a thread of that variant holds
 #: its columns in each pass (``vec`` of :func:`_make_variant`; None or an
@@ -161,12 +172,16 @@ L2_PREFETCH = {(32, 4)} if SIM else {(512, 16)}
 #: 128x16, 65536x128 16x8, 4096x4096 256x16, 16384x8192 512x16).  Pieces
 #: were slower in the float32 backward (128x8: 63% -> 55%; 32x8: 43% ->
 #: 42%; 512x8: 77% -> 74% at one block a multiprocessor, 55% -> 54% at two)
-#: and in the float64 forward (2 doubles, 256x16: 82% -> 78%).  The 4x8 and
-#: 8x8 variants (D <= 64) are unmeasured and keep a value at a time.
+#: and in the float64 forward (2 doubles, 256x16: 82% -> 78%).  Session 10:
+#: the 4x8 and 8x8 variants (D <= 32, <= 64), float32 forward 66% -> 86%
+#: (65536x32) and 74% -> 87% (16384x64) of copy with direct w, b; the 4x8
+#: backward 40% -> 44%, the 8x8 backward 41% -> 41% (so not taken).
 #: Under the simulator, two variants, one with pieces in one pass of a dtype
 #: only, so that the builds and their choice are tested.
 VECTOR = {(8, 2): {"float32": (2, 2), "float64": (2, 2)},
           (32, 2): {"float32": (2, None), "float64": (None, 2)}} if SIM else {
+    (4, 8): {"float32": (4, 4)},
+    (8, 8): {"float32": (4, None)},
     (16, 8): {"float32": (4, None)},
     (32, 8): {"float32": (4, None)},
     (32, 16): {"float32": (4, None)},
@@ -199,28 +214,36 @@ DIRECT_WB = {(4, 2): ("float32", "float64"), (8, 2): ("float32",)} if SIM else {
 #: a weight of the row's length: for an absent one,
 #: :func:`numba_ln.gpu._launch.backward` passes ones (the bits of no
 #: weight; with one, dx within a rounding of the selecting kernel's: NVVM
-#: fuses ``dy * w`` with an addition).  None on a GPU yet (a candidate of
-#: the sixth sweep, ``scripts/gpu_tune.py``).  Under the simulator, two
+#: fuses ``dy * w`` with an addition).  On an H200 (session 10,
+#: ``scripts/gpu_tune.py``), float32: 8x8 41.2% -> 42.1% of copy bandwidth
+#: (16384x64), 16x8 75.9% -> 77.3% (65536x128), 512x8 76.6% -> 77.6%
+#: (4096x4096); not taken where it gained under 1% (128x8: 62.6% -> 63.1%
+#: at 4096x1024) or lost (4x8: 39.8% -> 39.4%).  Under the simulator, two
 #: variants (one of :data:`VECTOR`), so that the path is tested.
-DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM else {}
+DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM else {
+    (8, 8): ("float32",), (16, 8): ("float32",), (512, 8): ("float32",)}
 
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
 
-#: Columns x the most rows of the column-sum block (:func:`_col_sum`; the
-#: block: :func:`numba_ln.gpu._launch.col_launch`, which may take other
-#: column counts: the kernel reads its own, up to ``COL_THREADS`` threads a
-#: block).  16 columns: a 64-byte
-#: (float32) or 128-byte (float64) piece of a partial row, whole 32-byte
-#: sectors, and twice the blocks of 32 columns for narrow rows.  Up to 64
-#: rows: a column's partials read 64 at a time.  (Before: blocks of 32 x 8,
-#: a launch a gradient.  At D = 1024, 660 partial rows, that was 32 blocks a
-#: gradient and 83 loads a thread with 4 in flight, about 20 dependent L2
-#: round trips: a likely cause of the H200 backward's floor of 40 us at that
-#: shape whatever the row kernel (docs/gpu_bench_h200.md).  Not yet measured.)
-COL_TX = 8 if SIM else 16
+#: The column-sum block (:func:`_col_sum`; the launch:
+#: :func:`numba_ln.gpu._launch.col_launch`; the kernel reads its shape, up
+#: to ``COL_THREADS`` threads): ``COL_TX`` columns where there are more than
+#: ``COL_FEW`` partial rows, else ``COL_TX_FEW``, by up to ``COL_TY`` rows
+#: (a column's partials read ``COL_TY`` at a time).  On an H200 (session 10,
+#: ``scripts/gpu_tune.py``, the column sums alone): with 132 partial rows,
+#: 64 columns x 16 rows took 7.0 us at D = 8192 and 4.8 at 4096, against 9.4
+#: and 6.1 for 16 x 64; with 8, 5.2 against 7.8 (D = 65536); with 396, 8
+#: columns 3.9 us against 4.6 (D = 128); with 660 (D = 1024), 16 and 8
+#: columns the same, 5.5 us, 64 columns 10.1.  Whatever the block, they do
+#: not take under about 4 us; at D = 1024 that is a quarter of the backward
+#: (the row kernel alone, Nsight Compute: 17.0 us, about 87% of copy
+#: bandwidth).  Under the simulator, small blocks that still reach both.
+COL_TX = 8
+COL_TX_FEW = 16 if SIM else 64
+COL_FEW = 4 if SIM else 256
 COL_TY = 4 if SIM else 64
-COL_THREADS = COL_TX * COL_TY
+COL_THREADS = 32 if SIM else 1024
 
 #: Bits of the ``flags`` argument.
 HAS_WEIGHT = 1
@@ -909,7 +932,7 @@ class Variant:
 
     Attributes: ``tpr``, ``kv``, ``rows_per_block`` (``R``), ``threads`` (a
     block's), ``capacity`` (``tpr * kv``, a row or column window), ``hold``
-    (the backward keeps ``dy`` and ``xhat`` in registers), ``pipe`` (per
+    (per dtype: the backward keeps ``dy`` and ``xhat`` in registers), ``pipe`` (per
     dtype: a block loads its next row while it works on the current one, see
     :func:`_make_variant`; launched as one wave of resident blocks),
     ``loops`` (the widest variant and :data:`LONG`: rows longer than
@@ -935,7 +958,10 @@ class Variant:
         self.threads = MAX_THREADS if tpr <= 32 else tpr
         self.rows_per_block = self.threads // tpr
         self.capacity = tpr * kv
-        self.hold = kv <= HOLD_MAX
+        #: dtype name -> whether the backward holds its row in registers
+        #: (``kv <= HOLD_MAX``, or :data:`HOLD_ROWS`; never a looping variant)
+        self.hold = {dt: not loops and (kv <= HOLD_MAX or dt in HOLD_ROWS.get((tpr, kv), ()))
+                     for dt in DTYPES}
         self.pipe = {dt: kv * np.dtype(dt).itemsize <= PIPE_BYTES and not loops for dt in DTYPES}
         self.loops = loops
         self.tag = tag
@@ -962,7 +988,7 @@ class Variant:
                     continue
                 args = (pass_, tpr, kv, loops, self.pipe[dtype])
                 kw = dict(l2_prefetch=(tpr, kv) in L2_PREFETCH, wb_direct=dtype in self.direct_wb,
-                          w_direct=dtype in self.bwd_direct_w)
+                          w_direct=dtype in self.bwd_direct_w, hold=self.hold[dtype])
                 width = widths[i] or 1
                 builds = [("", _pass_kernels(*args, vec=width, vec_access=False, **kw))]
                 if width > 1 and not builds[0][1]:  # a backward that cannot take pieces

@@ -264,12 +264,13 @@ def vector_ok(width, d, *arrays):
 def col_launch(P, d, ngrad, cols=None, ny_max=None):
     """``(grid, block)`` of :func:`~numba_ln.gpu._kernels._col_sum` over
     ``P`` partial rows of ``d`` columns for ``ngrad`` gradients.  Blocks of
-    ``cols`` columns (default ``COL_TX``) x the largest power of two up to
+    ``cols`` columns (default: ``COL_TX``, or ``COL_TX_FEW`` for at most
+    ``COL_FEW`` partial rows) x the largest power of two up to
     ``ny_max`` (default ``COL_TY``; and ``COL_THREADS`` threads in all) that
     leaves a thread at least 4 rows (1 for ``P < 8``), so that a few partial
     rows do not launch many mostly idle threads.  (``cols`` and ``ny_max``
     other than the defaults: the sweeps of ``scripts/gpu_tune.py``.)"""
-    cols = cols or K.COL_TX
+    cols = cols or (K.COL_TX_FEW if P <= K.COL_FEW else K.COL_TX)
     if not 0 < cols <= K.COL_THREADS:
         raise ValueError(f"column-sum blocks of {cols} columns: 1 to {K.COL_THREADS}")
     ny = 1
