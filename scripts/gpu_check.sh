@@ -19,7 +19,9 @@
 # steps (e.g. a second device call for TUNE=1 NCU=1 alone: one call may run
 # 10 minutes).
 # Budget: tests <= 240 s (about 190 s on an H200 in session 9, most of it
-# compiling the kernel variants; about a minute more with CANDIDATES=1),
+# compiling the kernel variants; about a minute more with CANDIDATES=1; in
+# session 10 a test that hung took the rest of its limit: see
+# docs/gpu_bench_h200.md),
 # benchmark <= 160 s (about 35 s), sweep <= TUNE_LIMIT + 50 s (170 s),
 # Nsight Compute <= 120 s (under 7 minutes without the sweep and NCU, worst case).
 # The PTX tests (tests/test_gpu_ptx.py) need no GPU and run in `make test`

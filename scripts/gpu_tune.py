@@ -60,39 +60,21 @@ def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wb
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
-#: variant is added to each list.  The fourth and fifth sweeps (session 9,
-#: H200, docs/gpu_bench_h200.md) measured vector pieces, direct w/b reads and
-#: narrower windows; what won is committed (``VECTOR``, ``DIRECT_WB``,
-#: ``LONG_ROWS`` and the 512x8 backward's launch bound in
-#: numba_ln/gpu/_kernels.py).  The sixth sweep (session 10), for the
-#: backward below its target: the direct weight reads of the forward's
-#: ``DIRECT_WB`` in the backward (``wbd``: ``w_direct``), rows held in
-#: registers at 512x16 (``ptxas -v``: 60 bytes of spills with the next row
-#: prefetched, 16 without; the accumulators in shared memory would spill
-#: 4, but need 64 KB, over the 48 KB of static shared memory), 1024
-#: threads a row, two or four rows a block of 128x8 (half or a quarter
-#: of the partial rows), balanced row slots (586 at 4096x1024: at most 7
-#: rows a slot, as with 660), other row slots of the few long rows; then
-#: the 4x8 and 8x8 variants that the fifth did not reach.
+#: variant is added to each list.  The fourth to sixth sweeps (sessions 9
+#: and 10, H200, docs/gpu_bench_h200.md) measured vector pieces, direct w/b
+#: reads, narrower windows, rows held past HOLD_MAX, other threads a block,
+#: other row slots and column-sum blocks; what won is committed (``VECTOR``,
+#: ``DIRECT_WB``, ``HOLD_ROWS``, ``LONG_ROWS``, the column-sum blocks and
+#: the 512x8 backward's launch bound in numba_ln/gpu/_kernels.py).  The
+#: seventh: the backward's direct weight reads (``w_direct``) again, in the
+#: form that calls the group sums once (the sixth sweep measured the form
+#: that called them in each branch: 1-2% faster where every row fills the
+#: variant, but it hung on rows that do not), in the three variants that
+#: would take them (``DIRECT_W_BWD``'s comment).
 PLAN = [
-    ((4096, 1024), "float32", [],
-     [C(128, 8, 5, True, wbd=True), C(128, 8, 5, True, slots=586),
-      C(128, 8, 2, True, threads=256), C(128, 8, 2, True, threads=256, wbd=True),
-      C(128, 8, 1, True, threads=512), C(128, 8, 4, True)]),
-    ((16384, 8192), "float32", [],
-     [C(512, 16, 1, True, hold=True), C(512, 16, 1, False, hold=True), C(1024, 8, 1, True),
-      C(1024, 8, 1, True, wbd=True)]),
-    ((4096, 4096), "float32", [],
-     [C(512, 8, 1, True, wbd=True), C(512, 8, 1, True, acc=True), C(512, 8, 1, True, vec=4)]),
+    ((4096, 4096), "float32", [], [C(512, 8, 1, True, wbd=True)]),
     ((65536, 128), "float32", [], [C(16, 8, 3, True, wbd=True)]),
-    ((32, 65536), "float32", [],
-     [C(128, 16, 4, False, loops=True, slots=4), C(128, 16, 4, False, loops=True, slots=16)]),
-    ((16384, 64), "float32",
-     [C(8, 8, 4, True, vec=4, wbd=True), C(8, 8, 4, True, wbd=True)],
-     [C(8, 8, 3, True, vec=4), C(8, 8, 3, True, wbd=True)]),
-    ((65536, 32), "float32",
-     [C(4, 8, 4, True, vec=4, wbd=True), C(4, 8, 4, True, wbd=True)],
-     [C(4, 8, 3, True, vec=4), C(4, 8, 3, True, wbd=True)]),
+    ((16384, 64), "float32", [], [C(8, 8, 3, True, wbd=True)]),
 ]
 
 

@@ -384,3 +384,30 @@ def test_fast_launch_packs_every_kernel_parameter(ptx):
         types = re.findall(r"\.param\s+\.(\w+)", entry)
         sizes = tuple(_PARAM_BYTES[t] for t in types)
         assert sizes == _fastlaunch.Launcher(None, None, _fastlaunch._parse(sig)).sizes, name
+
+
+@needs_nvvm
+@pytest.mark.parametrize("tpr,kv,blocks", [(8, 8, 3), (16, 8, 3), (512, 8, 1)])
+def test_direct_weight_backward_keeps_one_set_of_barriers(tpr, kv, blocks):
+    """The backward's direct weight reads (``w_direct``) add no barrier or
+    shuffle to the selecting build: threads whose columns are all in the row
+    (direct reads) and the others (clamped, selected) call the group sums
+    at one place.  A barrier or ``shfl.sync`` must be the same instruction
+    for every thread of the group: with a call in each branch, the real-GPU
+    test of 512x8 at D = 4095 gave no result on an H200 (session 10)."""
+    from numba import cuda
+
+    from numba_ln import gpu
+    from numba_ln.gpu import _kernels
+
+    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+    bounds = (threads, blocks) if blocks > 1 else (threads,)
+    counts = {}
+    for direct in (False, True):
+        fn = _kernels._make_variant(tpr, kv, False, True, w_direct=direct)["layer_norm_backward"]
+        with gpu._assume_device((9, 0)):
+            text, _ = cuda.compile_ptx(fn, gpu.signatures("float32")["layer_norm_backward"],
+                                       cc=(9, 0), launch_bounds=bounds)
+        counts[direct] = (len(re.findall(r"\bbar(?:rier)?\.sync", text)), text.count("shfl.sync"))
+    assert counts[True] == counts[False], counts
+    assert counts[False][1] > 0  # (the group sums' shuffles are there to count)

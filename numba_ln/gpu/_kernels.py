@@ -215,13 +215,17 @@ DIRECT_WB = {(4, 2): ("float32", "float64"), (8, 2): ("float32",)} if SIM else {
 #: :func:`numba_ln.gpu._launch.backward` passes ones (the bits of no
 #: weight; with one, dx within a rounding of the selecting kernel's: NVVM
 #: fuses ``dy * w`` with an addition).  On an H200 (session 10,
-#: ``scripts/gpu_tune.py``), float32: 8x8 41.2% -> 42.1% of copy bandwidth
-#: (16384x64), 16x8 75.9% -> 77.3% (65536x128), 512x8 76.6% -> 77.6%
-#: (4096x4096); not taken where it gained under 1% (128x8: 62.6% -> 63.1%
-#: at 4096x1024) or lost (4x8: 39.8% -> 39.4%).  Under the simulator, two
-#: variants (one of :data:`VECTOR`), so that the path is tested.
-DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM else {
-    (8, 8): ("float32",), (16, 8): ("float32",), (512, 8): ("float32",)}
+#: ``scripts/gpu_tune.py``, rows that fill the variant), float32: 8x8 41.2%
+#: -> 42.1% of copy bandwidth (16384x64), 16x8 75.9% -> 77.3% (65536x128),
+#: 512x8 76.6% -> 77.6% (4096x4096), 128x8 62.6% -> 63.1% (4096x1024), 4x8
+#: 39.8% -> 39.4%.  Adopted for 8x8, 16x8 and 512x8, then withdrawn: that
+#: build called the group sums once in each branch, and the real-GPU test
+#: of 512x8 at D = 4095 (a thread past the row's end beside full ones) gave
+#: no result.  The kernel now calls them once; that form has not run on a
+#: GPU, so none here until it has (1-2% is not worth an untried path).
+#: Under the simulator, two variants (one of :data:`VECTOR`), so that the
+#: path is tested.
+DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM else {}
 
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
@@ -1392,48 +1396,47 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
             else:
                 m = mean[r]
                 rs = rstd[r]
-            if nwin == 1 and wfull:
+            if nwin == 1:
                 a = T(0)
                 q = T(0)
-                for k in range(KV):
-                    jj = uint64(_col(tx, k, TPR, BVEC))
-                    if BPIPE:
-                        d = dyv[k]
-                        xhat = (xhv[k] - m) * rs
-                    else:
-                        d = dyr[jj]
-                        xhat = (xr[jj] - m) * rs
-                    dyv[k] = d
-                    xhv[k] = xhat
-                    g = d * w[jj]
-                    a += g
-                    q += g * xhat
-                if L2P and base + step < rows:  # (after this row's loads)
-                    _prefetch_rows(dy, x, min(base + step + ty, rows - 1), c0, n, TPR, KV)
-                a, q = _group_sum2(a, q, red, TPR)
-                a = a / nf
-                q = q / nf
-            elif nwin == 1:
-                a = T(0)
-                q = T(0)
-                for k in range(KV):
-                    j = _col(tx, k, TPR, BVEC)
-                    jc = uint32(min(j, last))
-                    if BPIPE:
-                        d = dyv[k]
-                        xhat = (xhv[k] - m) * rs
-                    else:
-                        d = dyr[jc]
-                        xhat = (xr[jc] - m) * rs
-                    if HOLD:
+                if wfull:  # (held, every column in the row: w read directly)
+                    for k in range(KV):
+                        jj = uint64(_col(tx, k, TPR, BVEC))
+                        if BPIPE:
+                            d = dyv[k]
+                            xhat = (xhv[k] - m) * rs
+                        else:
+                            d = dyr[jj]
+                            xhat = (xr[jj] - m) * rs
                         dyv[k] = d
                         xhv[k] = xhat
-                    g = _g(d, w, jc, has_w)
-                    g = g if j < n else T(0)
-                    a += g
-                    q += g * xhat
+                        g = d * w[jj]
+                        a += g
+                        q += g * xhat
+                else:
+                    for k in range(KV):
+                        j = _col(tx, k, TPR, BVEC)
+                        jc = uint32(min(j, last))
+                        if BPIPE:
+                            d = dyv[k]
+                            xhat = (xhv[k] - m) * rs
+                        else:
+                            d = dyr[jc]
+                            xhat = (xr[jc] - m) * rs
+                        if HOLD:
+                            dyv[k] = d
+                            xhv[k] = xhat
+                        g = _g(d, w, jc, has_w)
+                        g = g if j < n else T(0)
+                        a += g
+                        q += g * xhat
                 if L2P and base + step < rows:  # (after this row's loads)
                     _prefetch_rows(dy, x, min(base + step + ty, rows - 1), c0, n, TPR, KV)
+                # (one call for both branches: its barriers and shuffles must be
+                # the same instructions for every thread of the group.  With a
+                # call in each branch, the real-GPU test of the 512x8 backward
+                # at D = 4095, where one thread's columns end past the row and
+                # the others' do not, gave no result in 200 s on an H200.)
                 a, q = _group_sum2(a, q, red, TPR)
                 a = a / nf
                 q = q / nf
@@ -1565,8 +1568,8 @@ def _make_col_sum(unroll):
         ``k_out`` of them (both, or only the bias's): block ``(bx, k)`` takes
         columns ``bx*cols ...`` of ``out``'s row ``k``.
         Blocks of ``(cols, ny)`` threads, ``ny`` a power of two, at most
-        ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_launch`; ``cols``
-        is ``COL_TX`` but where a sweep tries others): ``ty`` sums the rows
+        ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_launch`: ``cols``
+        by the count of partial rows, see ``COL_TX``): ``ty`` sums the rows
         ``ty, ty+ny, ...`` of its column, in that order, ``U`` rows' loads at
         a time (issued together, then added in order: a round trip to memory
         for ``U`` rows; a row past the end adds ``+0.0``, which leaves the sum
@@ -1610,8 +1613,10 @@ def _make_col_sum(unroll):
 
 
 #: The loads of a column a thread of the column sums issues at a time
-#: (:func:`_make_col_sum`).  Under the simulator 2, so that a batch runs
-#: past the partial rows' end.
+#: (:func:`_make_col_sum`; 1: NVVM's own unrolling, 4 at a time but the
+#: last 1-3 one at a time).  4, 8 and 16 were no faster on an H200 (session
+#: 10: the column sums are not waiting on dependent loads).  Under the
+#: simulator 2, so that a batch runs past the partial rows' end.
 COL_UNROLL = 2 if SIM else 1
 
 #: The column sums' Python kernel.
