@@ -660,10 +660,18 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     assert looped[0]["dweight_max_abs_diff"] < 1e-4
     assert [(r["hold"], r["threads"]) for r in rows if r["hold"] or r["threads"] == 32] == [
         (True, 64), (None, 32)]
-    # the column sums alone, in the blocks of COL_CONFIGS that fit (committed first)
+    # the column sums alone, in the blocks of COL_CONFIGS that fit, the committed
+    # block first (its columns by the count of partial rows)
     cols = [r for r in results if r["pass"] == "colsum"]
-    configs = [(8, 2)] + [(c[0], c[2]) for c in tune.COL_CONFIGS if c[0] <= 32]
-    assert [(r["cols"], r["unroll"]) for r in cols] == configs * 5
+    configs = [(c[0], c[2]) for c in tune.COL_CONFIGS if c[0] <= _kernels.COL_THREADS]
+    shapes = list(dict.fromkeys(tuple(r["shape"]) for r in cols))
+    assert len(shapes) == 5
+    for shape in shapes:
+        got = [r for r in cols if tuple(r["shape"]) == shape]
+        committed = _launch.col_launch(got[0]["partial_rows"], shape[1], 2)[1][0]
+        assert got[0]["committed"] and not any(r["committed"] for r in got[1:])
+        assert [(r["cols"], r["unroll"]) for r in got] == [
+            (committed, _kernels.COL_UNROLL)] + configs
     # (a batch of loads changes no bits; other rows a block would)
     ny = {tuple(r["shape"]): r["ny"] for r in cols if r["committed"]}
     assert all(r["bitwise_as_committed"] for r in cols if r["ny"] == ny[tuple(r["shape"])])
