@@ -219,54 +219,39 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
     return out
 
 
-#: ``(cols, most rows, loads in flight)`` of the column-sum blocks tried by
-#: :func:`tune_col_sums`: the block's columns, ``ny_max`` of
-#: :func:`numba_ln.gpu._launch.col_launch`, and ``unroll`` of
-#: :func:`numba_ln.gpu._kernels._make_col_sum` (the committed kernel issues
-#: its loads 4 rows at a time, but one at a time for the last 1-3 of a
-#: thread: about 5 dependent round trips at 660 partial rows).
-COL_CONFIGS = ((8, 64, 1), (32, 64, 1), (64, 64, 1), (16, 64, 4), (16, 64, 8), (16, 64, 16),
-               (8, 128, 8), (32, 32, 8), (64, 16, 8), (16, 32, 16))
+#: ``(cols, most rows)`` of the column-sum blocks tried by
+#: :func:`tune_col_sums`: the block's columns and ``ny_max`` of
+#: :func:`numba_ln.gpu._launch.col_launch`.  (The sixth sweep also tried a
+#: thread's loads issued 4, 8 and 16 rows at a time: no faster; ``run6``
+#: in docs/gpu_tune_h200.json.)
+COL_CONFIGS = ((8, 64), (16, 64), (32, 64), (64, 64), (8, 128), (16, 32))
 
 
 def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=2):
     """GPU time of the column sums alone over the committed backward's
     partial rows at ``shape``, in the blocks of :data:`COL_CONFIGS` (and the
     committed one), each checked against the committed kernel's sums
-    (bitwise equal with as many rows a block: the same additions; the loads
-    in flight change no bits).  Partials as a real call leaves them (in L2
-    where they fit)."""
+    (bitwise equal with as many rows a block: the same additions).  Partials
+    as a real call leaves them (in L2 where they fit)."""
     rows, d = shape
     dtype = np.dtype(dtype_name)
     stream = cuda.default_stream()
     G = _launch.backward_launch(rows, d, dtype_name)[0]
     part = cuda.to_device(np.random.default_rng(0).standard_normal((2, G, d)).astype(dtype))
-    sig = K.signatures(dtype_name)["layer_norm_backward_colsum"]
-    kernels = {}
     ref = None
     out = []
-    committed = (_launch.col_launch(G, d, 2)[1][0], K.COL_TY, K.COL_UNROLL)
-    for cols, ny_max, unroll in dict.fromkeys((committed,) + tuple(
+    committed = (_launch.col_launch(G, d, 2)[1][0], K.COL_TY)
+    cs = K.col_sum[dtype_name]
+    for cols, ny_max in dict.fromkeys((committed,) + tuple(
             c for c in COL_CONFIGS if c[0] <= K.COL_THREADS)):
         grid, block = _launch.col_launch(G, d, 2, cols, ny_max)
         res = {"shape": list(shape), "dtype": dtype_name, "pass": "colsum", "partial_rows": G,
-               "cols": cols, "ny": block[1], "unroll": unroll,
-               "committed": (cols, ny_max, unroll) == committed}
+               "cols": cols, "ny": block[1], "committed": (cols, ny_max) == committed}
         if time.monotonic() > deadline:
             res["error"] = "skipped: time limit"
             out.append(res)
             continue
         try:
-            if unroll == K.COL_UNROLL:
-                cs = K.col_sum[dtype_name]
-            else:
-                cs = kernels.get(unroll)
-                if cs is None:
-                    fn = K._make_col_sum(unroll)
-                    cs = kernels[unroll] = cuda.jit(fn) if K.SIM else cuda.jit(
-                        launch_bounds=(K.COL_THREADS,))(fn)
-                    if not K.SIM:
-                        cs.compile(sig)
             cs[grid, block, stream](part, grads)
             got = grads.copy_to_host()
             ref = got if ref is None else ref
@@ -355,9 +340,8 @@ def markdown(results):
              "| --- | --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: | --- | ---: "
              "| ---: | ---: | ---: | --- | ---: |"]
     cols = ["", "Column sums alone (the committed backward's partial rows; blocks of cols x ny "
-            "threads, loads of a thread in flight):", "", "| shape | dtype | partial rows | cols "
-            "| ny | loads | GPU ms | committed | bitwise as committed |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+            "threads):", "", "| shape | dtype | partial rows | cols | ny | GPU ms | committed "
+            "| bitwise as committed |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     plans = ["", "Forward plans of few long rows (split over blocks, or a block a row "
              "looping):", "", "| shape | dtype | plan | grid | GPU ms | % of copy | committed "
              "| max abs diff |", "| --- | --- | --- | ---: | ---: | ---: | --- | ---: |"]
@@ -371,7 +355,7 @@ def markdown(results):
             continue
         if r["pass"] == "colsum":
             cols.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['partial_rows']} "
-                        f"| {r['cols']} | {r['ny']} | {r.get('unroll', 1)} | {r['ms']:.4f} | "
+                        f"| {r['cols']} | {r['ny']} | {r['ms']:.4f} | "
                         f"{'yes' if r['committed'] else ''} | "
                         f"{'yes' if r.get('bitwise_as_committed') else 'NO'} |")
             continue

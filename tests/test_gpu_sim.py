@@ -663,15 +663,14 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     # the column sums alone, in the blocks of COL_CONFIGS that fit, the committed
     # block first (its columns by the count of partial rows)
     cols = [r for r in results if r["pass"] == "colsum"]
-    configs = [(c[0], c[2]) for c in tune.COL_CONFIGS if c[0] <= _kernels.COL_THREADS]
+    configs = [c[0] for c in tune.COL_CONFIGS if c[0] <= _kernels.COL_THREADS]
     shapes = list(dict.fromkeys(tuple(r["shape"]) for r in cols))
     assert len(shapes) == 5
     for shape in shapes:
         got = [r for r in cols if tuple(r["shape"]) == shape]
         committed = _launch.col_launch(got[0]["partial_rows"], shape[1], 2)[1][0]
         assert got[0]["committed"] and not any(r["committed"] for r in got[1:])
-        assert [(r["cols"], r["unroll"]) for r in got] == [
-            (committed, _kernels.COL_UNROLL)] + configs
+        assert [r["cols"] for r in got] == [committed] + configs
     # (a batch of loads changes no bits; other rows a block would)
     ny = {tuple(r["shape"]): r["ny"] for r in cols if r["committed"]}
     assert all(r["bitwise_as_committed"] for r in cols if r["ny"] == ny[tuple(r["shape"])])
@@ -937,23 +936,3 @@ def test_backward_candidates(tpr, kv, pipe, opts, dtype):
     from _gpu_cases import check_backward_candidate
 
     check_backward_candidate(tpr, kv, pipe, dtype, RNG, _tol(dtype), **opts)
-
-
-@pytest.mark.parametrize("unroll", [1, 3, 8])
-def test_column_sums_unrolled_give_the_same_bits(unroll):
-    """The column sums with ``unroll`` loads of a thread in flight
-    (:func:`_kernels._make_col_sum`, committed ``COL_UNROLL``; others are
-    scripts/gpu_tune.py candidates): the committed kernel's bits, partial-row
-    counts that end a batch early or exactly, blocks of 1 to COL_TY rows."""
-    kern = cuda.jit(_kernels._make_col_sum(unroll))
-    d = _kernels.COL_TX + 3
-    for P in (1, 5, 8, 24, 37):
-        part = RNG.standard_normal((2, P, d)).astype(np.float32)
-        for ny_max in (1, _kernels.COL_TY):
-            grid, block = _launch.col_launch(P, d, 2, ny_max=ny_max)
-            want = cuda.device_array((2, d), np.float32)
-            got = cuda.device_array((2, d), np.float32)
-            _kernels.col_sum["float32"][grid, block](cuda.to_device(part), want)
-            kern[grid, block](cuda.to_device(part), got)
-            assert np.array_equal(_host(got), _host(want)), (P, ny_max)
-            np.testing.assert_allclose(_host(got), part.sum(1), rtol=1e-5, atol=1e-5)

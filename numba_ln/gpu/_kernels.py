@@ -242,7 +242,10 @@ DTYPES = ("float32", "float64")
 #: columns the same, 5.5 us, 64 columns 10.1.  Whatever the block, they do
 #: not take under about 4 us; at D = 1024 that is a quarter of the backward
 #: (the row kernel alone, Nsight Compute: 17.0 us, about 87% of copy
-#: bandwidth).  Under the simulator, small blocks that still reach both.
+#: bandwidth).  Nor with a thread's loads issued 4, 8 or 16 rows at a time
+#: (NVVM's unrolling issues 4 but the last 1-3 one at a time): no faster,
+#: so they do not wait on dependent loads.  Under the simulator, small
+#: blocks that still reach both.
 COL_TX = 8
 COL_TX_FEW = 16 if SIM else 64
 COL_FEW = 4 if SIM else 256
@@ -1554,73 +1557,45 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     return kernels
 
 
-def _make_col_sum(unroll):
-    """:func:`_col_sum`'s Python kernel with ``U = unroll`` loads of a
-    thread in flight at a time (see there)."""
-    U = unroll
+def _col_sum(part, out):
+    """``out[k, j] = sum(part[k + K - k_out, :, j])`` in a fixed order (no
+    atomics), ``k_out`` the rows of ``out``.
 
-    def _col_sum(part, out):
-        """``out[k, j] = sum(part[k + K - k_out, :, j])`` in a fixed order (no
-        atomics), ``k_out`` the rows of ``out``.
-
-        ``part``: ``(K, P, D)``, ``K`` arrays of ``P`` partial rows (the weight
-        and bias partials of the backward), summed in one launch into the last
-        ``k_out`` of them (both, or only the bias's): block ``(bx, k)`` takes
-        columns ``bx*cols ...`` of ``out``'s row ``k``.
-        Blocks of ``(cols, ny)`` threads, ``ny`` a power of two, at most
-        ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_launch`: ``cols``
-        by the count of partial rows, see ``COL_TX``): ``ty`` sums the rows
-        ``ty, ty+ny, ...`` of its column, in that order, ``U`` rows' loads at
-        a time (issued together, then added in order: a round trip to memory
-        for ``U`` rows; a row past the end adds ``+0.0``, which leaves the sum
-        as it was, so ``U`` changes no bits), then a shared-memory tree adds
-        the ``ny`` sums in a fixed pairing.
-        """
-        T = part.dtype.type
-        buf = cuda.shared.array(COL_THREADS, part.dtype)
-        v = cuda.local.array(U, part.dtype)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        nx = cuda.blockDim.x
-        ny = cuda.blockDim.y
-        k = cuda.blockIdx.y
-        kp = k + part.shape[0] - out.shape[0]
-        j = cuda.blockIdx.x * nx + tx
-        P = part.shape[1]
-        n = part.shape[2]
-        t = T(0)
-        if j < n and U == 1:  # (the loop as NVVM unrolls it: loads of 4 rows together)
-            for p in range(ty, P, ny):
-                t += part[kp, p, j]
-        elif j < n:
-            for p0 in range(ty, P, ny * U):
-                for u in range(U):
-                    p = p0 + u * ny
-                    v[u] = part[kp, p, j] if p < P else T(0)
-                for u in range(U):
-                    t += v[u]
-        buf[ty * nx + tx] = t
-        half = ny >> 1
-        while half > 0:
-            cuda.syncthreads()
-            if ty < half:
-                buf[ty * nx + tx] += buf[(ty + half) * nx + tx]
-            half >>= 1
-        if ty == 0 and j < n:
-            out[k, j] = buf[tx]
-
-    return _col_sum
-
-
-#: The loads of a column a thread of the column sums issues at a time
-#: (:func:`_make_col_sum`; 1: NVVM's own unrolling, 4 at a time but the
-#: last 1-3 one at a time).  4, 8 and 16 were no faster on an H200 (session
-#: 10: the column sums are not waiting on dependent loads).  Under the
-#: simulator 2, so that a batch runs past the partial rows' end.
-COL_UNROLL = 2 if SIM else 1
-
-#: The column sums' Python kernel.
-_col_sum = _make_col_sum(COL_UNROLL)
+    ``part``: ``(K, P, D)``, ``K`` arrays of ``P`` partial rows (the weight
+    and bias partials of the backward), summed in one launch into the last
+    ``k_out`` of them (both, or only the bias's): block ``(bx, k)`` takes
+    columns ``bx*cols ...`` of ``out``'s row ``k``.
+    Blocks of ``(cols, ny)`` threads, ``ny`` a power of two, at most
+    ``COL_THREADS`` in all (:func:`numba_ln.gpu._launch.col_launch`: ``cols``
+    by the count of partial rows, see ``COL_TX``): ``ty`` sums the rows
+    ``ty, ty+ny, ...`` of its column (``ny`` loads of a column in flight,
+    each a 32-byte sector or more of a row), then a shared-memory tree adds
+    the ``ny`` sums in a fixed pairing.
+    """
+    T = part.dtype.type
+    buf = cuda.shared.array(COL_THREADS, part.dtype)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    nx = cuda.blockDim.x
+    ny = cuda.blockDim.y
+    k = cuda.blockIdx.y
+    kp = k + part.shape[0] - out.shape[0]
+    j = cuda.blockIdx.x * nx + tx
+    P = part.shape[1]
+    n = part.shape[2]
+    t = T(0)
+    if j < n:
+        for p in range(ty, P, ny):
+            t += part[kp, p, j]
+    buf[ty * nx + tx] = t
+    half = ny >> 1
+    while half > 0:
+        cuda.syncthreads()
+        if ty < half:
+            buf[ty * nx + tx] += buf[(ty + half) * nx + tx]
+        half >>= 1
+    if ty == 0 and j < n:
+        out[k, j] = buf[tx]
 
 
 #: ``"name[dtype]"`` -> kernel compiled for that dtype, and -> its kind (the
