@@ -1,7 +1,5 @@
 """``LayerNorm``: a small stateful layer for hand-written training loops."""
 
-import math
-
 import numpy as np
 
 from .api import layer_norm, layer_norm_backward

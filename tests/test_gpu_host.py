@@ -283,7 +283,7 @@ def test_fast_launch_leaves_other_layouts_and_dtypes_to_numba():
 
 
 def test_fast_launch_is_off_when_asked(monkeypatch):
-    from numba_ln.gpu import _fastlaunch, _kernels
+    from numba_ln.gpu import _fastlaunch
 
     monkeypatch.setenv("NUMBA_LN_FAST_LAUNCH", "0")
     calls = []
@@ -333,3 +333,88 @@ def test_fast_launch_parameter_buffers():
     t.start()
     t.join()
     assert other[0] is not buf
+
+
+@pytest.mark.parametrize("pdl, cc90, enabled, ex", [(True, True, True, True),
+                                                   (True, False, True, False),
+                                                   (True, True, False, False),
+                                                   (False, True, True, False)])
+def test_fast_launch_programmatic_dependent_launch(monkeypatch, pdl, cc90, enabled, ex):
+    """``pdl=True`` launches by ``cuLaunchKernelEx`` with the programmatic
+    stream serialization attribute, on the call's grid, block and stream,
+    where the GPU has it (compute capability 9.0+) and it is not switched
+    off; anything else by ``cuLaunchKernel``, as before."""
+    from cuda.bindings import driver
+
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    calls = []
+
+    class Binding:  # the driver's types, launches recorded
+        def __getattr__(self, name):
+            return getattr(driver, name)
+
+        def cuLaunchKernel(self, fn, *rest):
+            calls.append(("plain", fn, rest[:6], rest[7]))
+            return (driver.CUresult.CUDA_SUCCESS,)
+
+        def cuLaunchKernelEx(self, cfg, fn, params, extra):
+            attr = cfg.attrs[0]
+            calls.append(("ex", fn, (cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ, cfg.blockDimX,
+                                     cfg.blockDimY, cfg.blockDimZ), int(cfg.hStream),
+                          cfg.numAttrs, attr.id, attr.value.programmaticStreamSerializationAllowed,
+                          params))
+            return (driver.CUresult.CUDA_SUCCESS,)
+
+    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
+    fast = _fastlaunch.Launcher(None, None, kinds)
+    fast._binding = Binding()
+    monkeypatch.setattr(fast, "_function", lambda: (None, "fn", cc90))
+    monkeypatch.setattr(_fastlaunch, "PDL", enabled)
+
+    class Stream:
+        handle = driver.CUstream(12345)
+
+    part, out = fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32)
+    fast((3, 2), (16, 4), Stream(), (part, out), pdl)
+    fast((5, 1), (8, 8), Stream(), (part, out), pdl)  # (the config is reused, updated)
+    _, params, _ = fast._buffers()
+    if ex:
+        attr_id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        assert calls == [("ex", "fn", g, 12345, 1, attr_id, 1, params)
+                         for g in ((3, 2, 1, 16, 4, 1), (5, 1, 1, 8, 8, 1))]
+    else:
+        assert [c[:3] for c in calls] == [("plain", "fn", (3, 2, 1, 16, 4, 1)),
+                                          ("plain", "fn", (5, 1, 1, 8, 8, 1))]
+
+
+def test_fast_launch_falls_back_where_a_programmatic_launch_is_refused(monkeypatch):
+    """A driver that refuses ``cuLaunchKernelEx`` (an error before anything
+    runs) gets the plain launch instead, then and from then on."""
+    from cuda.bindings import driver
+
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    calls = []
+
+    class Binding:
+        def __getattr__(self, name):
+            return getattr(driver, name)
+
+        def cuLaunchKernel(self, fn, *rest):
+            calls.append("plain")
+            return (driver.CUresult.CUDA_SUCCESS,)
+
+        def cuLaunchKernelEx(self, cfg, fn, params, extra):
+            calls.append("ex")
+            return (driver.CUresult.CUDA_ERROR_NOT_SUPPORTED,)
+
+    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
+    fast = _fastlaunch.Launcher(None, None, kinds)
+    fast._binding = Binding()
+    monkeypatch.setattr(fast, "_function", lambda: (None, "fn", True))
+    monkeypatch.setattr(_fastlaunch, "PDL", True)
+    part, out = fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32)
+    fast(4, 16, 0, (part, out), True)
+    fast(4, 16, 0, (part, out), True)
+    assert calls == ["ex", "plain", "plain"]

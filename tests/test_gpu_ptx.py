@@ -82,6 +82,32 @@ def test_every_kernel_in_every_dtype(ptx):
 
 
 @needs_nvvm
+def test_programmatic_dependent_launch_instructions(ptx):
+    """For sm_90, the kernels launched as programmatic dependents (the column
+    sums, the split forward's second kernel, the backward after its row
+    sums) wait for the previous grid before anything else, and the kernels
+    before them let them launch early; for sm_80 (no such launches) none of
+    it is compiled."""
+    cc, table = ptx
+    waits = {"layer_norm_backward_colsum", "layer_norm_forward_split_apply",
+             "layer_norm_backward"}
+    launches = {"layer_norm_forward_split_stats", "layer_norm_backward_rowsums",
+                "layer_norm_backward"}
+    for name, text in table.items():
+        kind = _parts(name)[0]
+        body = text[text.index(".entry"):]
+        wait = body.count("griddepcontrol.wait")
+        launch = body.count("griddepcontrol.launch_dependents")
+        if cc < (9, 0):
+            assert wait == launch == 0, name
+            continue
+        assert wait == (kind in waits), name
+        assert launch == (kind in launches), name
+        if wait:  # before the kernel's first load of an array
+            assert body.index("griddepcontrol.wait") < body.index("ld.global"), name
+
+
+@needs_nvvm
 def test_float32_kernels_have_no_float64_arithmetic(ptx):
     _, table = ptx
     for name, text in table.items():

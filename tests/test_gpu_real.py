@@ -615,6 +615,50 @@ def test_fast_launch_gives_numba_launch_bits(shape, dtype, monkeypatch):
     np.testing.assert_allclose(out["1"][0], ref[0], **_tol(dtype, shape[1]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4096, 1024), (40, 20000), (32, 65536), (3, 65537)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_programmatic_dependent_launch_gives_the_same_bits(shape, dtype, monkeypatch):
+    """The dependent kernels launched early (numba_ln.gpu._fastlaunch's
+    ``pdl``: the column sums, the split forward's second kernel, the
+    backward after its row sums) wait for their inputs: several calls on
+    new inputs back to back on one stream, with no host synchronisation,
+    give the bits of launches without it, and on a GPU of compute
+    capability 9.0+ they do go through ``cuLaunchKernelEx``."""
+    from numba_ln.gpu import _fastlaunch
+
+    ex = []
+    config = _fastlaunch.Launcher._config
+
+    def counted(self):
+        ex.append(1)
+        return config(self)
+
+    monkeypatch.setattr(_fastlaunch.Launcher, "_config", counted)
+    inputs = [[cuda.to_device(RNG.standard_normal(n).astype(dtype))
+               for n in (shape, shape, shape[1], shape[1])] for _ in range(4)]
+    out = {}
+    for pdl in (True, False):
+        monkeypatch.setattr(_fastlaunch, "PDL", pdl)
+        stream = cuda.stream()
+        res = []
+        for x, dy, w, b in inputs:
+            y, m, r = gpu.layer_norm(x, w, b, return_stats=True, stream=stream)
+            dx, dw, db = gpu.layer_norm_backward(dy, x, m, r, w, stream=stream)
+            res.append((y, m, r, dx, dw, db))
+        out[pdl] = [[a.copy_to_host(stream=stream) for a in t] for t in res]
+        stream.synchronize()
+        if pdl and cuda.get_current_device().compute_capability >= (9, 0):
+            assert ex, "no programmatic dependent launch"
+    for t1, t0 in zip(out[True], out[False]):
+        for a, b_ in zip(t1, t0):
+            assert np.array_equal(a, b_)
+    x, dy, w, _ = (a.copy_to_host() for a in inputs[-1])
+    ref_dx, ref_dw, _ = ref_backward(dy, x, w)
+    np.testing.assert_allclose(out[True][-1][3], ref_dx, **_tol(dtype, shape[1]))
+    np.testing.assert_allclose(out[True][-1][4], ref_dw, rtol=1e-3, atol=1e-3 * np.sqrt(shape[0]))
+
+
 def test_forward_keeps_unreturned_statistics_as_scratch():
     """Without return_stats, mean and rstd go to a scratch buffer kept for
     the stream's next call (no allocation); returned statistics are always

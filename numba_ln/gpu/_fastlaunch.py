@@ -15,6 +15,18 @@ of one forward launch on the H200 machine measured
 of which the packing takes about 5 us (on a 2-core VM, with no GPU:
 ``scripts/gpu_host_overhead.py``) and the rest is the driver call.
 
+Programmatic dependent launch (``pdl=True``, compute capability 9.0 and
+later): a kernel that depends on the previous one of its stream only through
+memory it reads after ``griddepcontrol.wait`` (the column sums after the
+backward's row kernel, the split forward's second kernel, the backward after
+its row sums; :data:`numba_ln.gpu._kernels._dep_wait`) is launched by
+``cuLaunchKernelEx`` with the programmatic stream serialization attribute:
+the GPU may start it before the previous grid has finished (once every block
+of that one has called ``griddepcontrol.launch_dependents`` or exited), so
+its launch latency overlaps the previous kernel's tail.  Off with
+``NUMBA_LN_PDL=0`` in the environment (or :data:`PDL` set False), on older
+GPUs, and wherever launches go through numba.
+
 Safety: the packing is checked once per kernel against the parameter sizes
 the driver reports for the compiled kernel (``cuFuncGetParamInfo``, through
 ``cuda.core``); a launch whose arrays are not C-contiguous, or of another
@@ -33,6 +45,9 @@ import numpy as np
 from . import _kernels as K
 
 __all__ = ["launch", "launcher"]
+
+#: Programmatic dependent launches where asked for (see the module's text).
+PDL = os.environ.get("NUMBA_LN_PDL", "1") != "0"
 
 #: ``{(id(dispatcher), dtype, kind): (dispatcher, Launcher or None)}``; the
 #: entry keeps the dispatcher alive, so that its id is not reused.
@@ -95,7 +110,8 @@ class Launcher:
                 sizes.append(size)
         self._struct = struct.Struct(fmt)
         self._sizes = tuple(sizes)
-        self._funcs = {}  # {id(context): (context, CUfunction)}
+        self._funcs = {}  # {id(context): (context, CUfunction, programmatic launches)}
+        self._no_pdl = False  # a programmatic launch was refused: none again
         self._tls = threading.local()
 
     def _buffers(self):
@@ -141,8 +157,8 @@ class Launcher:
                     raise RuntimeError(f"cuKernelGetFunction failed: {err!r}")
             else:
                 fn = binding.CUfunction(int(handle))
-            entry = self._funcs[id(ctx)] = (ctx, fn)
-        return entry[1]
+            entry = self._funcs[id(ctx)] = (ctx, fn, ctx.device.compute_capability >= (9, 0))
+        return entry
 
     def pack(self, args):
         """The flattened parameter values of ``args``, or None when an array
@@ -171,7 +187,25 @@ class Launcher:
                 vals.append(a)
         return vals
 
-    def __call__(self, grid, block, stream, args):
+    def _config(self):
+        """This thread's ``CUlaunchConfig`` with the programmatic stream
+        serialization attribute (made once; its grid, block and stream are
+        set at each launch)."""
+        try:
+            return self._tls.config
+        except AttributeError:
+            b = self._binding
+            attr = b.CUlaunchAttribute()
+            attr.id = b.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+            attr.value.programmaticStreamSerializationAllowed = 1
+            cfg = b.CUlaunchConfig()
+            cfg.attrs = [attr]
+            cfg.numAttrs = 1
+            cfg.sharedMemBytes = 0
+            self._tls.config = cfg
+            return cfg
+
+    def __call__(self, grid, block, stream, args, pdl=False):
         vals = self.pack(args)
         if vals is None:
             self._dispatcher[grid, block, stream](*args)
@@ -181,8 +215,22 @@ class Launcher:
         gx, gy, gz = (grid + (1, 1))[:3] if isinstance(grid, tuple) else (int(grid), 1, 1)
         bx, by, bz = (block + (1, 1))[:3] if isinstance(block, tuple) else (int(block), 1, 1)
         handle = stream.handle if stream else 0
-        err, = self._binding.cuLaunchKernel(self._function(), gx, gy, gz, bx, by, bz, 0,
-                                            handle, params, 0)
+        _, fn, programmatic = self._function()
+        err = None
+        if pdl and programmatic and PDL and not self._no_pdl:
+            b = self._binding
+            cfg = self._config()
+            cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = gx, gy, gz
+            cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = bx, by, bz
+            cfg.hStream = handle if isinstance(handle, b.CUstream) else b.CUstream(
+                int(getattr(handle, "value", handle) or 0))
+            err, = b.cuLaunchKernelEx(cfg, fn, params, 0)
+            if err != b.CUresult.CUDA_SUCCESS:  # (refused, not run: a plain launch from now on)
+                self._no_pdl = True
+                err = None
+        if err is None:
+            err, = self._binding.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, 0,
+                                                handle, params, 0)
         if err != self._binding.CUresult.CUDA_SUCCESS:
             from numba.cuda.cudadrv.driver import CudaAPIError
 
@@ -215,11 +263,12 @@ def launcher(dispatcher, dtype, kind):
     return entry[1]
 
 
-def launch(dispatcher, dtype, kind, grid, block, stream, *args):
+def launch(dispatcher, dtype, kind, grid, block, stream, *args, pdl=False):
     """``dispatcher[grid, block, stream](*args)``, through a
-    :class:`Launcher` where one is available."""
+    :class:`Launcher` where one is available; ``pdl``: a programmatic
+    dependent launch where the GPU has them (see the module's text)."""
     fast = launcher(dispatcher, dtype, kind)
     if fast is None:
         dispatcher[grid, block, stream](*args)
     else:
-        fast(grid, block, stream, args)
+        fast(grid, block, stream, args, pdl)

@@ -319,6 +319,16 @@ if SIM:
         a[i + 1] = v[1]
         a[i + 2] = v[2]
         a[i + 3] = v[3]
+
+    # (No programmatic dependent launch in the simulator: its launches run
+    # one after the other.)
+    @_device
+    def _dep_wait():
+        return
+
+    @_device
+    def _dep_launch():
+        return
 else:
     from llvmlite import ir as _ir
     from numba import types as _types
@@ -350,6 +360,61 @@ else:
             return context.get_dummy_value()
 
         return _types.void(a, i), codegen
+
+    def _sm90_asm(text, doc):
+        """An intrinsic of no arguments that emits the PTX instruction
+        ``text`` when the kernel is compiled for compute capability 9.0 or
+        later and nothing for earlier ones: NVVM folds
+        ``__nvvm_reflect("__CUDA_ARCH")`` to the target's ``major*100 +
+        minor*10`` and drops the dead branch (the PTX of sm_80 has no trace
+        of it; tests/test_gpu_ptx.py)."""
+
+        def codegen(context, builder, sig, args):
+            mod = builder.module
+            i8p = _ir.IntType(8).as_pointer()
+            fn = mod.globals.get("__nvvm_reflect")
+            if fn is None:
+                fn = _ir.Function(mod, _ir.FunctionType(_ir.IntType(32), [i8p]),
+                                  "__nvvm_reflect")
+            name = "__numba_ln_cuda_arch"
+            text_gv = mod.globals.get(name)
+            if text_gv is None:
+                key = bytearray(b"__CUDA_ARCH\x00")
+                arr = _ir.ArrayType(_ir.IntType(8), len(key))
+                text_gv = _ir.GlobalVariable(mod, arr, name, addrspace=4)
+                text_gv.initializer = _ir.Constant(arr, key)
+                text_gv.global_constant = True
+                text_gv.linkage = "internal"
+            zero = _ir.Constant(_ir.IntType(32), 0)
+            ptr = builder.addrspacecast(builder.gep(text_gv, [zero, zero]), i8p)
+            arch = builder.call(fn, [ptr])
+            with builder.if_then(builder.icmp_signed(">=", arch,
+                                                     _ir.Constant(_ir.IntType(32), 900))):
+                asm = _ir.InlineAsm(_ir.FunctionType(_ir.VoidType(), []), text, "",
+                                    side_effect=True)
+                builder.call(asm, [])
+            return context.get_dummy_value()
+
+        def typer(typingctx):
+            return _types.void(), codegen
+
+        typer.__doc__ = doc
+        return _intrinsic(typer)
+
+    #: Programmatic dependent launch (compute capability 9.0+; a no-op in a
+    #: grid launched without it, and compiled to nothing before 9.0).
+    #: ``_dep_wait()``: wait until the grids this one depends on have
+    #: completed and their writes are visible (``griddepcontrol.wait``); a
+    #: kernel launched with the attribute (``pdl=True`` of
+    #: :func:`numba_ln.gpu._fastlaunch.launch`) calls it before it touches
+    #: memory.  ``_dep_launch()``: let the next grid of the stream launch
+    #: (``griddepcontrol.launch_dependents``) once every block of this one
+    #: has called it or exited, so that its launch overlaps this grid's work
+    #: (a block not yet started has not called it: the next grid takes no
+    #: multiprocessor this one's last wave could have used).
+    _dep_wait = _sm90_asm("griddepcontrol.wait;", "griddepcontrol.wait")
+    _dep_launch = _sm90_asm("griddepcontrol.launch_dependents;",
+                            "griddepcontrol.launch_dependents")
 
     def _vector_access(width, store):
         """An intrinsic ``load(a, i) -> (a[i], ..., a[i+width-1])`` or
@@ -1240,6 +1305,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         ``part[r, win] = (s, m1, dm, var)`` as :func:`_row_stats` gives them for
         the window alone; ``_ln_fwd_apply`` combines them.
         """
+        _dep_launch()  # (_ln_fwd_apply may launch once every block has started)
         red = cuda.shared.array(RED, x.dtype)
         xv = cuda.local.array(KV, x.dtype)
         rows = x.shape[0]
@@ -1266,6 +1332,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         """``y`` of every column window from the combined window statistics
         (same grid as ``_ln_fwd_part``); window 0 writes ``mean``, ``rstd``
         (``stats``)."""
+        _dep_wait()  # (launched after _ln_fwd_part: its statistics)
         red = cuda.shared.array(RED, x.dtype)
         hb = cuda.local.array(KS, x.dtype)
         rows = x.shape[0]
@@ -1296,6 +1363,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         Only for rows wider than one window of ``_ln_bwd`` (same windows, same
         grid layout), which adds the windows' sums in window order.
         """
+        _dep_launch()  # (_ln_bwd may launch once every block has started)
         T = x.dtype.type
         red = cuda.shared.array(RED, x.dtype)
         rows = x.shape[0]
@@ -1338,6 +1406,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         ``g*xhat`` are computed here (``sums`` unused); otherwise they
         come from ``_ln_bwd_rowsums``.
         """
+        _dep_launch()  # (the column sums may launch once every block has started)
+        _dep_wait()  # (launched after _ln_bwd_rowsums: its sums)
         T = x.dtype.type
         red = cuda.shared.array(RED, x.dtype)
         colbuf = cuda.shared.array(COLBUF, x.dtype)
@@ -1572,6 +1642,7 @@ def _col_sum(part, out):
     each a 32-byte sector or more of a row), then a shared-memory tree adds
     the ``ny`` sums in a fixed pairing.
     """
+    _dep_wait()  # (launched after the backward's row kernel: its partials)
     T = part.dtype.type
     buf = cuda.shared.array(COL_THREADS, part.dtype)
     tx = cuda.threadIdx.x

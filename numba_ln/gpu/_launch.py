@@ -167,7 +167,7 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
                    lambda: empty((rows, nwin, 4), x.dtype, stream=stream))
     _go(v.fwd_part[name], name, "layer_norm_forward_split_stats", grid, block, stream, x, part)
     _go(v.fwd_apply[name], name, "layer_norm_forward_split_apply", grid, block, stream,
-        x, w, b, np.int32(flags), eps, part, y, stats)
+        x, w, b, np.int32(flags), eps, part, y, stats, pdl=True)
 
 
 def full_params(w, b, flags, d, dtype, stream, work=None):
@@ -205,7 +205,9 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     Launches the variant's ``bwd_rowsums`` when a row spans several windows
     (the windows' sums of each row into ``sums``), then its ``bwd`` (which
     writes ``G`` partial rows of each gradient into ``part``), then one
-    :func:`~numba_ln.gpu._kernels._col_sum` for both gradients.  ``work``: a
+    :func:`~numba_ln.gpu._kernels._col_sum` for both gradients; each after
+    the first as a programmatic dependent launch (see
+    :mod:`numba_ln.gpu._fastlaunch`).  ``work``: a
     dict in which to keep the scratch buffers for the next call with the same
     shape (on the same stream), else they are allocated per call.
     """
@@ -229,12 +231,12 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
         if name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx):
             kernel = v.bwd_vec[name]
         _go(kernel, name, "layer_norm_backward", G * nwin, block, stream,
-            dy, x, mean, rstd, w, np.int32(flags), sums, dx, part)
+            dy, x, mean, rstd, w, np.int32(flags), sums, dx, part, pdl=nwin > 1)
     else:  # no rows: the sums are zero
         part.copy_to_device(np.zeros((2, G, d), dtype), stream=stream)
     # dweight and dbias, or dbias alone (the last rows of part: see _col_sum)
     _go(K.col_sum[name], name, "layer_norm_backward_colsum", *col_launch(G, d, grads.shape[0]),
-        stream, part, grads)
+        stream, part, grads, pdl=rows > 0)
 
 
 def data_ptr(a):
