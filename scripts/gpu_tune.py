@@ -265,18 +265,32 @@ def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=
     return out
 
 
-#: ``(shape, dtype)`` whose forward plans :func:`tune_forward_plans` times:
-#: few rows, too large for the split's second read to hit L2 (128 MB).
-#: Measured in session 9 (16 x 2**21 float32: split 0.25 ms, a block a row
-#: 2.45 ms); none in the sixth sweep.
-SPLIT_SHAPES = []
+#: ``(shape, dtype)`` whose forward plans :func:`tune_forward_plans` times.
+#: Session 9: 16 x 2**21 float32, split 0.25 ms, a block a row 2.45 ms.  The
+#: seventh sweep: 32 x 65536 (the benchmark's few long rows, 36% of copy
+#: bandwidth on an H200 as split), split against the split in one
+#: cooperative launch (``FWD_COOP``), each with and without programmatic
+#: dependent launches.
+SPLIT_SHAPES = [((32, 65536), "float32")]
+
+#: The settings :func:`tune_forward_plans` times, besides the committed one:
+#: ``(FWD_SPLIT_FEW_ROWS, FWD_COOP, PDL)``, None keeping the committed value.
+PLAN_SETTINGS = ((0, None, None), (None, True, None), (None, False, False),
+                 (None, False, True), (None, True, False))
 
 
 def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2):
     """GPU time of the whole forward (``_launch.forward``) at ``shape`` as
-    committed and with :data:`numba_ln.gpu._launch.FWD_SPLIT_FEW_ROWS` off:
-    rows too few to fill the GPU split over blocks (statistics per window,
-    x read twice), or a block a row looping over it."""
+    committed and in the settings of :data:`PLAN_SETTINGS`:
+    :data:`numba_ln.gpu._launch.FWD_SPLIT_FEW_ROWS` off (rows too few to
+    fill the GPU split over blocks, or a block a row looping over it),
+    :data:`~numba_ln.gpu._launch.FWD_COOP` (the split in one cooperative
+    launch) and :data:`numba_ln.gpu._fastlaunch.PDL` (its second kernel
+    launched before the first has finished).  Each setting's ``y`` against
+    the committed one's (``max_abs_diff``: 0 where the plans give the same
+    bits)."""
+    from numba_ln.gpu import _fastlaunch
+
     rows, d = shape
     if time.monotonic() > deadline:  # (before its buffers: 128 MB sets)
         return [{"shape": list(shape), "dtype": dtype_name, "pass": "forward plan",
@@ -287,13 +301,16 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
     eps = dtype.type(1e-5)
     flags = K.HAS_WEIGHT | K.HAS_BIAS
     copy_ms = B._copy_ms(rows * d, dtype, repeats, warmup, stream, batch, None, True)[0]
-    committed = _launch.FWD_SPLIT_FEW_ROWS
+    committed = (_launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _fastlaunch.PDL)
+    settings = [committed] + [tuple(c if v is None else v for v, c in zip(s, committed))
+                              for s in PLAN_SETTINGS]
     out = []
     ref = None
-    for few in dict.fromkeys((committed, 0)):
-        _launch.FWD_SPLIT_FEW_ROWS = few
+    for few, coop, pdl in dict.fromkeys(settings):
+        _launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _fastlaunch.PDL = few, coop, pdl
         res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward plan",
-               "few_rows": few, "committed": few == committed, "copy_ms": copy_ms}
+               "few_rows": few, "coop": coop, "pdl": pdl,
+               "committed": (few, coop, pdl) == committed, "copy_ms": copy_ms}
         try:
             res["plan"], res["grid"] = _launch.forward_plan(rows, d, dtype.itemsize,
                                                             dtype_name)[:2]
@@ -316,7 +333,7 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
         except Exception as exc:
             res["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            _launch.FWD_SPLIT_FEW_ROWS = committed
+            _launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _fastlaunch.PDL = committed
         out.append(res)
         print(json.dumps(res), flush=True)
     return out
@@ -343,13 +360,16 @@ def markdown(results):
             "threads):", "", "| shape | dtype | partial rows | cols | ny | GPU ms | committed "
             "| bitwise as committed |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     plans = ["", "Forward plans of few long rows (split over blocks, or a block a row "
-             "looping):", "", "| shape | dtype | plan | grid | GPU ms | % of copy | committed "
-             "| max abs diff |", "| --- | --- | --- | ---: | ---: | ---: | --- | ---: |"]
+             "looping; coop: the split in one cooperative launch; pdl: programmatic "
+             "dependent launches):", "", "| shape | dtype | plan | pdl | grid | GPU ms "
+             "| % of copy | committed | max abs diff |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: |"]
     for r in results:
         if "ms" not in r:
             continue
         if r["pass"] == "forward plan":
             plans.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['plan']} "
+                         f"| {'yes' if r.get('pdl') else ''} "
                          f"| {r['grid']} | {r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                          f"{'yes' if r['committed'] else ''} | {r['max_abs_diff']:.2g} |")
             continue

@@ -388,3 +388,46 @@ def check_direct_w_backward_variant(d, dtype, rng, tol):
             assert (np.abs(got[0] - want_dx) <= ulp).all(), (d, np.abs(got[0] - want_dx).max())
         rdx = ln_backward_ref(dy, x, ww, 1, mean=m.copy_to_host(), rstd=r.copy_to_host())[0]
         np.testing.assert_allclose(got[0], rdx, **tol)
+
+
+def check_coop_forward(shapes, dtype, rng, monkeypatch):
+    """The split forward in one cooperative launch (``FWD_COOP``; under the
+    simulator its two phases, one launch each) gives the two-kernel split's
+    bits, ``y``, mean and rstd, with and without a weight and bias; rows
+    whose windows overflow at scale 1, a NaN in one window.  Each shape must
+    take the split, and fit the cooperative launch."""
+    from numba_ln import gpu
+    from numba_ln.gpu import _launch
+
+    name = np.dtype(dtype).name
+    for rows, d in shapes:
+        x = rng.standard_normal((rows, d)).astype(dtype)
+        x[0, : d // 3] *= np.finfo(dtype).max / 8  # the windows' sums overflow at scale 1
+        if rows > 2:
+            x[2, d - 1] = np.nan
+        w = rng.standard_normal(d).astype(dtype)
+        b = rng.standard_normal(d).astype(dtype)
+        for ww, bb in ((w, b), (None, None)):
+            dw = None if ww is None else cuda.to_device(ww)
+            db = None if bb is None else cuda.to_device(bb)
+            got = {}
+            for coop in (True, False):
+                monkeypatch.setattr(_launch, "FWD_COOP", coop)
+                kind = _launch.forward_plan(rows, d, x.itemsize, name)[0]
+                assert kind == ("coop" if coop else "split"), (rows, d, kind)
+                y, m, r = gpu.layer_norm(cuda.to_device(x), dw, db, return_stats=True)
+                got[coop] = [a.copy_to_host() for a in (y, m, r)]
+                if coop:  # again, the barriers' counters reused
+                    y, m, r = gpu.layer_norm(cuda.to_device(x), dw, db, return_stats=True)
+                    for a, b_ in zip(got[coop], (y, m, r)):
+                        assert a.tobytes() == b_.copy_to_host().tobytes(), (rows, d)
+            for a, b_ in zip(got[True], got[False]):
+                assert a.tobytes() == b_.tobytes(), (rows, d)
+            ok = [i for i in range(rows) if i != 2]
+            ref = ln_ref(x[ok], ww, bb, (1,))[0]
+            fine = np.isfinite(ref).all(axis=1)
+            tol = dict(rtol=1e-4, atol=2e-3) if dtype == np.float32 else dict(rtol=1e-9,
+                                                                              atol=1e-9)
+            np.testing.assert_allclose(got[True][0][ok][fine], ref[fine], **tol)
+            if rows > 2:
+                assert np.isnan(got[True][0][2]).all()

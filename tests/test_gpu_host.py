@@ -418,3 +418,39 @@ def test_fast_launch_falls_back_where_a_programmatic_launch_is_refused(monkeypat
     fast(4, 16, 0, (part, out), True)
     fast(4, 16, 0, (part, out), True)
     assert calls == ["ex", "plain", "plain"]
+
+
+def test_fast_launch_cooperative(monkeypatch):
+    """``cooperative=True`` launches by ``cuLaunchCooperativeKernel`` on the
+    call's grid, block and stream (PDL or not); arrays it cannot pack, or no
+    launcher of its own, are an error rather than a launch that would not
+    keep every block resident."""
+    from cuda.bindings import driver
+
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    calls = []
+
+    class Binding:
+        def __getattr__(self, name):
+            return getattr(driver, name)
+
+        def cuLaunchCooperativeKernel(self, fn, *rest):
+            calls.append((fn, rest[:6], rest[6], rest[7]))
+            return (driver.CUresult.CUDA_SUCCESS,)
+
+    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
+    fast = _fastlaunch.Launcher(None, None, kinds)
+    fast._binding = Binding()
+    monkeypatch.setattr(fast, "_function", lambda: (None, "fn", True))
+    monkeypatch.setattr(_fastlaunch, "PDL", True)
+    part, out = fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32)
+    fast(6, (8, 4), 0, (part, out), True, True)
+    _, params, _ = fast._buffers()
+    assert calls == [("fn", (6, 1, 1, 8, 4, 1), 0, 0)]
+    with pytest.raises(ValueError, match="cooperative"):
+        fast(6, (8, 4), 0, (part, fake_array((2, 8), np.float64)), False, True)
+    monkeypatch.setenv("NUMBA_LN_FAST_LAUNCH", "0")
+    with pytest.raises(RuntimeError, match="cooperative launch"):
+        _fastlaunch.launch(None, "float32", "layer_norm_forward_coop", 6, 8, 0, part, out,
+                           cooperative=True)

@@ -659,6 +659,25 @@ def test_programmatic_dependent_launch_gives_the_same_bits(shape, dtype, monkeyp
     np.testing.assert_allclose(out[True][-1][4], ref_dw, rtol=1e-3, atol=1e-3 * np.sqrt(shape[0]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cooperative_forward_gives_the_split_bits(dtype, monkeypatch):
+    """The split forward in one cooperative launch (``FWD_COOP``, its blocks
+    waiting for their row's others at a barrier): the bits of the two
+    kernels, where its blocks fit on the GPU at once; where they do not, the
+    two kernels."""
+    from _gpu_cases import check_coop_forward
+
+    shapes = [(3, 65537), (40, 20000), (1, 8193)]
+    if dtype == np.float32:  # (float64's widest variant fits 1 block a multiprocessor)
+        shapes.append((32, 65536))
+    check_coop_forward(shapes, dtype, RNG, monkeypatch)
+    monkeypatch.setattr(_launch, "FWD_COOP", True)
+    v = _kernels.variant(65536)
+    fits = _launch.resident_blocks(v, np.dtype(dtype).name, "layer_norm_forward_coop")
+    rows = fits // 8 + 1  # (8 windows a row)
+    assert _launch.forward_plan(rows, 65536, np.dtype(dtype).itemsize)[0] == "split"
+
+
 def test_forward_keeps_unreturned_statistics_as_scratch():
     """Without return_stats, mean and rstd go to a scratch buffer kept for
     the stream's next call (no allocation); returned statistics are always

@@ -271,6 +271,15 @@ def test_split_rows_combine_their_windows_safely():
     assert np.isnan(y[2]).all() and not np.isfinite(y[3]).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cooperative_forward_gives_the_split_bits(dtype, monkeypatch):
+    """The split forward in one launch (``FWD_COOP``), its phases launched
+    one after another here: the bits of the two kernels."""
+    from _gpu_cases import check_coop_forward
+
+    check_coop_forward([(3, 700), (1, 257)], dtype, RNG, monkeypatch)
+
+
 def test_huge_and_normal_rows_share_a_block():
     """A row that needs rescaling does not disturb its block's other rows."""
     x = RNG.standard_normal((8, 20)).astype(np.float32) * 1e-20
@@ -640,8 +649,9 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     rows = [r for r in results if r["pass"] not in ("colsum", "forward plan")]
     assert len(rows) == 22
     # the forward plans of few long rows (both split here: x fits in "L2")
+    # (and the split in one cooperative launch, the split with programmatic launches)
     assert [(r["plan"], r["committed"]) for r in results if r["pass"] == "forward plan"] == [
-        ("split", True), ("split", False)]
+        ("split", True), ("split", False), ("coop", False), ("split", False)]
     long = _kernels.LONG
     assert [(r["tpr"], r["kv"], r["slots"], r["grid"]) for r in rows if r["shape"] == [2, 300]] \
         == [(long.tpr, long.kv, 1, 3)]
@@ -690,8 +700,9 @@ def test_tune_script_runs(tmp_path, monkeypatch):
 
 def test_tune_forward_plans(monkeypatch):
     """scripts/gpu_tune.py's comparison of the forward plans of few long
-    rows: split (committed) and looped, the same results within rounding,
-    the committed rule restored after."""
+    rows: split (committed), looped, the split in one cooperative launch
+    and with programmatic launches; the same results within rounding, the
+    committed settings restored after."""
     from _gpu_cases import load_tune_script
 
     from numba_ln.gpu import bench
@@ -702,12 +713,14 @@ def test_tune_forward_plans(monkeypatch):
     few = _launch.FWD_SPLIT_FEW_ROWS
     assert 4 <= few * _launch.BWD_SIM_SLOTS < 5  # (4 rows split, 5 looped)
     res = tune.tune_forward_plans((4, 300), "float32", 1, float("inf"), batch=1, warmup=0)
-    assert [(r["plan"], r["grid"], r["committed"]) for r in res] == [
-        ("split", 8, True), ("rows", 4, False)]
+    assert [(r["plan"], r["grid"], r["committed"], r["pdl"]) for r in res] == [
+        ("split", 8, True, False), ("rows", 4, False, False), ("coop", 8, False, False),
+        ("split", 8, False, True)]
     assert all("ms" in r and r["max_abs_diff"] < 1e-5 for r in res)  # (ms: -1 here)
-    assert _launch.FWD_SPLIT_FEW_ROWS == few
+    assert res[2]["max_abs_diff"] == res[3]["max_abs_diff"] == 0  # (the split's bits)
+    assert _launch.FWD_SPLIT_FEW_ROWS == few and not _launch.FWD_COOP
     md = tune.markdown(res)
-    assert "Forward plans" in md and md.count("| 4x300 | float32 |") == 2
+    assert "Forward plans" in md and md.count("| 4x300 | float32 |") == 4
 
 
 @pytest.mark.parametrize("d", [6, 7, 12, 15])

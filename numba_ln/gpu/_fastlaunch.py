@@ -23,9 +23,10 @@ its row sums; :data:`numba_ln.gpu._kernels._dep_wait`) is launched by
 ``cuLaunchKernelEx`` with the programmatic stream serialization attribute:
 the GPU may start it before the previous grid has finished (once every block
 of that one has called ``griddepcontrol.launch_dependents`` or exited), so
-its launch latency overlaps the previous kernel's tail.  Off with
-``NUMBA_LN_PDL=0`` in the environment (or :data:`PDL` set False), on older
-GPUs, and wherever launches go through numba.
+its launch latency overlaps the previous kernel's tail.  On with
+``NUMBA_LN_PDL=1`` in the environment (or :data:`PDL` set True; off until
+measured on a GPU), never on older GPUs nor where launches go through
+numba.
 
 Safety: the packing is checked once per kernel against the parameter sizes
 the driver reports for the compiled kernel (``cuFuncGetParamInfo``, through
@@ -47,7 +48,10 @@ from . import _kernels as K
 __all__ = ["launch", "launcher"]
 
 #: Programmatic dependent launches where asked for (see the module's text).
-PDL = os.environ.get("NUMBA_LN_PDL", "1") != "0"
+#: Not yet timed on a GPU (nor run on one), so off unless ``NUMBA_LN_PDL=1``
+#: is in the environment; the real-GPU tests and ``scripts/gpu_tune.py``
+#: switch it on.
+PDL = os.environ.get("NUMBA_LN_PDL", "0") == "1"
 
 #: ``{(id(dispatcher), dtype, kind): (dispatcher, Launcher or None)}``; the
 #: entry keeps the dispatcher alive, so that its id is not reused.
@@ -205,9 +209,12 @@ class Launcher:
             self._tls.config = cfg
             return cfg
 
-    def __call__(self, grid, block, stream, args, pdl=False):
+    def __call__(self, grid, block, stream, args, pdl=False, cooperative=False):
         vals = self.pack(args)
         if vals is None:
+            if cooperative:  # (numba's dispatcher would not launch it cooperatively)
+                raise ValueError("a cooperative launch needs C-contiguous arrays of the "
+                                 "kernel's dtype")
             self._dispatcher[grid, block, stream](*args)
             return
         buf, params, _ = self._buffers()
@@ -217,7 +224,10 @@ class Launcher:
         handle = stream.handle if stream else 0
         _, fn, programmatic = self._function()
         err = None
-        if pdl and programmatic and PDL and not self._no_pdl:
+        if cooperative:  # every block resident at once, or an error
+            err, = self._binding.cuLaunchCooperativeKernel(fn, gx, gy, gz, bx, by, bz, 0,
+                                                           handle, params)
+        elif pdl and programmatic and PDL and not self._no_pdl:
             b = self._binding
             cfg = self._config()
             cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = gx, gy, gz
@@ -263,12 +273,18 @@ def launcher(dispatcher, dtype, kind):
     return entry[1]
 
 
-def launch(dispatcher, dtype, kind, grid, block, stream, *args, pdl=False):
+def launch(dispatcher, dtype, kind, grid, block, stream, *args, pdl=False, cooperative=False):
     """``dispatcher[grid, block, stream](*args)``, through a
     :class:`Launcher` where one is available; ``pdl``: a programmatic
-    dependent launch where the GPU has them (see the module's text)."""
+    dependent launch where the GPU has them (see the module's text);
+    ``cooperative``: by ``cuLaunchCooperativeKernel`` (all blocks resident
+    at once, or an error), which needs a :class:`Launcher`."""
     fast = launcher(dispatcher, dtype, kind)
     if fast is None:
+        if cooperative:
+            raise RuntimeError(f"a cooperative launch of {kind} needs numba_ln's own launcher, "
+                               "which is off here (NUMBA_LN_FAST_LAUNCH=0, the simulator, or "
+                               "numba-cuda internals it needs are missing)")
         dispatcher[grid, block, stream](*args)
     else:
-        fast(grid, block, stream, args, pdl)
+        fast(grid, block, stream, args, pdl, cooperative)

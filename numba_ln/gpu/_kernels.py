@@ -994,6 +994,42 @@ def _window_grid(nwin, cw):
     return win, cuda.blockIdx.x // nwin, cuda.gridDim.x // nwin, win * cw
 
 
+@_device
+def _blocks_barrier(bar, g, nblocks):
+    """Every thread of the ``nblocks`` blocks that call this with the same
+    ``g`` waits until all of them have called it; their global writes
+    before it are visible to all of them after it.
+
+    ``bar``: two zeroed ``uint32`` a group (``bar[2g]`` counts the
+    arrivals, ``bar[2g+1]`` is the group's generation), left as found, so
+    that the next launch may use them again.  A block's first thread reads
+    the generation, arrives; the last to arrive resets the count and
+    advances the generation, the others wait for that.  The fences around
+    it are those of cooperative groups' grid barrier: the block's writes
+    are published before its arrival, and what the others wrote is seen
+    after the wait.  The blocks must all be resident at once (a cooperative
+    launch: :func:`numba_ln.gpu._fastlaunch.launch` with
+    ``cooperative=True``), or the waiting ones would keep the others from a
+    multiprocessor.  An atomic counter, not a sum: the results' bits do not
+    depend on the order of arrival.  (Not under the simulator, which runs
+    the blocks one after another: there the kernels that use it are
+    launched once per phase instead.)"""
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
+        cuda.threadfence()
+        gen = cuda.atomic.add(bar, 2 * g + 1, uint32(0))
+        cuda.threadfence()
+        if cuda.atomic.add(bar, 2 * g, uint32(1)) == uint32(nblocks - 1):
+            cuda.atomic.exch(bar, 2 * g, uint32(0))
+            cuda.threadfence()
+            cuda.atomic.add(bar, 2 * g + 1, uint32(1))
+        else:
+            while cuda.atomic.add(bar, 2 * g + 1, uint32(0)) == gen:
+                cuda.nanosleep(uint32(64))
+        cuda.threadfence()
+    cuda.syncthreads()
+
+
 # --------------------------------------------------------------------------
 # The row kernels of one variant.
 # --------------------------------------------------------------------------
@@ -1013,7 +1049,7 @@ class Variant:
     :data:`TABLE` entry's), ``grid`` (:data:`LONG_ROWS`'s, else None), and the
     kernels, each a
     dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
-    plus, for the widest, ``fwd_part``, ``fwd_apply``, ``bwd_rowsums`` (for
+    plus, for the widest, ``fwd_part``, ``fwd_apply``, ``fwd_coop``, ``bwd_rowsums`` (for
     :data:`LONG`, ``bwd_rowsums``), and
     for the variants of :data:`VECTOR`, ``fwd_width`` and ``bwd_width``
     (dtype name -> the pieces' width in that pass), ``fwd_vec`` and
@@ -1082,7 +1118,8 @@ class Variant:
 
 
 _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_part",
-         "layer_norm_forward_split_apply": "fwd_apply", "layer_norm_backward_rowsums":
+         "layer_norm_forward_split_apply": "fwd_apply",
+         "layer_norm_forward_coop": "fwd_coop", "layer_norm_backward_rowsums":
          "bwd_rowsums", "layer_norm_backward": "bwd"}
 
 
@@ -1356,6 +1393,57 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     stats[0, r] = mu
                     stats[1, r] = rs
 
+    def _ln_fwd_coop(x, w, b, flags, eps, part, bar, phase, y, stats):
+        """The split forward in one launch: ``_ln_fwd_part``, then
+        ``_ln_fwd_apply``, with a barrier of the row group's ``nwin``
+        blocks between them (one launch instead of two; x is read again, as
+        there, from L2 where it fits).
+
+        A block a window of one row group: a grid of ``groups * nwin``
+        blocks, all resident (a cooperative launch).  ``bar``: two zeroed
+        ``uint32`` per row group (:func:`_blocks_barrier`).  ``phase`` 2:
+        all of it (a GPU); 0: the window statistics only, 1: the rest, the
+        window loaded again (the simulator, whose blocks run one after
+        another, launches 0 then 1).  The same bits as the two kernels.
+        """
+        red = cuda.shared.array(RED, x.dtype)
+        xv = cuda.local.array(KV, x.dtype)
+        hb = cuda.local.array(KS, x.dtype)
+        rows = x.shape[0]
+        n = x.shape[1]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        nwin = (n + CW - 1) // CW
+        win, g0, G, c0 = _window_grid(nwin, CW)
+        nw = min(CW, n - c0)
+        has_w = (flags & HAS_WEIGHT) != 0
+        has_b = (flags & HAS_BIAS) != 0
+        row = g0 * R + ty
+        active = row < rows
+        r = row if active else rows - 1
+        xr = x[r, c0:c0 + nw]
+        _load_row(xr, xv, nw, tx, TPR, KV, 1, False)
+        if phase != 1:
+            s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV, False, 1)
+            if active and tx == 0:
+                part[r, win, 0] = s
+                part[r, win, 1] = m1
+                part[r, win, 2] = dm
+                part[r, win, 3] = var
+        if phase == 2:
+            _blocks_barrier(bar, g0, nwin)
+        if phase != 0:
+            s, c, lo, var = _combine_windows(part, r, n, CW, nwin, red, TPR)
+            mu, rs, mult = _scales(x, s, c, lo, var, eps)
+            if active:
+                # (x again, from L2: applied from the registers that hold the
+                # window, NVVM kept them in local memory, 128 bytes a thread)
+                _apply_chunk(x[r], hb, hb, False, c0, n, s, c, lo, mult, w, b, has_w, has_b,
+                             y[r], TPR, KV, KS, 1)
+                if win == 0 and tx == 0:
+                    stats[0, r] = mu
+                    stats[1, r] = rs
+
     def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sums):
         """Per column window: ``sums[0, r, win] = sum(g)``, ``sums[1, r, win] = sum(g*xhat)``
         (``g = w*dy``) over the window's columns of row ``r``.
@@ -1623,6 +1711,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     if LOOPS:
         kernels.update({"layer_norm_forward_split_stats": _ln_fwd_part,
                         "layer_norm_forward_split_apply": _ln_fwd_apply,
+                        "layer_norm_forward_coop": _ln_fwd_coop,
                         "layer_norm_backward_rowsums": _ln_bwd_rowsums})
     return kernels
 
@@ -1735,6 +1824,8 @@ def signatures(dtype):
         "layer_norm_forward": f"void({m}, {v}, {v}, int32, {t}, {m}, {m})",
         "layer_norm_forward_split_stats": f"void({m}, {p})",
         "layer_norm_forward_split_apply": f"void({m}, {v}, {v}, int32, {t}, {p}, {m}, {m})",
+        "layer_norm_forward_coop":
+            f"void({m}, {v}, {v}, int32, {t}, {p}, uint32[::1], int32, {m}, {m})",
         "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {p})",
         "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {p})",
         "layer_norm_backward_colsum": f"void({p}, {m})",

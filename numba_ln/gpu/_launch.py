@@ -20,6 +20,7 @@ from numba import cuda
 
 from . import _kernels as K
 from ._fastlaunch import launch as _go
+from ._fastlaunch import launcher as _launcher
 from ._memory import empty
 
 #: Row slots of the backward kernel under the simulator (several, so that the
@@ -48,6 +49,17 @@ FWD_SPLIT_MAX_BYTES = 32 << 20
 #: a block a row 2.45 ms (``scripts/gpu_tune.py``, session 9); 0 turns it off.
 FWD_SPLIT_FEW_ROWS = 0.5
 
+#: The split forward in one cooperative launch (``_ln_fwd_coop``: each
+#: block holds its window of a row in registers across a barrier of the
+#: row's blocks, so x is read once and there is one launch, not two) where
+#: it may be: one window a block, all resident at once (few long rows: at
+#: 32x65536 float32, 256 blocks of the widest variant, against 264 that fit
+#: on an H200 at its bound of 2 a multiprocessor), and numba_ln's own
+#: launcher available (a cooperative launch).  The same bits as the split.
+#: Not yet timed on a GPU, so off (``scripts/gpu_tune.py``'s forward plans
+#: measure it; the tests switch it on).
+FWD_COOP = False
+
 #: Threads per block of the strided copies.
 _COPY_THREADS = 256
 
@@ -75,8 +87,7 @@ def resident_blocks(v, dtype, kind="layer_norm_backward"):
     key = (id(ctx), v.suffix, dtype, kind)
     n = _RESIDENT.get(key)
     if n is None:
-        table = v.fwd if kind == "layer_norm_forward" else v.bwd
-        kernel = table[dtype].compile(K.signatures(dtype)[kind])
+        kernel = getattr(v, K._ATTR[kind])[dtype].compile(K.signatures(dtype)[kind])
         n = _RESIDENT[key] = max(1, int(kernel.max_cooperative_grid_blocks(v.threads)))
     return n
 
@@ -107,21 +118,36 @@ def backward_launch(rows, d, dtype="float32"):
 
 
 def forward_plan(rows, d, itemsize, dtype=None):
-    """``("rows" | "split", grid, variant, block)`` of the forward.
+    """``("rows" | "split" | "coop", grid, variant, block)`` of the forward.
 
     A prefetching variant (``variant.pipe[dtype]``) takes one wave of
-    resident blocks, others a block per row group.  ``dtype``: the dtype's
-    name (default: the float of ``itemsize`` bytes)."""
+    resident blocks, others a block per row group; rows split over blocks
+    take one cooperative launch where :data:`FWD_COOP` allows.  ``dtype``:
+    the dtype's name (default: the float of ``itemsize`` bytes)."""
     v, block = row_geometry(d)
     nwin = -(-d // v.capacity)
     groups = -(-rows // v.rows_per_block)
     dtype = dtype or {4: "float32", 8: "float64"}[itemsize]
     if nwin > 1 and (rows * d * itemsize <= FWD_SPLIT_MAX_BYTES or groups <= FWD_SPLIT_FEW_ROWS
                      * resident_blocks(v, dtype, "layer_norm_forward")):
+        if FWD_COOP and coop_fits(v, dtype, "layer_norm_forward_coop", groups * nwin):
+            return "coop", groups * nwin, v, block
         return "split", groups * nwin, v, block
     if v.pipe[dtype] and groups > 0:
         return "rows", min(groups, resident_blocks(v, dtype, "layer_norm_forward")), v, block
     return "rows", groups, v, block
+
+
+def coop_fits(v, dtype, kind, grid):
+    """Whether ``grid`` blocks of variant ``v``'s cooperative kernel
+    ``kind`` fit on the GPU at once and numba_ln's launcher can launch it
+    cooperatively (under the simulator: always; its phases are launched one
+    after another)."""
+    if K.SIM:
+        return True
+    kernel = getattr(v, K._ATTR[kind])[dtype]
+    return (_launcher(kernel, dtype, kind) is not None
+            and grid <= resident_blocks(v, dtype, kind))
 
 
 def scratch(work, key, make):
@@ -165,6 +191,13 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
     nwin = -(-d // v.capacity)
     part = scratch(work, ("fwd", rows, d, name),
                    lambda: empty((rows, nwin, 4), x.dtype, stream=stream))
+    if kind == "coop":
+        bar = barriers(grid // nwin, stream, work)
+        for phase in ((0, 1) if K.SIM else (2,)):
+            _go(v.fwd_coop[name], name, "layer_norm_forward_coop", grid, block, stream,
+                x, w, b, np.int32(flags), eps, part, bar, np.int32(phase), y, stats,
+                cooperative=not K.SIM)
+        return
     _go(v.fwd_part[name], name, "layer_norm_forward_split_stats", grid, block, stream, x, part)
     _go(v.fwd_apply[name], name, "layer_norm_forward_split_apply", grid, block, stream,
         x, w, b, np.int32(flags), eps, part, y, stats, pdl=True)
@@ -186,6 +219,15 @@ def full_params(w, b, flags, d, dtype, stream, work=None):
         b = scratch(work, ("-zeros", d, name),
                     lambda: cuda.to_device(np.full(d, -0.0, dtype), stream=stream))
     return w, b
+
+
+def barriers(groups, stream, work=None):
+    """Zeroed counters of :func:`~numba_ln.gpu._kernels._blocks_barrier`
+    for ``groups`` groups of blocks, kept in ``work`` (see :func:`scratch`;
+    a barrier leaves them as it found them, so one stream's launches share
+    them: they run one after another)."""
+    return scratch(work, ("barriers", groups),
+                   lambda: cuda.to_device(np.zeros(2 * groups, np.uint32), stream=stream))
 
 
 def ones(d, dtype, stream, work=None):
