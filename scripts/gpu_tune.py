@@ -11,7 +11,10 @@ the committed choice of :data:`numba_ln.gpu._kernels.TABLE` among them, GPU
 time per call measured as ``numba_ln.gpu.bench`` does (median of repeats of
 back-to-back batches, inputs cycled through >= 256 MB so they come from DRAM).
 Every candidate's output is compared with the committed kernels' (max abs
-difference).  Writes ``OUTDIR/gpu_tune.json`` and ``OUTDIR/gpu_tune.md``.
+difference).  First, whole passes in other settings of the library
+(:func:`tune_backward_plans`, :func:`tune_forward_plans`: programmatic
+dependent launches, the cooperative split forward, the split rule).  Writes
+``OUTDIR/gpu_tune.json`` and ``OUTDIR/gpu_tune.md``.
 Kernels here are compiled without numba's on-disk cache (its key ignores
 launch bounds).
 """
@@ -31,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from numba import cuda  # noqa: E402
 
 from numba_ln.gpu import _kernels as K  # noqa: E402
-from numba_ln.gpu import _launch  # noqa: E402
+from numba_ln.gpu import _fastlaunch, _launch  # noqa: E402
 from numba_ln.gpu import bench as B  # noqa: E402
 
 
@@ -47,43 +50,60 @@ from numba_ln.gpu import bench as B  # noqa: E402
 #: first by ``layer_norm_backward_rowsums``, as the widest variant's) and
 #: ``slots`` (the backward's row slots; None: one full wave, the committed
 #: rule); ``hold`` (the backward keeps its row in registers; None: by
-#: ``HOLD_MAX``) and ``threads`` (a block's; None: the committed rule).
-Cand = collections.namedtuple("Cand",
-                              "tpr kv blocks pipe chan acc ks l2 vec wbd loops slots hold threads")
+#: ``HOLD_MAX``) and ``threads`` (a block's; None: the committed rule);
+#: ``fused`` (the backward sums its partial rows itself after a barrier, in
+#: slices of that many columns: ``fused_cols``; None: the column-sum kernel).
+Cand = collections.namedtuple(
+    "Cand", "tpr kv blocks pipe chan acc ks l2 vec wbd loops slots hold threads fused")
 
 
 def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wbd=False,
-      loops=False, slots=None, hold=None, threads=None):
+      loops=False, slots=None, hold=None, threads=None, fused=None):
     """A :data:`Cand`, ``ks`` by default ``STORE_CHUNK``."""
     return Cand(tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2, vec, wbd, loops,
-                slots, hold, threads or (K.MAX_THREADS if tpr <= 32 else tpr))
+                slots, hold, threads or (K.MAX_THREADS if tpr <= 32 else tpr), fused)
+
+
+def fused(cols):
+    """A backward candidate: the committed kernel (:func:`_committed`) with
+    its column sums fused into it, in slices of ``cols`` columns."""
+    return lambda committed: committed._replace(fused=cols)
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
-#: variant is added to each list.  The fourth to sixth sweeps (sessions 9
+#: variant is added to each list (a candidate may be a function of the
+#: committed one: :func:`fused`).  The fourth to sixth sweeps (sessions 9
 #: and 10, H200, docs/gpu_bench_h200.md) measured vector pieces, direct w/b
 #: reads, narrower windows, rows held past HOLD_MAX, other threads a block,
 #: other row slots and column-sum blocks; what won is committed (``VECTOR``,
 #: ``DIRECT_WB``, ``HOLD_ROWS``, ``LONG_ROWS``, the column-sum blocks and
 #: the 512x8 backward's launch bound in numba_ln/gpu/_kernels.py).  The
-#: seventh: the backward's direct weight reads (``w_direct``) again, in the
-#: form that calls the group sums once (the sixth sweep measured the form
-#: that called them in each branch: 1-2% faster where every row fills the
-#: variant, but it hung on rows that do not), in the three variants that
-#: would take them (``DIRECT_W_BWD``'s comment).
+#: seventh (besides the whole-pass plans above: programmatic dependent
+#: launches, the cooperative split forward): the column sums fused into the
+#: backward (``fused_cols``: at D = 1024 the column-sum kernel was about a
+#: quarter of the backward), first where it matters most; then the
+#: backward's direct weight reads (``w_direct``) again, in the form that
+#: calls the group sums once (the sixth sweep measured the form that called
+#: them in each branch: 1-2% faster where every row fills the variant, but
+#: it hung on rows that do not), in the three variants that would take
+#: them (``DIRECT_W_BWD``'s comment).
 PLAN = [
-    ((4096, 4096), "float32", [], [C(512, 8, 1, True, wbd=True)]),
-    ((65536, 128), "float32", [], [C(16, 8, 3, True, wbd=True)]),
+    ((4096, 1024), "float32", [], [fused(4), fused(2), fused(8)]),
+    ((4096, 4096), "float32", [], [fused(8), C(512, 8, 1, True, wbd=True)]),
+    ((65536, 128), "float32", [], [fused(8), C(16, 8, 3, True, wbd=True)]),
+    ((16384, 8192), "float32", [], [fused(8)]),
     ((16384, 64), "float32", [], [C(8, 8, 3, True, wbd=True)]),
 ]
 
 
 def _compile(c, kind):
     """``(kernel, rows a block)`` of candidate ``c`` for ``kind``."""
+    if kind == "layer_norm_backward" and c.fused:
+        kind = "layer_norm_backward_fused"
     fn = K._make_variant(c.tpr, c.kv, c.loops, c.pipe, chan=c.chan, acc_smem=c.acc,
                          store_chunk=c.ks, l2_prefetch=c.l2, vec=c.vec,
                          wb_direct=c.wbd, w_direct=c.wbd, hold=c.hold,
-                         threads=c.threads)[kind]
+                         threads=c.threads, fused_cols=c.fused)[kind]
     bounds = (c.threads, c.blocks) if c.blocks > 1 else (c.threads,)
     if K.SIM:  # (a logic check of this script)
         return cuda.jit(fn), c.threads // c.tpr
@@ -103,9 +123,11 @@ def _committed(shape, dtype, pass_):
     blocks = v.blocks[dtype][0 if pass_ == "forward" else 1]
     l2 = pass_ == "backward" and (v.tpr, v.kv) in K.L2_PREFETCH
     vec = (v.fwd_width if pass_ == "forward" else v.bwd_width).get(dtype, 1)
+    fused = (K.FUSED_COLS.get((v.tpr, v.kv)) if pass_ == "backward" and dtype in v.bwd_fused
+             else None)
     return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec,
              wbd=dtype in (v.direct_wb if pass_ == "forward" else v.bwd_direct_w),
-             loops=v.loops, slots=slots)
+             loops=v.loops, slots=slots, fused=fused)
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):
@@ -131,7 +153,8 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
     copy = {}
     for which, cands, committed in (("forward", fwd_cands, committed_f),
                                     ("backward", bwd_cands, committed_b)):
-        cands = list(dict.fromkeys([committed] + list(cands)))
+        cands = list(dict.fromkeys([committed] + [c(committed) if callable(c) else c
+                                                  for c in cands]))
         if which == "backward":  # the committed statistics again (candidates rewrote them)
             for t in sets:
                 _launch.forward(t["x"], w, b, int(flags), eps, t["y"], t["stats"], stream)
@@ -144,6 +167,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                    "blocks": c.blocks, "pipe": pipe, "chan": c.chan, "acc_smem": c.acc,
                    "store_chunk": min(c.ks, kv), "l2_prefetch": c.l2, "vec": c.vec,
                    "wb_direct": c.wbd, "loops": c.loops, "hold": c.hold, "threads": c.threads,
+                   "fused": c.fused,
                    "committed": c == committed, "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
@@ -155,7 +179,9 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 t0 = time.perf_counter()
                 kern, R = _compile(c, "layer_norm_" + which)
                 nxt = B._rotate(sets)
-                sig = K.signatures(dtype_name)["layer_norm_" + which]
+                kind = "layer_norm_" + which + ("_fused" if c.fused and which == "backward"
+                                                else "")
+                sig = K.signatures(dtype_name)[kind]
                 fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(c.threads)
                 if which == "forward":
                     grid = -(-rows // R)
@@ -183,15 +209,23 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                     cgrid, cblock = _launch.col_launch(G, d, 2)
                     rowsums = _compile(c, "layer_norm_backward_rowsums")[0] if nwin > 1 else None
                     hw = np.int32(K.HAS_WEIGHT)
+                    bar = _launch.barriers(1, stream)
 
                     def call(t=None):
                         t = t or nxt()
                         if rowsums is not None:
                             rowsums[groups * nwin, (tpr, R), stream](
                                 t["dy"], t["x"], t["mean"], t["rstd"], w, hw, sums)
-                        kern[G * nwin, (tpr, R), stream](t["dy"], t["x"], t["mean"], t["rstd"],
-                                                         w, hw, sums, t["dx"], part)
-                        cs[cgrid, cblock, stream](part, grads)
+                        args = (t["dy"], t["x"], t["mean"], t["rstd"], w, hw, sums, t["dx"],
+                                part)
+                        if not c.fused:
+                            kern[G * nwin, (tpr, R), stream](*args)
+                            cs[cgrid, cblock, stream](part, grads)
+                            return
+                        for phase in ((0, 1) if K.SIM else (2,)):  # (see fused_cols)
+                            _fastlaunch.launch(kern, dtype_name, kind, G * nwin, (tpr, R),
+                                               stream, *args, grads, bar, np.int32(phase),
+                                               cooperative=not K.SIM)
                     call(s0)
                     res["compile_s"] = round(time.perf_counter() - t0, 2)
                     res["max_abs_diff"] = float(np.abs(s0["dx"].copy_to_host() - ref_dx).max())
@@ -212,7 +246,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
             out.append(res)
             keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
                     "store_chunk", "l2_prefetch", "vec", "wb_direct", "loops", "hold",
-                    "threads", "slots", "grid",
+                    "threads", "fused", "slots", "grid",
                     "ms", "pct_of_copy", "regs", "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     out += tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch, warmup)
@@ -289,8 +323,6 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
     launched before the first has finished).  Each setting's ``y`` against
     the committed one's (``max_abs_diff``: 0 where the plans give the same
     bits)."""
-    from numba_ln.gpu import _fastlaunch
-
     rows, d = shape
     if time.monotonic() > deadline:  # (before its buffers: 128 MB sets)
         return [{"shape": list(shape), "dtype": dtype_name, "pass": "forward plan",
@@ -339,6 +371,69 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
     return out
 
 
+#: ``(shape, dtype)`` whose whole backward :func:`tune_backward_plans`
+#: times with and without programmatic dependent launches (the column sums,
+#: and the window backward after its row sums, launched before the kernel
+#: they wait on has finished): the shapes where the column sums' launch is
+#: the largest share (D = 1024: about a quarter of the backward, session 10)
+#: and the three-kernel backward of few long rows.
+BACKWARD_PLAN_SHAPES = [((4096, 1024), "float32"), ((32, 65536), "float32"),
+                        ((4096, 4096), "float32"), ((65536, 128), "float32")]
+
+
+def tune_backward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2):
+    """GPU time of the whole backward (``_launch.backward``: row kernels and
+    column sums) at ``shape`` with :data:`numba_ln.gpu._fastlaunch.PDL` as
+    committed and switched; ``bitwise_as_committed``: dx, dweight and dbias
+    the committed setting's bits."""
+    rows, d = shape
+    if time.monotonic() > deadline:
+        return [{"shape": list(shape), "dtype": dtype_name, "pass": "backward plan",
+                 "error": "skipped: time limit"}]
+    dtype = np.dtype(dtype_name)
+    stream = cuda.default_stream()
+    w, b, sets = B.buffers(shape, dtype)
+    eps = dtype.type(1e-5)
+    for t in sets:
+        _launch.forward(t["x"], w, b, K.HAS_WEIGHT | K.HAS_BIAS, eps, t["y"], t["stats"], stream)
+    n = rows * d
+    copy_ms = B._copy_ms((3 * n + 1) // 2, dtype, repeats, warmup, stream, batch, None, True)[0]
+    grads = cuda.device_array((2, d), dtype)
+    committed = _fastlaunch.PDL
+    out = []
+    ref = None
+    for pdl in (committed, not committed):
+        _fastlaunch.PDL = pdl
+        res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward plan", "pdl": pdl,
+               "committed": pdl == committed, "copy_ms": copy_ms}
+        try:
+            if time.monotonic() > deadline:
+                res["error"] = "skipped: time limit"
+                out.append(res)
+                continue
+            nxt = B._rotate(sets)
+            work = {}
+
+            def call(t=None):
+                t = t or nxt()
+                _launch.backward(t["dy"], t["x"], t["mean"], t["rstd"], w, K.HAS_WEIGHT,
+                                 t["dx"], grads, stream, work)
+            call(sets[0])
+            got = np.concatenate([sets[0]["dx"].copy_to_host().ravel(),
+                                  grads.copy_to_host().ravel()])
+            ref = got if ref is None else ref
+            res["bitwise_as_committed"] = bool(np.array_equal(got, ref))
+            res["ms"], _ = B._gpu_ms(call, repeats, warmup, stream, batch)
+            res["pct_of_copy"] = round(100 * copy_ms / res["ms"], 1) if res["ms"] else None
+        except Exception as exc:
+            res["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            _fastlaunch.PDL = committed
+        out.append(res)
+        print(json.dumps(res), flush=True)
+    return out
+
+
 def _shape_notes(r):
     """`` hold``, `` (256 threads)``: a candidate's ``hold`` and ``threads``
     where they are not the committed rule's."""
@@ -347,6 +442,8 @@ def _shape_notes(r):
         notes += " hold" if r["hold"] else " re-read"
     if r.get("threads") and r["threads"] != (K.MAX_THREADS if r["tpr"] <= 32 else r["tpr"]):
         notes += f" ({r['threads']} threads)"
+    if r.get("fused"):
+        notes += f" fused column sums ({r['fused']} columns)"
     return notes
 
 
@@ -359,6 +456,9 @@ def markdown(results):
     cols = ["", "Column sums alone (the committed backward's partial rows; blocks of cols x ny "
             "threads):", "", "| shape | dtype | partial rows | cols | ny | GPU ms | committed "
             "| bitwise as committed |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    bplans = ["", "Whole backward with and without programmatic dependent launches:", "",
+              "| shape | dtype | pdl | GPU ms | % of copy | committed | bitwise as committed |",
+              "| --- | --- | --- | ---: | ---: | --- | --- |"]
     plans = ["", "Forward plans of few long rows (split over blocks, or a block a row "
              "looping; coop: the split in one cooperative launch; pdl: programmatic "
              "dependent launches):", "", "| shape | dtype | plan | pdl | grid | GPU ms "
@@ -372,6 +472,12 @@ def markdown(results):
                          f"| {'yes' if r.get('pdl') else ''} "
                          f"| {r['grid']} | {r['ms']:.4f} | {r.get('pct_of_copy', '')} | "
                          f"{'yes' if r['committed'] else ''} | {r['max_abs_diff']:.2g} |")
+            continue
+        if r["pass"] == "backward plan":
+            bplans.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} "
+                          f"| {'yes' if r['pdl'] else ''} | {r['ms']:.4f} "
+                          f"| {r.get('pct_of_copy', '')} | {'yes' if r['committed'] else ''} "
+                          f"| {'yes' if r.get('bitwise_as_committed') else 'NO'} |")
             continue
         if r["pass"] == "colsum":
             cols.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['partial_rows']} "
@@ -394,6 +500,8 @@ def markdown(results):
         lines += cols
     if len(plans) > 5:
         lines += plans
+    if len(bplans) > 5:
+        lines += bplans
     return "\n".join(lines) + "\n"
 
 
@@ -408,17 +516,23 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     deadline = time.monotonic() + a.time_limit
     results = []
-    for shape, dt, fc, bc in PLAN:
+    for shape, dt in BACKWARD_PLAN_SHAPES:
         try:
-            results += tune_shape(shape, dt, fc, bc, a.repeats, deadline, a.batch, a.warmup)
+            results += tune_backward_plans(shape, dt, a.repeats, deadline, a.batch, a.warmup)
         except Exception as exc:
-            results.append({"shape": list(shape), "dtype": dt,
+            results.append({"shape": list(shape), "dtype": dt, "pass": "backward plan",
                             "error": f"{type(exc).__name__}: {exc}"})
     for shape, dt in SPLIT_SHAPES:
         try:
             results += tune_forward_plans(shape, dt, a.repeats, deadline, a.batch, a.warmup)
         except Exception as exc:
             results.append({"shape": list(shape), "dtype": dt, "pass": "forward plan",
+                            "error": f"{type(exc).__name__}: {exc}"})
+    for shape, dt, fc, bc in PLAN:
+        try:
+            results += tune_shape(shape, dt, fc, bc, a.repeats, deadline, a.batch, a.warmup)
+        except Exception as exc:
+            results.append({"shape": list(shape), "dtype": dt,
                             "error": f"{type(exc).__name__}: {exc}"})
     with open(os.path.join(a.out, "gpu_tune.json"), "w") as f:
         json.dump({"environment": B._environment(None), "results": results}, f, indent=1)

@@ -431,3 +431,61 @@ def check_coop_forward(shapes, dtype, rng, monkeypatch):
             np.testing.assert_allclose(got[True][0][ok][fine], ref[fine], **tol)
             if rows > 2:
                 assert np.isnan(got[True][0][2]).all()
+
+
+def check_fused_backward(tpr, kv, pipe, cols, dtype, rng, tol, blocks=1, slots=3):
+    """The backward of variant ``tpr x kv`` with its column sums fused in
+    (``fused_cols=cols``, a ``scripts/gpu_tune.py`` candidate) against the
+    same build's plain backward and the column-sum kernel: dx the same bits,
+    dweight/dbias within rounding of theirs (another fixed order) and of the
+    float64 reference, the same bits again on a second call (the barrier's
+    counters reused).  ``slots`` row slots, rows that fill the variant or
+    not, several rows a slot; a weight and none (dbias alone).  On a GPU a
+    cooperative launch; under the simulator its phases one after another."""
+    from numba_ln import gpu
+    from numba_ln.gpu import _fastlaunch, _launch
+
+    name = np.dtype(dtype).name
+    key = ("fused", tpr, kv, pipe, cols, blocks)
+    if key not in _CANDIDATES:
+        fns = _kernels._make_variant(tpr, kv, False, pipe, fused_cols=cols)
+        _CANDIDATES[key] = (_jit(fns["layer_norm_backward"], tpr, blocks),
+                            _jit(fns["layer_norm_backward_fused"], tpr, blocks))
+    plain, fused = _CANDIDATES[key]
+    threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
+    R = threads // tpr
+    for d in sorted({tpr * kv, tpr * kv - 1, tpr + 1}):
+        rows = R * slots * 2 + 1
+        x = rng.standard_normal((rows, d)).astype(dtype)
+        dy = rng.standard_normal((rows, d)).astype(dtype)
+        _, m, r = gpu.layer_norm(cuda.to_device(x), return_stats=True)
+        for flags, ngrad in ((_kernels.HAS_WEIGHT, 2), (0, 1)):
+            w = rng.standard_normal(d).astype(dtype) if flags else np.ones(d, dtype)
+            args = (cuda.to_device(dy), cuda.to_device(x), m, r, cuda.to_device(w),
+                    np.int32(flags), cuda.device_array((2, 1, 1), dtype))
+            dx0 = cuda.device_array((rows, d), dtype)
+            part0 = cuda.device_array((2, slots, d), dtype)
+            plain[slots, (tpr, R)](*args, dx0, part0)
+            want = cuda.device_array((ngrad, d), dtype)
+            _kernels.col_sum[name][_launch.col_launch(slots, d, ngrad)](part0, want)
+            got = []
+            bar = _launch.barriers(1, 0)
+            for _ in range(2):
+                dx = cuda.device_array((rows, d), dtype)
+                part = cuda.device_array((2, slots, d), dtype)
+                grads = cuda.device_array((ngrad, d), dtype)
+                for phase in ((0, 1) if _kernels.SIM else (2,)):
+                    _fastlaunch.launch(fused, name, "layer_norm_backward_fused", slots,
+                                       (tpr, R), 0, *args, dx, part, grads, bar,
+                                       np.int32(phase), cooperative=not _kernels.SIM)
+                got.append((dx.copy_to_host(), grads.copy_to_host()))
+            (dx1, g1), (dx2, g2) = got
+            assert np.array_equal(dx1, dx0.copy_to_host()), (tpr, kv, d, flags)
+            assert np.array_equal(dx1, dx2) and np.array_equal(g1, g2), (tpr, kv, d, flags)
+            np.testing.assert_allclose(g1, want.copy_to_host(), rtol=1e-5, atol=1e-5)
+            ref_dx, ref_dw, ref_db = ln_backward_ref(
+                dy, x, w if flags else None, 1, mean=m.copy_to_host(), rstd=r.copy_to_host())
+            np.testing.assert_allclose(dx1, ref_dx, **tol)
+            np.testing.assert_allclose(g1[-1], ref_db, rtol=1e-4, atol=1e-4)
+            if flags:
+                np.testing.assert_allclose(g1[0], ref_dw, rtol=1e-4, atol=1e-4)

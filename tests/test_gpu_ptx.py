@@ -70,6 +70,8 @@ def test_every_kernel_in_every_dtype(ptx):
     assert set(table) == set(_kernels.KERNELS)
     # every kind of kernel in every dtype, every variant's row kernels
     kinds = set(gpu.signatures("float32"))
+    if not _kernels.FUSED_COLS:  # (no variant has that kind of kernel)
+        kinds.discard("layer_norm_backward_fused")
     assert {_parts(k)[::3] for k in table} == {(kind, dt) for kind in kinds for dt in gpu.DTYPES}
     for v in _kernels.VARIANTS:
         assert v.passes
@@ -90,9 +92,9 @@ def test_programmatic_dependent_launch_instructions(ptx):
     it is compiled."""
     cc, table = ptx
     waits = {"layer_norm_backward_colsum", "layer_norm_forward_split_apply",
-             "layer_norm_backward"}
+             "layer_norm_backward", "layer_norm_backward_fused"}
     launches = {"layer_norm_forward_split_stats", "layer_norm_backward_rowsums",
-                "layer_norm_backward"}
+                "layer_norm_backward", "layer_norm_backward_fused"}
     for name, text in table.items():
         kind = _parts(name)[0]
         body = text[text.index(".entry"):]
@@ -134,7 +136,8 @@ def test_row_kernels_use_shuffles_and_registers(ptx):
         assert "shfl.sync.bfly" in text or _kernels.KINDS[key] == \
             "layer_norm_forward_split_apply", key
         assert ".local" not in text, f"{key} spills an array to local memory"
-        if _kernels.KINDS[key] == "layer_norm_forward_coop":  # its barrier's counters only
+        if _kernels.KINDS[key] in ("layer_norm_forward_coop", "layer_norm_backward_fused"):
+            # (their barrier's counters only)
             ops = re.findall(r"^\s*(?:@!?%p\d+\s+)?(atom\.[a-z0-9.]+)", text, re.M)
             assert ATOMIC.findall(text) and len(ops) == len(ATOMIC.findall(text)), key
             assert set(ops) <= {"atom.global.add.u32", "atom.global.exch.b32"}, (key, ops)
@@ -279,6 +282,48 @@ def test_vector_builds_compile(tpr, kv):
 
 
 @needs_nvvm
+def test_fused_column_sum_candidates_compile():
+    """The sweep's backwards with their column sums fused in (the committed
+    kernel of each shape with ``fused_cols``) compile for sm_90 with their
+    row in registers (no local memory), at most 48 KiB of static shared
+    memory, float32 arithmetic only in float32, and atomics only on the
+    barrier's counters (no atomic sums: the same bits every call)."""
+    from _gpu_cases import load_tune_script
+    from numba import cuda
+
+    from numba_ln import gpu
+    from numba_ln.gpu import _kernels
+
+    tune = load_tune_script()
+    n = 0
+    for (_rows, d), dt, _fwd, bwd in tune.PLAN:
+        v = _kernels.variant(d, "backward")
+        base = tune.C(v.tpr, v.kv, v.blocks[dt][1], v.pipe[dt],
+                      l2=(v.tpr, v.kv) in _kernels.L2_PREFETCH, vec=v.bwd_width.get(dt, 1))
+        for make in bwd:
+            if not callable(make):
+                continue
+            c = make(base)
+            fn = _kernels._make_variant(c.tpr, c.kv, False, c.pipe, l2_prefetch=c.l2,
+                                        vec=c.vec, hold=v.hold[dt], threads=c.threads,
+                                        fused_cols=c.fused)["layer_norm_backward_fused"]
+            bounds = (c.threads, c.blocks) if c.blocks > 1 else (c.threads,)
+            with gpu._assume_device((9, 0)):
+                text, _ = cuda.compile_ptx(fn, gpu.signatures(dt)[
+                    "layer_norm_backward_fused"], cc=(9, 0), launch_bounds=bounds)
+            assert ".local" not in text, c
+            smem = sum(int(k) for k in re.findall(r"\.shared .*\[(\d+)\];", text))
+            assert smem <= 48 * 1024, (c, smem)
+            ops = re.findall(r"^\s*(?:@!?%p\d+\s+)?(atom\.[a-z0-9.]+)", text, re.M)
+            assert ops and set(ops) <= {"atom.global.add.u32", "atom.global.exch.b32"}, c
+            assert len(ops) == len(ATOMIC.findall(text)), c
+            if dt == "float32":
+                assert not F64.findall(text), c
+            n += 1
+    assert n >= 3
+
+
+@needs_nvvm
 def test_tune_candidates_compile_within_static_shared_memory():
     """Every candidate of scripts/gpu_tune.py's plan compiles for sm_90 and
     declares at most 48 KiB of static shared memory (a block's limit without
@@ -295,6 +340,8 @@ def test_tune_candidates_compile_within_static_shared_memory():
     for _shape, dt, fwd, bwd in tune.PLAN:
         for kind, cands in (("layer_norm_forward", fwd), ("layer_norm_backward", bwd)):
             for c in cands:
+                if callable(c):  # (of the committed kernel: the next test)
+                    continue
                 fns = _kernels._make_variant(c.tpr, c.kv, c.loops, c.pipe, chan=c.chan,
                                              acc_smem=c.acc, store_chunk=c.ks, l2_prefetch=c.l2,
                                              vec=c.vec, wb_direct=c.wbd, w_direct=c.wbd,
@@ -348,7 +395,10 @@ def test_signatures_match_the_launchers():
         sigs = gpu.signatures(dt)
         assert all(s.startswith("void(") for s in sigs.values())
         assert all(dt in s for s in sigs.values())
-        assert set(sigs) == set(_kernels.KINDS.values())
+        kinds = set(_kernels.KINDS.values())
+        if not _kernels.FUSED_COLS:  # (a kind of the sweep's candidates only)
+            kinds.add("layer_norm_backward_fused")
+        assert set(sigs) == kinds
 
 
 def test_import_and_cpu_calls_do_not_touch_cuda():

@@ -382,6 +382,20 @@ def test_l2_prefetch_gives_the_same_bits(tpr, kv, dtype):
 
 
 @candidate
+@pytest.mark.parametrize("tpr,kv,blocks,cols", [(128, 8, 5, 4), (128, 8, 5, 2), (512, 8, 1, 8),
+                                                (16, 8, 3, 8), (512, 16, 1, 8)])
+def test_fused_column_sums(tpr, kv, blocks, cols):
+    """scripts/gpu_tune.py's backwards with their column sums fused in, each
+    a cooperative launch whose blocks wait at a barrier of all of them: dx
+    the plain build's bits, the gradients within rounding of the column-sum
+    kernel's and the same bits on a second call."""
+    from _gpu_cases import check_fused_backward
+
+    check_fused_backward(tpr, kv, True, cols, np.float32, RNG, _tol(np.float32, tpr * kv),
+                         blocks, slots=5)
+
+
+@candidate
 @pytest.mark.parametrize("tpr,kv,pipe,blocks,dtype,vec", [
     (16, 8, True, 4, np.float32, 4), (128, 8, True, 8, np.float32, 4),
     (128, 8, True, 8, np.float32, 2), (256, 16, True, 2, np.float32, 4),

@@ -280,6 +280,18 @@ def test_cooperative_forward_gives_the_split_bits(dtype, monkeypatch):
     check_coop_forward([(3, 700), (1, 257)], dtype, RNG, monkeypatch)
 
 
+@pytest.mark.parametrize("tpr,kv,pipe,cols", [(8, 4, True, 4), (32, 2, True, 8),
+                                             (64, 4, False, 16)])
+def test_fused_column_sums(tpr, kv, pipe, cols):
+    """The backward with its column sums fused in (a sweep candidate), its
+    phases launched one after the other here: dx the plain build's bits,
+    the gradients within rounding of the column-sum kernel's."""
+    from _gpu_cases import check_fused_backward
+
+    check_fused_backward(tpr, kv, pipe, cols, np.float32, RNG,
+                         dict(rtol=1e-4, atol=1e-4))
+
+
 def test_huge_and_normal_rows_share_a_block():
     """A row that needs rescaling does not disturb its block's other rows."""
     x = RNG.standard_normal((8, 20)).astype(np.float32) * 1e-20
@@ -631,7 +643,7 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         ((9, 30), "float32", [C(8, 4, 1, True, True), C(8, 4, 1, True, ks=1),
                               C(8, 4, 1, True, vec=2)],
          [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1), C(8, 4, 1, True, l2=True),
-          C(8, 4, 1, True, hold=True, acc=True)]),
+          C(8, 4, 1, True, hold=True, acc=True), tune.fused(2)]),
         ((5, 64), "float64", [C(32, 2, 1, True, True), C(32, 2, 1, True, vec=2, wbd=True)],
          [C(32, 2, 1, True, acc=True), C(32, 2, 1, True, vec=2, wbd=True),
           C(32, 2, 1, True, threads=32)]),
@@ -642,12 +654,21 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         # a variant of DIRECT_WB (and VECTOR): the committed forward reads w, b directly
         ((3, 12), "float32", [], [])])
     monkeypatch.setattr(tune, "SPLIT_SHAPES", [((3, 300), "float32")])
+    monkeypatch.setattr(tune, "BACKWARD_PLAN_SHAPES", [((5, 100), "float32")])
     tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
                "--time-limit", "1000"])
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
     assert not [r for r in results if "error" in r]
-    rows = [r for r in results if r["pass"] not in ("colsum", "forward plan")]
-    assert len(rows) == 22
+    rows = [r for r in results if r["pass"] not in ("colsum", "forward plan", "backward plan")]
+    assert len(rows) == 23
+    # the committed backward with its column sums fused in (a function of it)
+    # (the committed one too: FUSED_COLS under the simulator)
+    b930 = [r for r in rows if r["shape"] == [9, 30] and r["pass"] == "backward"]
+    assert (b930[0]["fused"], b930[0]["committed"]) == (4, True)
+    assert [r["fused"] for r in b930].count(2) == 1
+    # the whole backward with and without programmatic launches (none here: the same bits)
+    assert [(r["pdl"], r["committed"], r["bitwise_as_committed"]) for r in results
+            if r["pass"] == "backward plan"] == [(False, True, True), (True, False, True)]
     # the forward plans of few long rows (both split here: x fits in "L2")
     # (and the split in one cooperative launch, the split with programmatic launches)
     assert [(r["plan"], r["committed"]) for r in results if r["pass"] == "forward plan"] == [
@@ -696,6 +717,7 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         assert r["max_abs_diff"] <= (0 if exact else tol), r
     md = (tmp_path / "gpu_tune.md").read_text()
     assert md.count("yes") >= 6 + 2 * 3 and "Column sums alone" in md
+    assert "Whole backward with and without" in md
 
 
 def test_tune_forward_plans(monkeypatch):

@@ -65,8 +65,10 @@ kernels use a shared-memory reduction instead (chosen once, at import).
 Weight and bias gradients: each thread accumulates its columns over the rows
 its group visits, the groups of a block are summed through shared memory in
 ``ty`` order, and every block writes one row of partials; :func:`_col_sum`
-then adds the partials in a fixed order.  No atomics anywhere: the gradients
-are bitwise reproducible for a given shape.
+then adds the partials in a fixed order.  No atomic sums anywhere: the
+gradients are bitwise reproducible for a given shape.  (The kernels that wait
+for other blocks at a barrier, :func:`_blocks_barrier`, count arrivals with
+atomics; that decides when, not what, they add.)
 """
 
 import math
@@ -226,6 +228,16 @@ DIRECT_WB = {(4, 2): ("float32", "float64"), (8, 2): ("float32",)} if SIM else {
 #: Under the simulator, two variants (one of :data:`VECTOR`), so that the
 #: path is tested.
 DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM else {}
+
+#: ``{(tpr, kv): cols}`` of the variants whose backward sums its partial
+#: rows itself after a barrier of all its blocks, in slices of ``cols``
+#: columns (``fused_cols`` of :func:`_make_variant`; a cooperative launch,
+#: no column-sum kernel after it; not the looping variants nor the vector
+#: builds).  Built with no GPU in session 11 and not yet timed on one (the
+#: seventh sweep's ``fused`` candidates measure it), so none on a GPU.
+#: Under the simulator, two variants (8 and 2 rows a block), so that the
+#: path is tested.
+FUSED_COLS = {(8, 4): 4, (32, 4): 16} if SIM else {}
 
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
@@ -995,6 +1007,40 @@ def _window_grid(nwin, cw):
 
 
 @_device
+def _window_stats(x, part, r, active, win, c0, nw, red, xv, tpr, kv):
+    """The split forward's first half for row ``r``'s window ``win`` (its
+    ``nw`` columns from ``c0``, held in ``xv``): ``part[r, win] = (s, m1,
+    dm, var)`` as :func:`_row_stats` gives them for the window alone
+    (written where the row is ``active``)."""
+    xr = x[r, c0:c0 + nw]
+    _load_row(xr, xv, nw, cuda.threadIdx.x, tpr, kv, 1, False)
+    s, m1, dm, var = _row_stats(xr, xv, True, nw, red, tpr, kv, False, 1)
+    if active and cuda.threadIdx.x == 0:
+        part[r, win, 0] = s
+        part[r, win, 1] = m1
+        part[r, win, 2] = dm
+        part[r, win, 3] = var
+
+
+@_device
+def _apply_window(x, w, b, flags, eps, part, y, stats, r, active, win, c0, nwin, cw, red, hb,
+                  tpr, kv, ks):
+    """The split forward's second half for row ``r``'s window ``win``: its
+    ``nwin`` windows' statistics combined (:func:`_combine_windows`), the
+    window's ``y`` (x read again), and window 0 writes ``mean``, ``rstd``
+    (``stats``), where the row is ``active``."""
+    n = x.shape[1]
+    s, c, lo, var = _combine_windows(part, r, n, cw, nwin, red, tpr)
+    mu, rs, mult = _scales(x, s, c, lo, var, eps)
+    if active:
+        _apply_chunk(x[r], hb, hb, False, c0, n, s, c, lo, mult, w, b,
+                     (flags & HAS_WEIGHT) != 0, (flags & HAS_BIAS) != 0, y[r], tpr, kv, ks, 1)
+        if win == 0 and cuda.threadIdx.x == 0:
+            stats[0, r] = mu
+            stats[1, r] = rs
+
+
+@_device
 def _blocks_barrier(bar, g, nblocks):
     """Every thread of the ``nblocks`` blocks that call this with the same
     ``g`` waits until all of them have called it; their global writes
@@ -1045,7 +1091,8 @@ class Variant:
     :func:`_make_variant`; launched as one wave of resident blocks),
     ``loops`` (the widest variant and :data:`LONG`: rows longer than
     ``capacity``), ``direct_wb`` (:data:`DIRECT_WB`), ``bwd_direct_w``
-    (:data:`DIRECT_W_BWD`), ``blocks`` (its
+    (:data:`DIRECT_W_BWD`), ``bwd_fused`` (dtype -> the backward with
+    fused column sums, :data:`FUSED_COLS`), ``blocks`` (its
     :data:`TABLE` entry's), ``grid`` (:data:`LONG_ROWS`'s, else None), and the
     kernels, each a
     dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
@@ -1097,10 +1144,11 @@ class Variant:
                 args = (pass_, tpr, kv, loops, self.pipe[dtype])
                 kw = dict(l2_prefetch=(tpr, kv) in L2_PREFETCH, wb_direct=dtype in self.direct_wb,
                           w_direct=dtype in self.bwd_direct_w, hold=self.hold[dtype])
+                fused = dict(fused_cols=None if loops else FUSED_COLS.get((tpr, kv)))
                 width = widths[i] or 1
-                builds = [("", _pass_kernels(*args, vec=width, vec_access=False, **kw))]
+                builds = [("", _pass_kernels(*args, vec=width, vec_access=False, **kw, **fused))]
                 if width > 1 and not builds[0][1]:  # a backward that cannot take pieces
-                    width, builds = 1, [("", _pass_kernels(*args, **kw))]
+                    width, builds = 1, [("", _pass_kernels(*args, **kw, **fused))]
                 if width > 1:
                     (self.fwd_width, self.bwd_width)[i][dtype] = width
                     builds.append((f"_v{width}", _pass_kernels(*args, vec=width, **kw)))
@@ -1120,7 +1168,7 @@ class Variant:
 _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_part",
          "layer_norm_forward_split_apply": "fwd_apply",
          "layer_norm_forward_coop": "fwd_coop", "layer_norm_backward_rowsums":
-         "bwd_rowsums", "layer_norm_backward": "bwd"}
+         "bwd_rowsums", "layer_norm_backward": "bwd", "layer_norm_backward_fused": "bwd_fused"}
 
 
 def _pass_kernels(pass_, *args, **kw):
@@ -1132,7 +1180,7 @@ def _pass_kernels(pass_, *args, **kw):
 
 def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None,
                   l2_prefetch=False, vec=1, vec_access=True, wb_direct=False, hold=None,
-                  threads=None, w_direct=False):
+                  threads=None, w_direct=False, fused_cols=None):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_one_reduction` (one group
@@ -1185,6 +1233,18 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     registers between its two passes (default: ``kv <= HOLD_MAX``; not with
     ``loops``).  ``threads``: a block's threads (default ``MAX_THREADS``
     for ``tpr <= 32``, else ``tpr``: a row a block), a multiple of ``tpr``.
+    ``fused_cols`` (a power of two, or None): also a backward
+    ``layer_norm_backward_fused`` that sums the partial rows itself, after
+    a barrier of all its blocks (:func:`_blocks_barrier`; a cooperative
+    launch of one wave, as the backward is launched anyway), instead of
+    the column-sum kernel after it: one launch fewer.  Each block then
+    takes every ``gridDim``-th slice of ``fused_cols`` columns of a
+    gradient, ``threads / fused_cols`` of its threads down each column
+    (:func:`_col_phase`).  Its ``phase`` argument: 2 all of it (a GPU), 0
+    the rows only, 1 the column sums only (the simulator, launched one
+    after the other).  dx the same bits; the gradients' sums in another
+    fixed order than the column-sum kernel's.  Not yet timed on a GPU: a
+    candidate of ``scripts/gpu_tune.py``, and :data:`FUSED_COLS`.
     ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
     ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
     better on an H200: docs/gpu_bench_h200.md); ``vec`` and ``wb_direct``
@@ -1347,23 +1407,13 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         xv = cuda.local.array(KV, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
-        tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         nwin = (n + CW - 1) // CW
         win, g0, G, c0 = _window_grid(nwin, CW)
-        nw = min(CW, n - c0)
         for base in range(g0 * R, rows, G * R):
             row = base + ty
-            active = row < rows
-            r = row if active else rows - 1
-            xr = x[r, c0:c0 + nw]
-            _load_row(xr, xv, nw, tx, TPR, KV, 1, False)
-            s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV, False, 1)
-            if active and tx == 0:
-                part[r, win, 0] = s
-                part[r, win, 1] = m1
-                part[r, win, 2] = dm
-                part[r, win, 3] = var
+            _window_stats(x, part, min(row, rows - 1), row < rows, win, c0, min(CW, n - c0),
+                          red, xv, TPR, KV)
 
     def _ln_fwd_apply(x, w, b, flags, eps, part, y, stats):
         """``y`` of every column window from the combined window statistics
@@ -1374,24 +1424,13 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         hb = cuda.local.array(KS, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
-        tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         nwin = (n + CW - 1) // CW
         win, g0, G, c0 = _window_grid(nwin, CW)
-        has_w = (flags & HAS_WEIGHT) != 0
-        has_b = (flags & HAS_BIAS) != 0
         for base in range(g0 * R, rows, G * R):
             row = base + ty
-            active = row < rows
-            r = row if active else rows - 1
-            s, c, lo, var = _combine_windows(part, r, n, CW, nwin, red, TPR)
-            mu, rs, mult = _scales(x, s, c, lo, var, eps)
-            if active:
-                _apply_chunk(x[r], hb, hb, False, c0, n, s, c, lo, mult, w, b, has_w, has_b,
-                             y[r], TPR, KV, KS, 1)
-                if win == 0 and tx == 0:
-                    stats[0, r] = mu
-                    stats[1, r] = rs
+            _apply_window(x, w, b, flags, eps, part, y, stats, min(row, rows - 1), row < rows,
+                          win, c0, nwin, CW, red, hb, TPR, KV, KS)
 
     def _ln_fwd_coop(x, w, b, flags, eps, part, bar, phase, y, stats):
         """The split forward in one launch: ``_ln_fwd_part``, then
@@ -1411,38 +1450,20 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         hb = cuda.local.array(KS, x.dtype)
         rows = x.shape[0]
         n = x.shape[1]
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
         nwin = (n + CW - 1) // CW
         win, g0, G, c0 = _window_grid(nwin, CW)
-        nw = min(CW, n - c0)
-        has_w = (flags & HAS_WEIGHT) != 0
-        has_b = (flags & HAS_BIAS) != 0
-        row = g0 * R + ty
-        active = row < rows
-        r = row if active else rows - 1
-        xr = x[r, c0:c0 + nw]
-        _load_row(xr, xv, nw, tx, TPR, KV, 1, False)
+        row = g0 * R + cuda.threadIdx.y
+        r = min(row, rows - 1)
         if phase != 1:
-            s, m1, dm, var = _row_stats(xr, xv, True, nw, red, TPR, KV, False, 1)
-            if active and tx == 0:
-                part[r, win, 0] = s
-                part[r, win, 1] = m1
-                part[r, win, 2] = dm
-                part[r, win, 3] = var
+            _window_stats(x, part, r, row < rows, win, c0, min(CW, n - c0), red, xv, TPR, KV)
         if phase == 2:
             _blocks_barrier(bar, g0, nwin)
         if phase != 0:
-            s, c, lo, var = _combine_windows(part, r, n, CW, nwin, red, TPR)
-            mu, rs, mult = _scales(x, s, c, lo, var, eps)
-            if active:
-                # (x again, from L2: applied from the registers that hold the
-                # window, NVVM kept them in local memory, 128 bytes a thread)
-                _apply_chunk(x[r], hb, hb, False, c0, n, s, c, lo, mult, w, b, has_w, has_b,
-                             y[r], TPR, KV, KS, 1)
-                if win == 0 and tx == 0:
-                    stats[0, r] = mu
-                    stats[1, r] = rs
+            # (x again, from L2, as the split does: applied from the registers
+            # that held the window, NVVM kept them in local memory, 128 bytes
+            # a thread)
+            _apply_window(x, w, b, flags, eps, part, y, stats, r, row < rows, win, c0, nwin,
+                          CW, red, hb, TPR, KV, KS)
 
     def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sums):
         """Per column window: ``sums[0, r, win] = sum(g)``, ``sums[1, r, win] = sum(g*xhat)``
@@ -1706,14 +1727,73 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                             part[1, g0, j] = t
 
     kernels = {"layer_norm_forward": _ln_fwd, "layer_norm_backward": _ln_bwd}
+    if fused_cols is not None:
+        FCX = fused_cols
+        assert NT % FCX == 0 and (NT // FCX) & (NT // FCX - 1) == 0, "a power of two down"
+        _ln_bwd_rows = cuda.jit(device=True)(_ln_bwd)
+
+        def _ln_bwd_fused(dy, x, mean, rstd, w, flags, sums, dx, part, grads, bar, phase):
+            """``_ln_bwd``, a barrier of all blocks, then the column sums of
+            ``part`` into ``grads`` (see ``fused_cols``)."""
+            buf = cuda.shared.array(NT, x.dtype)
+            if phase != 1:
+                _ln_bwd_rows(dy, x, mean, rstd, w, flags, sums, dx, part)
+            if phase == 2:
+                _blocks_barrier(bar, 0, cuda.gridDim.x)
+            if phase != 0:
+                _col_phase(part, grads, FCX, buf)
+
+        kernels["layer_norm_backward_fused"] = _ln_bwd_fused
     if BVEC != VEC:  # (no backward with vector pieces here: rather none than a scalar one)
         del kernels["layer_norm_backward"]
+        kernels.pop("layer_norm_backward_fused", None)
     if LOOPS:
         kernels.update({"layer_norm_forward_split_stats": _ln_fwd_part,
                         "layer_norm_forward_split_apply": _ln_fwd_apply,
                         "layer_norm_forward_coop": _ln_fwd_coop,
                         "layer_norm_backward_rowsums": _ln_bwd_rowsums})
     return kernels
+
+
+@_device
+def _col_phase(part, out, cx, buf):
+    """The column sums of :func:`_col_sum` done by the blocks of another
+    kernel (``layer_norm_backward_fused``), each its share: the virtual
+    blocks ``i = blockIdx, blockIdx + gridDim, ...`` of ``cx`` columns of
+    ``out``'s row ``i // ceil(D / cx)``, the block's threads ``cx`` columns
+    by ``threads / cx`` (a power of two) rows, each summing the partial rows
+    ``ty, ty + threads / cx, ...`` of its column, then a shared-memory tree
+    (``buf``: a value per thread) in a fixed pairing.  The order depends on
+    the partial rows and the block shape only: the same bits every call."""
+    T = part.dtype.type
+    nx = cuda.blockDim.x
+    nt = nx * cuda.blockDim.y
+    tid = cuda.threadIdx.y * nx + cuda.threadIdx.x
+    cy = nt // cx
+    tx = tid % cx
+    ty = tid // cx
+    kout = out.shape[0]
+    koff = part.shape[0] - kout
+    P = part.shape[1]
+    n = part.shape[2]
+    ncb = (n + cx - 1) // cx
+    for vb in range(cuda.blockIdx.x, ncb * kout, cuda.gridDim.x):
+        k = vb // ncb
+        j = (vb % ncb) * cx + tx
+        t = T(0)
+        if j < n:
+            for p in range(ty, P, cy):
+                t += part[k + koff, p, j]
+        cuda.syncthreads()  # (buf read by the previous slice)
+        buf[tid] = t
+        half = cy >> 1
+        while half > 0:
+            cuda.syncthreads()
+            if ty < half:
+                buf[tid] += buf[tid + half * cx]
+            half >>= 1
+        if ty == 0 and j < n:
+            out[k, j] = buf[tx]
 
 
 def _col_sum(part, out):
@@ -1828,6 +1908,8 @@ def signatures(dtype):
             f"void({m}, {v}, {v}, int32, {t}, {p}, uint32[::1], int32, {m}, {m})",
         "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {p})",
         "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {p})",
+        "layer_norm_backward_fused":
+            f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {p}, {m}, uint32[::1], int32)",
         "layer_norm_backward_colsum": f"void({p}, {m})",
     }
 

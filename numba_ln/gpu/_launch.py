@@ -249,7 +249,10 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     writes ``G`` partial rows of each gradient into ``part``), then one
     :func:`~numba_ln.gpu._kernels._col_sum` for both gradients; each after
     the first as a programmatic dependent launch (see
-    :mod:`numba_ln.gpu._fastlaunch`).  ``work``: a
+    :mod:`numba_ln.gpu._fastlaunch`).  The variants of
+    :data:`~numba_ln.gpu._kernels.FUSED_COLS` sum the partial rows in the
+    row kernel's own launch instead, where its blocks fit at once
+    (:func:`coop_fits`).  ``work``: a
     dict in which to keep the scratch buffers for the next call with the same
     shape (on the same stream), else they are allocated per call.
     """
@@ -269,9 +272,17 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     if rows > 0:
         if name in v.bwd_direct_w and not flags & K.HAS_WEIGHT:
             w = ones(d, dtype, stream, work)  # (read and multiplied by: dy * 1 is dy)
-        kernel = v.bwd[name]
-        if name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx):
-            kernel = v.bwd_vec[name]
+        vec = name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx)
+        if (name in v.bwd_fused and not vec
+                and coop_fits(v, name, "layer_norm_backward_fused", G * nwin)):
+            # the column sums in the same launch, after a barrier of its blocks
+            bar = barriers(1, stream, work)
+            for phase in ((0, 1) if K.SIM else (2,)):
+                _go(v.bwd_fused[name], name, "layer_norm_backward_fused", G * nwin, block,
+                    stream, dy, x, mean, rstd, w, np.int32(flags), sums, dx, part, grads, bar,
+                    np.int32(phase), cooperative=not K.SIM)
+            return
+        kernel = v.bwd_vec[name] if vec else v.bwd[name]
         _go(kernel, name, "layer_norm_backward", G * nwin, block, stream,
             dy, x, mean, rstd, w, np.int32(flags), sums, dx, part, pdl=nwin > 1)
     else:  # no rows: the sums are zero
