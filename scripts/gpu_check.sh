@@ -15,7 +15,8 @@
 # One failing step does not stop the others; the exit status is 0 when every
 # step succeeded, 1 otherwise.  TEST_K: a pytest -k expression that picks
 # among the real-GPU tests; CANDIDATES=1 adds the tests of the sweep's
-# candidate kernels (marked ``candidate``).  TESTS=0 / BENCH=0 skip those
+# candidate kernels (marked ``candidate``); TEST_STALL (90 s): a test running
+# longer has its stacks dumped into tests.txt.  TESTS=0 / BENCH=0 skip those
 # steps (e.g. a second device call for TUNE=1 NCU=1 alone: one call may run
 # 10 minutes).
 # Budget: tests <= 240 s (about 190 s on an H200 in session 9, most of it
@@ -96,7 +97,11 @@ elif "$PY" -c "import pytest" 2>/dev/null; then
     MARK="not candidate"
     [ "${CANDIDATES:-0}" = "1" ] && MARK=""
     # shellcheck disable=SC2086
-    timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEs \
+    # -v: a test a line, so that a run cut by the timeout shows where it stopped;
+    # faulthandler_timeout: a test still running after TEST_STALL seconds has
+    # every thread's stack written to tests.txt (a kernel that never returns)
+    timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -v -p no:cacheprovider -o addopts="" -rfEs \
+        -o faulthandler_timeout="${TEST_STALL:-90}" \
         $TEST_FILES -m "$MARK" -k "not sm_80${TEST_K:+ and ($TEST_K)}" > "$OUT/tests.txt" 2>&1
     rc=$?
     tail -n 40 "$OUT/tests.txt"

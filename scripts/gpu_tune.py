@@ -92,6 +92,7 @@ PLAN = [
     ((4096, 4096), "float32", [], [fused(8), C(512, 8, 1, True, wbd=True)]),
     ((65536, 128), "float32", [], [fused(8), C(16, 8, 3, True, wbd=True)]),
     ((16384, 8192), "float32", [], [fused(8)]),
+    ((32, 65536), "float32", [], [fused(64), fused(16)]),
     ((16384, 64), "float32", [], [C(8, 8, 3, True, wbd=True)]),
 ]
 

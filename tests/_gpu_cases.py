@@ -433,22 +433,24 @@ def check_coop_forward(shapes, dtype, rng, monkeypatch):
                 assert np.isnan(got[True][0][2]).all()
 
 
-def check_fused_backward(tpr, kv, pipe, cols, dtype, rng, tol, blocks=1, slots=3):
+def check_fused_backward(tpr, kv, pipe, cols, dtype, rng, tol, blocks=1, slots=3, loops=False):
     """The backward of variant ``tpr x kv`` with its column sums fused in
     (``fused_cols=cols``, a ``scripts/gpu_tune.py`` candidate) against the
     same build's plain backward and the column-sum kernel: dx the same bits,
     dweight/dbias within rounding of theirs (another fixed order) and of the
     float64 reference, the same bits again on a second call (the barrier's
     counters reused).  ``slots`` row slots, rows that fill the variant or
-    not, several rows a slot; a weight and none (dbias alone).  On a GPU a
-    cooperative launch; under the simulator its phases one after another."""
+    not, several rows a slot; a weight and none (dbias alone); ``loops``: the
+    looping build (as :data:`~numba_ln.gpu._kernels.LONG`'s), on rows of one
+    window.  On a GPU a cooperative launch; under the simulator its phases
+    one after another."""
     from numba_ln import gpu
     from numba_ln.gpu import _fastlaunch, _launch
 
     name = np.dtype(dtype).name
-    key = ("fused", tpr, kv, pipe, cols, blocks)
+    key = ("fused", tpr, kv, pipe, cols, blocks, loops)
     if key not in _CANDIDATES:
-        fns = _kernels._make_variant(tpr, kv, False, pipe, fused_cols=cols)
+        fns = _kernels._make_variant(tpr, kv, loops, pipe and not loops, fused_cols=cols)
         _CANDIDATES[key] = (_jit(fns["layer_norm_backward"], tpr, blocks),
                             _jit(fns["layer_norm_backward_fused"], tpr, blocks))
     plain, fused = _CANDIDATES[key]

@@ -382,9 +382,10 @@ def test_l2_prefetch_gives_the_same_bits(tpr, kv, dtype):
 
 
 @candidate
-@pytest.mark.parametrize("tpr,kv,blocks,cols", [(128, 8, 5, 4), (128, 8, 5, 2), (512, 8, 1, 8),
-                                                (16, 8, 3, 8), (512, 16, 1, 8)])
-def test_fused_column_sums(tpr, kv, blocks, cols):
+@pytest.mark.parametrize("tpr,kv,blocks,cols,loops", [
+    (128, 8, 5, 4, False), (128, 8, 5, 2, False), (512, 8, 1, 8, False), (16, 8, 3, 8, False),
+    (512, 16, 1, 8, False), (128, 16, 4, 64, True)])
+def test_fused_column_sums(tpr, kv, blocks, cols, loops):
     """scripts/gpu_tune.py's backwards with their column sums fused in, each
     a cooperative launch whose blocks wait at a barrier of all of them: dx
     the plain build's bits, the gradients within rounding of the column-sum
@@ -392,7 +393,7 @@ def test_fused_column_sums(tpr, kv, blocks, cols):
     from _gpu_cases import check_fused_backward
 
     check_fused_backward(tpr, kv, True, cols, np.float32, RNG, _tol(np.float32, tpr * kv),
-                         blocks, slots=5)
+                         blocks, slots=5, loops=loops)
 
 
 @candidate

@@ -280,16 +280,18 @@ def test_cooperative_forward_gives_the_split_bits(dtype, monkeypatch):
     check_coop_forward([(3, 700), (1, 257)], dtype, RNG, monkeypatch)
 
 
-@pytest.mark.parametrize("tpr,kv,pipe,cols", [(8, 4, True, 4), (32, 2, True, 8),
-                                             (64, 4, False, 16)])
-def test_fused_column_sums(tpr, kv, pipe, cols):
+@pytest.mark.parametrize("tpr,kv,pipe,cols,loops", [(8, 4, True, 4, False),
+                                                   (32, 2, True, 8, False),
+                                                   (64, 4, False, 16, False),
+                                                   (32, 4, False, 32, True)])
+def test_fused_column_sums(tpr, kv, pipe, cols, loops):
     """The backward with its column sums fused in (a sweep candidate), its
     phases launched one after the other here: dx the plain build's bits,
     the gradients within rounding of the column-sum kernel's."""
     from _gpu_cases import check_fused_backward
 
     check_fused_backward(tpr, kv, pipe, cols, np.float32, RNG,
-                         dict(rtol=1e-4, atol=1e-4))
+                         dict(rtol=1e-4, atol=1e-4), loops=loops)
 
 
 def test_huge_and_normal_rows_share_a_block():
