@@ -303,6 +303,10 @@ def _jit_kernel(fn, key, threads, blocks):
 
 _device = cuda.jit(device=True)
 
+#: ``for k in _literal_unroll(tuple)``: the loop's body once for each value
+#: (numba-cuda's; plain iteration under the simulator)
+_literal_unroll = getattr(cuda, "literal_unroll", lambda values: values)
+
 
 if SIM:
     @_device
@@ -895,17 +899,26 @@ def _apply_chunk(xr, xv, hb, held, c0, n, s, m1, dm, mult, w, b, has_w, has_b, y
     first (the results in ``hb``, ``ks`` registers), then their stores: a
     load placed after a store waits for it, since the compiler cannot move it
     above a store to an array that may alias it."""
+    for k0 in range(0, kv, ks):
+        _apply_piece(xr, xv, hb, held, k0, c0, n, s, m1, dm, mult, w, b, has_w, has_b, yr,
+                     tpr, ks, vec)
+
+
+@_device
+def _apply_piece(xr, xv, hb, held, k0, c0, n, s, m1, dm, mult, w, b, has_w, has_b, yr, tpr, ks,
+                 vec):
+    """The chunk of :func:`_apply_chunk` of a thread's columns ``k0 ...
+    k0 + ks - 1``."""
     tx = cuda.threadIdx.x
     last = n - 1
-    for k0 in range(0, kv, ks):
-        for kk in range(ks):
-            jc = uint32(min(c0 + _col(tx, k0 + kk, tpr, vec), last))
-            xk = xv[k0 + kk] if held else xr[jc]
-            hb[kk] = _affine(((xk * s - m1) - dm) * mult, w, b, jc, has_w, has_b)
-        for kk in range(ks):
-            j = c0 + _col(tx, k0 + kk, tpr, vec)
-            if j < n:
-                yr[uint32(j)] = hb[kk]
+    for kk in range(ks):
+        jc = uint32(min(c0 + _col(tx, k0 + kk, tpr, vec), last))
+        xk = xv[k0 + kk] if held else xr[jc]
+        hb[kk] = _affine(((xk * s - m1) - dm) * mult, w, b, jc, has_w, has_b)
+    for kk in range(ks):
+        j = c0 + _col(tx, k0 + kk, tpr, vec)
+        if j < n:
+            yr[uint32(j)] = hb[kk]
 
 
 @_device
@@ -1311,6 +1324,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     #: ``R * CW`` further), so group ty's column c is ``ty * CW + c``
     ACCN = 2 * R * CW if ACC else 1
     HV = KV if HOLD else 1
+    #: the first slots of the chunks of :func:`_apply_chunk`, for numba to unroll
+    K0S = tuple(range(0, KV, KS))
 
     def _ln_fwd(x, w, b, flags, eps, y, stats):
         """``y = (x - mean) * rstd * w + b`` for every row; also ``mean``,
@@ -1434,9 +1449,9 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
 
     def _ln_fwd_coop(x, w, b, flags, eps, part, bar, phase, y, stats):
         """The split forward in one launch: ``_ln_fwd_part``, then
-        ``_ln_fwd_apply``, with a barrier of the row group's ``nwin``
-        blocks between them (one launch instead of two; x is read again, as
-        there, from L2 where it fits).
+        ``_ln_fwd_apply`` on the window it holds in registers, with a
+        barrier of the row group's ``nwin`` blocks between them (one launch
+        instead of two, x read once).
 
         A block a window of one row group: a grid of ``groups * nwin``
         blocks, all resident (a cooperative launch).  ``bar``: two zeroed
@@ -1454,16 +1469,26 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         win, g0, G, c0 = _window_grid(nwin, CW)
         row = g0 * R + cuda.threadIdx.y
         r = min(row, rows - 1)
-        if phase != 1:
-            _window_stats(x, part, r, row < rows, win, c0, min(CW, n - c0), red, xv, TPR, KV)
+        nw = min(CW, n - c0)
+        if phase != 1:  # (the window loaded into xv)
+            _window_stats(x, part, r, row < rows, win, c0, nw, red, xv, TPR, KV)
+        else:  # (the simulator's second launch: the window again)
+            _load_row(x[r, c0:c0 + nw], xv, nw, cuda.threadIdx.x, TPR, KV, 1, False)
         if phase == 2:
             _blocks_barrier(bar, g0, nwin)
         if phase != 0:
-            # (x again, from L2, as the split does: applied from the registers
-            # that held the window, NVVM kept them in local memory, 128 bytes
-            # a thread)
-            _apply_window(x, w, b, flags, eps, part, y, stats, r, row < rows, win, c0, nwin,
-                          CW, red, hb, TPR, KV, KS)
+            s, c, lo, var = _combine_windows(part, r, n, CW, nwin, red, TPR)
+            mu, rs, mult = _scales(x, s, c, lo, var, eps)
+            if row < rows:
+                # from the registers that hold the window: the chunks unrolled
+                # by numba (with a loop, NVVM kept xv in local memory)
+                for k0 in _literal_unroll(K0S):
+                    _apply_piece(x[r], xv, hb, True, k0, c0, n, s, c, lo, mult, w, b,
+                                 (flags & HAS_WEIGHT) != 0, (flags & HAS_BIAS) != 0, y[r],
+                                 TPR, KS, 1)
+                if win == 0 and cuda.threadIdx.x == 0:
+                    stats[0, r] = mu
+                    stats[1, r] = rs
 
     def _ln_bwd_rowsums(dy, x, mean, rstd, w, flags, sums):
         """Per column window: ``sums[0, r, win] = sum(g)``, ``sums[1, r, win] = sum(g*xhat)``
