@@ -347,22 +347,16 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
         try:
             res["plan"], res["grid"] = _launch.forward_plan(rows, d, dtype.itemsize,
                                                             dtype_name)[:2]
-            if time.monotonic() > deadline:
-                res["error"] = "skipped: time limit"
+
+            def run(t, work):
+                _launch.forward(t["x"], w, b, flags, eps, t["y"], t["stats"], stream, work)
+            got = _time_whole(res, run, sets, lambda t: t["y"].copy_to_host(), deadline,
+                              repeats, warmup, stream, batch)
+            if got is None:
                 out.append(res)
                 continue
-            nxt = B._rotate(sets)
-            work = {}
-
-            def call(t=None):
-                t = t or nxt()
-                _launch.forward(t["x"], w, b, flags, eps, t["y"], t["stats"], stream, work)
-            call(sets[0])
-            got = sets[0]["y"].copy_to_host()
             ref = got if ref is None else ref
             res["max_abs_diff"] = float(np.abs(got - ref).max())
-            res["ms"], _ = B._gpu_ms(call, repeats, warmup, stream, batch)
-            res["pct_of_copy"] = round(100 * copy_ms / res["ms"], 1) if res["ms"] else None
         except Exception as exc:
             res["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -380,6 +374,27 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
 #: and the three-kernel backward of few long rows.
 BACKWARD_PLAN_SHAPES = [((4096, 1024), "float32"), ((32, 65536), "float32"),
                         ((4096, 4096), "float32"), ((65536, 128), "float32")]
+
+
+def _time_whole(res, run, sets, fetch, deadline, repeats, warmup, stream, batch):
+    """``run(buffers, work)`` (a whole pass) on ``sets[0]``, then timed over
+    the rotating ``sets`` into ``res`` (``ms``, ``pct_of_copy`` against its
+    ``copy_ms``); returns ``fetch(sets[0])`` of the first run, or None past
+    the ``deadline`` (``res["error"]`` says so)."""
+    if time.monotonic() > deadline:
+        res["error"] = "skipped: time limit"
+        return None
+    nxt = B._rotate(sets)
+    work = {}
+
+    def call(t=None):
+        run(t or nxt(), work)
+    call(sets[0])
+    got = fetch(sets[0])
+    res["ms"], _ = B._gpu_ms(call, repeats, warmup, stream, batch)
+    res["pct_of_copy"] = (round(100 * res["copy_ms"] / res["ms"], 1)
+                          if res["ms"] and res.get("copy_ms") else None)
+    return got
 
 
 def tune_backward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2):
@@ -408,24 +423,17 @@ def tune_backward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2
         res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward plan", "pdl": pdl,
                "committed": pdl == committed, "copy_ms": copy_ms}
         try:
-            if time.monotonic() > deadline:
-                res["error"] = "skipped: time limit"
-                out.append(res)
-                continue
-            nxt = B._rotate(sets)
-            work = {}
-
-            def call(t=None):
-                t = t or nxt()
+            def run(t, work):
                 _launch.backward(t["dy"], t["x"], t["mean"], t["rstd"], w, K.HAS_WEIGHT,
                                  t["dx"], grads, stream, work)
-            call(sets[0])
-            got = np.concatenate([sets[0]["dx"].copy_to_host().ravel(),
-                                  grads.copy_to_host().ravel()])
+            got = _time_whole(res, run, sets, lambda t: np.concatenate(
+                [t["dx"].copy_to_host().ravel(), grads.copy_to_host().ravel()]), deadline,
+                repeats, warmup, stream, batch)
+            if got is None:
+                out.append(res)
+                continue
             ref = got if ref is None else ref
             res["bitwise_as_committed"] = bool(np.array_equal(got, ref))
-            res["ms"], _ = B._gpu_ms(call, repeats, warmup, stream, batch)
-            res["pct_of_copy"] = round(100 * copy_ms / res["ms"], 1) if res["ms"] else None
         except Exception as exc:
             res["error"] = f"{type(exc).__name__}: {exc}"
         finally:
