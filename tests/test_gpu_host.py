@@ -336,6 +336,25 @@ def test_fast_launch_parameter_buffers():
     assert other[0] is not buf
 
 
+def _fake_driver_launcher(monkeypatch, cc90=True, **launches):
+    """A colsum :class:`Launcher` whose driver is ``cuda.bindings.driver``
+    with ``launches`` (name -> function) in place of its launch calls, on
+    a GPU of compute capability 9.0+ (``cc90``) or older; and its arrays."""
+    from cuda.bindings import driver
+
+    from numba_ln.gpu import _fastlaunch, _kernels
+
+    class Binding:
+        def __getattr__(self, name):
+            return launches.get(name) or getattr(driver, name)
+
+    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
+    fast = _fastlaunch.Launcher(None, None, kinds)
+    fast._binding = Binding()
+    monkeypatch.setattr(fast, "_function", lambda: (None, "fn", cc90))
+    return fast, (fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32))
+
+
 @pytest.mark.parametrize("pdl, cc90, enabled, ex", [(True, True, True, True),
                                                    (True, False, True, False),
                                                    (True, True, False, False),
@@ -347,38 +366,32 @@ def test_fast_launch_programmatic_dependent_launch(monkeypatch, pdl, cc90, enabl
     off; anything else by ``cuLaunchKernel``, as before."""
     from cuda.bindings import driver
 
-    from numba_ln.gpu import _fastlaunch, _kernels
+    from numba_ln.gpu import _fastlaunch
 
+    ok = (driver.CUresult.CUDA_SUCCESS,)
     calls = []
 
-    class Binding:  # the driver's types, launches recorded
-        def __getattr__(self, name):
-            return getattr(driver, name)
+    def plain(fn, *rest):
+        calls.append(("plain", fn, rest[:6], rest[7]))
+        return ok
 
-        def cuLaunchKernel(self, fn, *rest):
-            calls.append(("plain", fn, rest[:6], rest[7]))
-            return (driver.CUresult.CUDA_SUCCESS,)
+    def ex_(cfg, fn, params, extra):
+        attr = cfg.attrs[0]
+        calls.append(("ex", fn, (cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ, cfg.blockDimX,
+                                 cfg.blockDimY, cfg.blockDimZ), int(cfg.hStream),
+                      cfg.numAttrs, attr.id, attr.value.programmaticStreamSerializationAllowed,
+                      params))
+        return ok
 
-        def cuLaunchKernelEx(self, cfg, fn, params, extra):
-            attr = cfg.attrs[0]
-            calls.append(("ex", fn, (cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ, cfg.blockDimX,
-                                     cfg.blockDimY, cfg.blockDimZ), int(cfg.hStream),
-                          cfg.numAttrs, attr.id, attr.value.programmaticStreamSerializationAllowed,
-                          params))
-            return (driver.CUresult.CUDA_SUCCESS,)
-
-    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
-    fast = _fastlaunch.Launcher(None, None, kinds)
-    fast._binding = Binding()
-    monkeypatch.setattr(fast, "_function", lambda: (None, "fn", cc90))
+    fast, arrays = _fake_driver_launcher(monkeypatch, cc90, cuLaunchKernel=plain,
+                                         cuLaunchKernelEx=ex_)
     monkeypatch.setattr(_fastlaunch, "PDL", enabled)
 
     class Stream:
         handle = driver.CUstream(12345)
 
-    part, out = fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32)
-    fast((3, 2), (16, 4), Stream(), (part, out), pdl)
-    fast((5, 1), (8, 8), Stream(), (part, out), pdl)  # (the config is reused, updated)
+    fast((3, 2), (16, 4), Stream(), arrays, pdl)
+    fast((5, 1), (8, 8), Stream(), arrays, pdl)  # (the config is reused, updated)
     _, params, _ = fast._buffers()
     if ex:
         attr_id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
@@ -394,30 +407,17 @@ def test_fast_launch_falls_back_where_a_programmatic_launch_is_refused(monkeypat
     runs) gets the plain launch instead, then and from then on."""
     from cuda.bindings import driver
 
-    from numba_ln.gpu import _fastlaunch, _kernels
+    from numba_ln.gpu import _fastlaunch
 
     calls = []
-
-    class Binding:
-        def __getattr__(self, name):
-            return getattr(driver, name)
-
-        def cuLaunchKernel(self, fn, *rest):
-            calls.append("plain")
-            return (driver.CUresult.CUDA_SUCCESS,)
-
-        def cuLaunchKernelEx(self, cfg, fn, params, extra):
-            calls.append("ex")
-            return (driver.CUresult.CUDA_ERROR_NOT_SUPPORTED,)
-
-    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
-    fast = _fastlaunch.Launcher(None, None, kinds)
-    fast._binding = Binding()
-    monkeypatch.setattr(fast, "_function", lambda: (None, "fn", True))
+    fast, arrays = _fake_driver_launcher(
+        monkeypatch,
+        cuLaunchKernel=lambda *a: calls.append("plain") or (driver.CUresult.CUDA_SUCCESS,),
+        cuLaunchKernelEx=lambda *a: calls.append("ex") or (
+            driver.CUresult.CUDA_ERROR_NOT_SUPPORTED,))
     monkeypatch.setattr(_fastlaunch, "PDL", True)
-    part, out = fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32)
-    fast(4, 16, 0, (part, out), True)
-    fast(4, 16, 0, (part, out), True)
+    fast(4, 16, 0, arrays, True)
+    fast(4, 16, 0, arrays, True)
     assert calls == ["ex", "plain", "plain"]
 
 
@@ -428,26 +428,14 @@ def test_fast_launch_cooperative(monkeypatch):
     keep every block resident."""
     from cuda.bindings import driver
 
-    from numba_ln.gpu import _fastlaunch, _kernels
+    from numba_ln.gpu import _fastlaunch
 
     calls = []
-
-    class Binding:
-        def __getattr__(self, name):
-            return getattr(driver, name)
-
-        def cuLaunchCooperativeKernel(self, fn, *rest):
-            calls.append((fn, rest[:6], rest[6], rest[7]))
-            return (driver.CUresult.CUDA_SUCCESS,)
-
-    kinds = _fastlaunch._parse(_kernels.signatures("float32")["layer_norm_backward_colsum"])
-    fast = _fastlaunch.Launcher(None, None, kinds)
-    fast._binding = Binding()
-    monkeypatch.setattr(fast, "_function", lambda: (None, "fn", True))
+    fast, (part, out) = _fake_driver_launcher(
+        monkeypatch, cuLaunchCooperativeKernel=lambda fn, *rest: calls.append(
+            (fn, rest[:6], rest[6], rest[7])) or (driver.CUresult.CUDA_SUCCESS,))
     monkeypatch.setattr(_fastlaunch, "PDL", True)
-    part, out = fake_array((2, 3, 8), np.float32), fake_array((2, 8), np.float32)
     fast(6, (8, 4), 0, (part, out), True, True)
-    _, params, _ = fast._buffers()
     assert calls == [("fn", (6, 1, 1, 8, 4, 1), 0, 0)]
     with pytest.raises(ValueError, match="cooperative"):
         fast(6, (8, 4), 0, (part, fake_array((2, 8), np.float64)), False, True)
