@@ -208,22 +208,22 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                     part = cuda.device_array((2, G, d), dtype)
                     cs = K.col_sum[dtype_name]
                     cgrid, cblock = _launch.col_launch(G, d, 2)
-                    rowsums = _compile(c, "layer_norm_backward_rowsums")[0] if nwin > 1 else None
+                    rowsums = (_compile(c, "layer_norm_backward_rowsums")[0]
+                               if nwin > 1 and not c.fused else None)
                     hw = np.int32(K.HAS_WEIGHT)
-                    bar = _launch.barriers(1, stream)
+                    bar = _launch.barriers(1 + G, stream)
 
                     def call(t=None):
                         t = t or nxt()
-                        if rowsums is not None:
-                            rowsums[groups * nwin, (tpr, R), stream](
-                                t["dy"], t["x"], t["mean"], t["rstd"], w, hw, sums)
                         args = (t["dy"], t["x"], t["mean"], t["rstd"], w, hw, sums, t["dx"],
                                 part)
                         if not c.fused:
+                            if rowsums is not None:
+                                rowsums[groups * nwin, (tpr, R), stream](*args[:7])
                             kern[G * nwin, (tpr, R), stream](*args)
                             cs[cgrid, cblock, stream](part, grads)
                             return
-                        for phase in ((0, 1) if K.SIM else (2,)):  # (see fused_cols)
+                        for phase in K.FUSED_PHASES:  # (see fused_cols: rows' sums too)
                             _fastlaunch.launch(kern, dtype_name, kind, G * nwin, (tpr, R),
                                                stream, *args, grads, bar, np.int32(phase),
                                                cooperative=not K.SIM)

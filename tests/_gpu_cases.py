@@ -442,8 +442,9 @@ def check_fused_backward(tpr, kv, pipe, cols, dtype, rng, tol, blocks=1, slots=3
     counters reused).  ``slots`` row slots, rows that fill the variant or
     not, several rows a slot; a weight and none (dbias alone); ``loops``: the
     looping build (as :data:`~numba_ln.gpu._kernels.LONG`'s), on rows of one
-    window.  On a GPU a cooperative launch; under the simulator its phases
-    one after another."""
+    window and of three, whose windows' sums it computes itself (against
+    the row-sums kernel).  On a GPU a cooperative launch; under the
+    simulator its phases one after another."""
     from numba_ln import gpu
     from numba_ln.gpu import _fastlaunch, _launch
 
@@ -451,12 +452,14 @@ def check_fused_backward(tpr, kv, pipe, cols, dtype, rng, tol, blocks=1, slots=3
     key = ("fused", tpr, kv, pipe, cols, blocks, loops)
     if key not in _CANDIDATES:
         fns = _kernels._make_variant(tpr, kv, loops, pipe and not loops, fused_cols=cols)
-        _CANDIDATES[key] = (_jit(fns["layer_norm_backward"], tpr, blocks),
-                            _jit(fns["layer_norm_backward_fused"], tpr, blocks))
-    plain, fused = _CANDIDATES[key]
+        _CANDIDATES[key] = tuple(_jit(fns[k], tpr, blocks) if k in fns else None for k in (
+            "layer_norm_backward", "layer_norm_backward_fused", "layer_norm_backward_rowsums"))
+    plain, fused, rowsums = _CANDIDATES[key]
     threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
     R = threads // tpr
-    for d in sorted({tpr * kv, tpr * kv - 1, tpr + 1}):
+    cw = tpr * kv
+    for d in sorted({cw, cw - 1, tpr + 1} | ({2 * cw + 3} if loops else set())):
+        nwin = -(-d // cw)
         rows = R * slots * 2 + 1
         x = rng.standard_normal((rows, d)).astype(dtype)
         dy = rng.standard_normal((rows, d)).astype(dtype)
@@ -464,20 +467,25 @@ def check_fused_backward(tpr, kv, pipe, cols, dtype, rng, tol, blocks=1, slots=3
         for flags, ngrad in ((_kernels.HAS_WEIGHT, 2), (0, 1)):
             w = rng.standard_normal(d).astype(dtype) if flags else np.ones(d, dtype)
             args = (cuda.to_device(dy), cuda.to_device(x), m, r, cuda.to_device(w),
-                    np.int32(flags), cuda.device_array((2, 1, 1), dtype))
+                    np.int32(flags))
+            sums = cuda.device_array((2, rows, nwin) if nwin > 1 else (2, 1, 1), dtype)
+            if nwin > 1:
+                rowsums[-(-rows // R) * nwin, (tpr, R)](*args, sums)
+            args += (sums,)
             dx0 = cuda.device_array((rows, d), dtype)
             part0 = cuda.device_array((2, slots, d), dtype)
-            plain[slots, (tpr, R)](*args, dx0, part0)
+            plain[slots * nwin, (tpr, R)](*args, dx0, part0)
             want = cuda.device_array((ngrad, d), dtype)
             _kernels.col_sum[name][_launch.col_launch(slots, d, ngrad)](part0, want)
             got = []
-            bar = _launch.barriers(1, 0)
+            bar = _launch.barriers(1 + slots, 0)
             for _ in range(2):
                 dx = cuda.device_array((rows, d), dtype)
                 part = cuda.device_array((2, slots, d), dtype)
                 grads = cuda.device_array((ngrad, d), dtype)
-                for phase in ((0, 1) if _kernels.SIM else (2,)):
-                    _fastlaunch.launch(fused, name, "layer_norm_backward_fused", slots,
+                args = args[:6] + (cuda.device_array_like(sums),)  # (its own window sums)
+                for phase in _kernels.FUSED_PHASES:
+                    _fastlaunch.launch(fused, name, "layer_norm_backward_fused", slots * nwin,
                                        (tpr, R), 0, *args, dx, part, grads, bar,
                                        np.int32(phase), cooperative=not _kernels.SIM)
                 got.append((dx.copy_to_host(), grads.copy_to_host()))

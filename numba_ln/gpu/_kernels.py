@@ -239,6 +239,13 @@ DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM els
 #: path is tested.
 FUSED_COLS = {(8, 4): 4, (32, 4): 16} if SIM else {}
 
+#: The launches of a ``layer_norm_backward_fused`` kernel, each its
+#: ``phase`` argument, bits of what it does: 1 the window sums (rows of
+#: several windows), 2 the rows, 4 the column sums, 8 the barriers between
+#: them.  On a GPU one cooperative launch of all of it; under the
+#: simulator, whose blocks run one after another, one launch a part.
+FUSED_PHASES = (1, 2, 4) if SIM else (15,)
+
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
 
@@ -1253,9 +1260,11 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     the column-sum kernel after it: one launch fewer.  Each block then
     takes every ``gridDim``-th slice of ``fused_cols`` columns of a
     gradient, ``threads / fused_cols`` of its threads down each column
-    (:func:`_col_phase`).  Its ``phase`` argument: 2 all of it (a GPU), 0
-    the rows only, 1 the column sums only (the simulator, launched one
-    after the other).  dx the same bits; the gradients' sums in another
+    (:func:`_col_phase`).  With ``loops``, rows of several windows have
+    their windows' sums computed in the same launch too (the work of
+    ``layer_norm_backward_rowsums``, before a barrier of each row slot's
+    blocks): the whole backward in one launch.  Its ``phase`` argument:
+    :data:`FUSED_PHASES`.  dx the same bits; the gradients' sums in another
     fixed order than the column-sum kernel's.  Not yet timed on a GPU: a
     candidate of ``scripts/gpu_tune.py``, and :data:`FUSED_COLS`.
     ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
@@ -1756,16 +1765,26 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         FCX = fused_cols
         assert NT % FCX == 0 and (NT // FCX) & (NT // FCX - 1) == 0, "a power of two down"
         _ln_bwd_rows = cuda.jit(device=True)(_ln_bwd)
+        _ln_bwd_sums = cuda.jit(device=True)(_ln_bwd_rowsums) if LOOPS else None
 
         def _ln_bwd_fused(dy, x, mean, rstd, w, flags, sums, dx, part, grads, bar, phase):
-            """``_ln_bwd``, a barrier of all blocks, then the column sums of
-            ``part`` into ``grads`` (see ``fused_cols``)."""
+            """``_ln_bwd_rowsums`` where a row has several windows and a
+            barrier of the row slot's blocks, ``_ln_bwd``, a barrier of all
+            blocks, then the column sums of ``part`` into ``grads`` (see
+            ``fused_cols``; ``phase``: :data:`FUSED_PHASES`)."""
             buf = cuda.shared.array(NT, x.dtype)
-            if phase != 1:
+            if LOOPS:
+                nwin = (x.shape[1] + CW - 1) // CW
+                if nwin > 1:
+                    if phase & 1:
+                        _ln_bwd_sums(dy, x, mean, rstd, w, flags, sums)
+                    if phase & 8:
+                        _blocks_barrier(bar, 1 + cuda.blockIdx.x // nwin, nwin)
+            if phase & 2:
                 _ln_bwd_rows(dy, x, mean, rstd, w, flags, sums, dx, part)
-            if phase == 2:
+            if phase & 8:
                 _blocks_barrier(bar, 0, cuda.gridDim.x)
-            if phase != 0:
+            if phase & 4:
                 _col_phase(part, grads, FCX, buf)
 
         kernels["layer_norm_backward_fused"] = _ln_bwd_fused

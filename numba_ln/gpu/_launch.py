@@ -265,19 +265,19 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     sums, part = scratch(work, ("bwd", rows, d, name), lambda: (
         empty((2, rows, nwin) if nwin > 1 else (2, 1, 1), dtype, stream=stream),
         empty((2, G, d), dtype, stream=stream)))  # part: weight's, bias's
-    if nwin > 1 and rows > 0:
+    vec = rows > 0 and name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx)
+    fused = (rows > 0 and name in v.bwd_fused and not vec
+             and coop_fits(v, name, "layer_norm_backward_fused", G * nwin))
+    if nwin > 1 and rows > 0 and not fused:
         grid = -(-rows // block[1]) * nwin
         _go(v.bwd_rowsums[name], name, "layer_norm_backward_rowsums", grid, block, stream,
             dy, x, mean, rstd, w, np.int32(flags), sums)
     if rows > 0:
         if name in v.bwd_direct_w and not flags & K.HAS_WEIGHT:
             w = ones(d, dtype, stream, work)  # (read and multiplied by: dy * 1 is dy)
-        vec = name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx)
-        if (name in v.bwd_fused and not vec
-                and coop_fits(v, name, "layer_norm_backward_fused", G * nwin)):
-            # the column sums in the same launch, after a barrier of its blocks
-            bar = barriers(1, stream, work)
-            for phase in ((0, 1) if K.SIM else (2,)):
+        if fused:  # the row sums and the column sums in the same launch (barriers between)
+            bar = barriers(1 + G, stream, work)
+            for phase in K.FUSED_PHASES:
                 _go(v.bwd_fused[name], name, "layer_norm_backward_fused", G * nwin, block,
                     stream, dy, x, mean, rstd, w, np.int32(flags), sums, dx, part, grads, bar,
                     np.int32(phase), cooperative=not K.SIM)
