@@ -296,9 +296,9 @@ def check_vector_variant(d, dtype, rng, tol, monkeypatch):
     launched = []
     go = _launch._go
 
-    def spy(kernel, *args):
+    def spy(kernel, *args, **kw):
         launched.append(kernel)
-        return go(kernel, *args)
+        return go(kernel, *args, **kw)
 
     monkeypatch.setattr(_launch, "_go", spy)
     name = np.dtype(dtype).name

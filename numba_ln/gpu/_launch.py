@@ -250,9 +250,9 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     :func:`~numba_ln.gpu._kernels._col_sum` for both gradients; each after
     the first as a programmatic dependent launch (see
     :mod:`numba_ln.gpu._fastlaunch`).  The variants of
-    :data:`~numba_ln.gpu._kernels.FUSED_COLS` sum the partial rows in the
-    row kernel's own launch instead, where its blocks fit at once
-    (:func:`coop_fits`).  ``work``: a
+    :data:`~numba_ln.gpu._kernels.FUSED_COLS` sum the partial rows (and
+    the windows of rows of several) in the row kernel's own launch instead,
+    where its blocks fit at once (:func:`coop_fits`).  ``work``: a
     dict in which to keep the scratch buffers for the next call with the same
     shape (on the same stream), else they are allocated per call.
     """
