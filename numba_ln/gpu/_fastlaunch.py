@@ -21,11 +21,13 @@ memory it reads after ``griddepcontrol.wait`` (the column sums after the
 backward's row kernel, the split forward's second kernel, the backward after
 its row sums; :data:`numba_ln.gpu._kernels._dep_wait`) is launched by
 ``cuLaunchKernelEx`` with the programmatic stream serialization attribute:
-the GPU may start it before the previous grid has finished (once every block
-of that one has called ``griddepcontrol.launch_dependents`` or exited), so
-its launch latency overlaps the previous kernel's tail.  On with
-``NUMBA_LN_PDL=1`` in the environment (or :data:`PDL` set True; off until
-measured on a GPU), never on older GPUs nor where launches go through
+the GPU may start it as the previous grid's blocks exit, before that grid
+has finished and flushed its writes, so that its launch latency overlaps
+the previous kernel's tail.  On an H200 (session 11, ``scripts/gpu_tune.py``,
+the same bits): the backward 63% -> 67% of copy bandwidth at 4096x1024, 25%
+-> 27% at 32x65536, 78% -> 80% at 4096x4096 and 65536x128; the split forward
+37% -> 41% at 32x65536.  Off with ``NUMBA_LN_PDL=0`` in the environment (or
+:data:`PDL` set False); never on older GPUs nor where launches go through
 numba.
 
 Safety: the packing is checked once per kernel against the parameter sizes
@@ -48,10 +50,7 @@ from . import _kernels as K
 __all__ = ["launch", "launcher"]
 
 #: Programmatic dependent launches where asked for (see the module's text).
-#: Not yet timed on a GPU (nor run on one), so off unless ``NUMBA_LN_PDL=1``
-#: is in the environment; the real-GPU tests and ``scripts/gpu_tune.py``
-#: switch it on.
-PDL = os.environ.get("NUMBA_LN_PDL", "0") == "1"
+PDL = os.environ.get("NUMBA_LN_PDL", "1") != "0"
 
 #: ``{(id(dispatcher), dtype, kind): (dispatcher, Launcher or None)}``; the
 #: entry keeps the dispatcher alive, so that its id is not reused.

@@ -349,9 +349,6 @@ if SIM:
     def _dep_wait():
         return
 
-    @_device
-    def _dep_launch():
-        return
 else:
     from llvmlite import ir as _ir
     from numba import types as _types
@@ -425,19 +422,17 @@ else:
         return _intrinsic(typer)
 
     #: Programmatic dependent launch (compute capability 9.0+; a no-op in a
-    #: grid launched without it, and compiled to nothing before 9.0).
-    #: ``_dep_wait()``: wait until the grids this one depends on have
-    #: completed and their writes are visible (``griddepcontrol.wait``); a
+    #: grid launched without it, and compiled to nothing before 9.0):
+    #: ``_dep_wait()`` waits until the grid this one depends on has
+    #: completed and its writes are visible (``griddepcontrol.wait``); a
     #: kernel launched with the attribute (``pdl=True`` of
     #: :func:`numba_ln.gpu._fastlaunch.launch`) calls it before it touches
-    #: memory.  ``_dep_launch()``: let the next grid of the stream launch
-    #: (``griddepcontrol.launch_dependents``) once every block of this one
-    #: has called it or exited, so that its launch overlaps this grid's work
-    #: (a block not yet started has not called it: the next grid takes no
-    #: multiprocessor this one's last wave could have used).
+    #: memory.  The kernels before them do not call
+    #: ``griddepcontrol.launch_dependents``: the next grid then launches as
+    #: their blocks exit.  (Called at their start, it made the backward
+    #: slower on an H200, 63% -> 58% of copy at 4096x1024, the waiting
+    #: column-sum blocks sharing the multiprocessors; without it, 63% -> 67%.)
     _dep_wait = _sm90_asm("griddepcontrol.wait;", "griddepcontrol.wait")
-    _dep_launch = _sm90_asm("griddepcontrol.launch_dependents;",
-                            "griddepcontrol.launch_dependents")
 
     def _vector_access(width, store):
         """An intrinsic ``load(a, i) -> (a[i], ..., a[i+width-1])`` or
@@ -1426,7 +1421,6 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         ``part[r, win] = (s, m1, dm, var)`` as :func:`_row_stats` gives them for
         the window alone; ``_ln_fwd_apply`` combines them.
         """
-        _dep_launch()  # (_ln_fwd_apply may launch once every block has started)
         red = cuda.shared.array(RED, x.dtype)
         xv = cuda.local.array(KV, x.dtype)
         rows = x.shape[0]
@@ -1506,7 +1500,6 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         Only for rows wider than one window of ``_ln_bwd`` (same windows, same
         grid layout), which adds the windows' sums in window order.
         """
-        _dep_launch()  # (_ln_bwd may launch once every block has started)
         T = x.dtype.type
         red = cuda.shared.array(RED, x.dtype)
         rows = x.shape[0]
@@ -1549,7 +1542,6 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         ``g*xhat`` are computed here (``sums`` unused); otherwise they
         come from ``_ln_bwd_rowsums``.
         """
-        _dep_launch()  # (the column sums may launch once every block has started)
         _dep_wait()  # (launched after _ln_bwd_rowsums: its sums)
         T = x.dtype.type
         red = cuda.shared.array(RED, x.dtype)
