@@ -78,21 +78,17 @@ def fused(cols):
 #: other row slots and column-sum blocks; what won is committed (``VECTOR``,
 #: ``DIRECT_WB``, ``HOLD_ROWS``, ``LONG_ROWS``, the column-sum blocks and
 #: the 512x8 backward's launch bound in numba_ln/gpu/_kernels.py).  The
-#: seventh (besides the whole-pass plans above: programmatic dependent
-#: launches, the cooperative split forward): the column sums fused into the
-#: backward (``fused_cols``: at D = 1024 the column-sum kernel was about a
-#: quarter of the backward), first where it matters most; then the
-#: backward's direct weight reads (``w_direct``) again, in the form that
-#: calls the group sums once (the sixth sweep measured the form that called
-#: them in each branch: 1-2% faster where every row fills the variant, but
-#: it hung on rows that do not), in the three variants that would take
-#: them (``DIRECT_W_BWD``'s comment).
+#: seventh (session 11; ``run7`` in docs/gpu_tune_h200.json): programmatic
+#: dependent launches (adopted), the cooperative split forward and the
+#: column sums fused into the backward (both slower), and the backward's
+#: direct weight reads (``w_direct``) in the form that calls the group sums
+#: once: 1-2% faster again.  The eighth: those direct reads once more, now
+#: with programmatic launches, in the three variants that would take them
+#: (``DIRECT_W_BWD``'s comment), with their candidate tests
+#: (``CANDIDATES=1 TEST_K=backward_candidates``) in the same device call.
 PLAN = [
-    ((4096, 1024), "float32", [], [fused(4), fused(2), fused(8)]),
-    ((4096, 4096), "float32", [], [fused(8), C(512, 8, 1, True, wbd=True)]),
-    ((65536, 128), "float32", [], [fused(8), C(16, 8, 3, True, wbd=True)]),
-    ((16384, 8192), "float32", [], [fused(8)]),
-    ((32, 65536), "float32", [], [fused(64), fused(16)]),
+    ((4096, 4096), "float32", [], [C(512, 8, 1, True, wbd=True)]),
+    ((65536, 128), "float32", [], [C(16, 8, 3, True, wbd=True)]),
     ((16384, 64), "float32", [], [C(8, 8, 3, True, wbd=True)]),
 ]
 
@@ -126,9 +122,11 @@ def _committed(shape, dtype, pass_):
     vec = (v.fwd_width if pass_ == "forward" else v.bwd_width).get(dtype, 1)
     fused = (K.FUSED_COLS.get((v.tpr, v.kv)) if pass_ == "backward" and dtype in v.bwd_fused
              else None)
+    # (a backward held past HOLD_MAX: HOLD_ROWS; the seventh sweep timed 512x16 re-reading)
+    hold = True if pass_ == "backward" and v.hold[dtype] and v.kv > K.HOLD_MAX else None
     return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec,
              wbd=dtype in (v.direct_wb if pass_ == "forward" else v.bwd_direct_w),
-             loops=v.loops, slots=slots, fused=fused)
+             loops=v.loops, slots=slots, fused=fused, hold=hold)
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):

@@ -281,8 +281,9 @@ def test_vector_builds_compile(tpr, kv):
 
 @needs_nvvm
 def test_fused_column_sum_candidates_compile():
-    """The sweep's backwards with their column sums fused in (the committed
-    kernel of each shape with ``fused_cols``) compile for sm_90 with their
+    """Backwards with their column sums fused in (``scripts/gpu_tune.py``'s
+    ``fused`` candidates of the committed kernel of each shape, the seventh
+    sweep's) compile for sm_90 with their
     row in registers (no local memory), at most 48 KiB of static shared
     memory, float32 arithmetic only in float32, and atomics only on the
     barrier's counters (no atomic sums: the same bits every call)."""
@@ -294,7 +295,9 @@ def test_fused_column_sum_candidates_compile():
 
     tune = load_tune_script()
     n = 0
-    for (_rows, d), dt, _fwd, bwd in tune.PLAN:
+    dt = "float32"
+    for d, cols in ((1024, 4), (4096, 8), (128, 8), (8192, 8), (65536, 64)):
+        bwd = [tune.fused(cols)]
         v = _kernels.variant(d, "backward")
         if d > v.capacity and _kernels.LONG is not None:  # (few long rows, as in the plan)
             v = _kernels.LONG

@@ -233,8 +233,9 @@ DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM els
 #: rows itself after a barrier of all its blocks, in slices of ``cols``
 #: columns (``fused_cols`` of :func:`_make_variant`; a cooperative launch,
 #: no column-sum kernel after it; not the looping variants nor the vector
-#: builds).  Built with no GPU in session 11 and not yet timed on one (the
-#: seventh sweep's ``fused`` candidates measure it), so none on a GPU.
+#: builds).  None on a GPU: on an H200 (session 11, the sweep's ``fused``
+#: candidates) slower everywhere: 4096x1024 56% of copy bandwidth against
+#: 63%, 4096x4096 65% against 78%, 65536x128 68% against 78%.
 #: Under the simulator, two variants (8 and 2 rows a block), so that the
 #: path is tested.
 FUSED_COLS = {(8, 4): 4, (32, 4): 16} if SIM else {}
@@ -1260,8 +1261,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     ``layer_norm_backward_rowsums``, before a barrier of each row slot's
     blocks): the whole backward in one launch.  Its ``phase`` argument:
     :data:`FUSED_PHASES`.  dx the same bits; the gradients' sums in another
-    fixed order than the column-sum kernel's.  Not yet timed on a GPU: a
-    candidate of ``scripts/gpu_tune.py``, and :data:`FUSED_COLS`.
+    fixed order than the column-sum kernel's.  A candidate of
+    ``scripts/gpu_tune.py`` (measured slower: :data:`FUSED_COLS`).
     ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
     ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
     better on an H200: docs/gpu_bench_h200.md); ``vec`` and ``wb_direct``

@@ -56,8 +56,10 @@ FWD_SPLIT_FEW_ROWS = 0.5
 #: 32x65536 float32, 256 blocks of the widest variant, against 264 that fit
 #: on an H200 at its bound of 2 a multiprocessor), and numba_ln's own
 #: launcher available (a cooperative launch).  The same bits as the split.
-#: Not yet timed on a GPU, so off (``scripts/gpu_tune.py``'s forward plans
-#: measure it; the tests switch it on).
+#: Off: on an H200 (session 11, ``scripts/gpu_tune.py``'s forward plans) it
+#: took 32x65536 float32 to 36.1% of copy bandwidth against the split's
+#: 37.0% (its barrier costs what the second launch did); the tests switch
+#: it on.
 FWD_COOP = False
 
 #: Threads per block of the strided copies.
