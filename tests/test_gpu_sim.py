@@ -694,8 +694,12 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     looped = [r for r in rows if r["loops"] and not r["committed"]]
     assert [(r["slots"], r["grid"]) for r in looped] == [(2, 8)]
     assert looped[0]["dweight_max_abs_diff"] < 1e-4
-    assert [(r["hold"], r["threads"]) for r in rows if r["hold"] or r["threads"] == 32] == [
-        (True, 64), (None, 32)]
+    # (the committed 8x4 float32 backward holds its row: HOLD_ROWS under the
+    # simulator; so does the fused candidate made from it)
+    assert [(r["shape"], r["hold"], r["threads"], r["committed"], r["acc_smem"], r["fused"])
+            for r in rows if r["hold"] or r["threads"] == 32] == [
+        ([9, 30], True, 64, True, False, 4), ([9, 30], True, 64, False, True, None),
+        ([9, 30], True, 64, False, False, 2), ([5, 64], None, 32, False, False, None)]
     # the column sums alone, in the blocks of COL_CONFIGS that fit, the committed
     # block first (its columns by the count of partial rows)
     cols = [r for r in results if r["pass"] == "colsum"]
