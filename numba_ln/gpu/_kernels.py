@@ -247,6 +247,11 @@ FUSED_COLS = {(8, 4): 4, (32, 4): 16} if SIM else {}
 #: simulator, whose blocks run one after another, one launch a part.
 FUSED_PHASES = (1, 2, 4) if SIM else (15,)
 
+#: The launches of a ``layer_norm_forward_coop`` kernel, each its ``phase``
+#: argument: 2 all of it (a GPU, one cooperative launch); 0 the window
+#: statistics, then 1 the rest (the simulator).
+COOP_PHASES = (0, 1) if SIM else (2,)
+
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
 
@@ -1459,10 +1464,10 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
 
         A block a window of one row group: a grid of ``groups * nwin``
         blocks, all resident (a cooperative launch).  ``bar``: two zeroed
-        ``uint32`` per row group (:func:`_blocks_barrier`).  ``phase`` 2:
-        all of it (a GPU); 0: the window statistics only, 1: the rest, the
-        window loaded again (the simulator, whose blocks run one after
-        another, launches 0 then 1).  The same bits as the two kernels.
+        ``uint32`` per row group (:func:`_blocks_barrier`).  ``phase``
+        (:data:`COOP_PHASES`): 2 all of it (a GPU); 0 the window statistics
+        only, 1 the rest, the window loaded again (the simulator, whose
+        blocks run one after another).  The same bits as the two kernels.
         """
         red = cuda.shared.array(RED, x.dtype)
         xv = cuda.local.array(KV, x.dtype)

@@ -195,7 +195,7 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
                    lambda: empty((rows, nwin, 4), x.dtype, stream=stream))
     if kind == "coop":
         bar = barriers(grid // nwin, stream, work)
-        for phase in ((0, 1) if K.SIM else (2,)):
+        for phase in K.COOP_PHASES:
             _go(v.fwd_coop[name], name, "layer_norm_forward_coop", grid, block, stream,
                 x, w, b, np.int32(flags), eps, part, bar, np.int32(phase), y, stats,
                 cooperative=not K.SIM)
