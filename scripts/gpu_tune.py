@@ -52,22 +52,31 @@ from numba_ln.gpu import bench as B  # noqa: E402
 #: rule); ``hold`` (the backward keeps its row in registers; None: by
 #: ``HOLD_MAX``) and ``threads`` (a block's; None: the committed rule);
 #: ``fused`` (the backward sums its partial rows itself after a barrier, in
-#: slices of that many columns: ``fused_cols``; None: the column-sum kernel).
+#: slices of that many columns: ``fused_cols``; None: the column-sum kernel);
+#: ``tail`` (``(tail, cols)``: the backward's last blocks to finish sum
+#: its partial rows: ``tail_cols``).
 Cand = collections.namedtuple(
-    "Cand", "tpr kv blocks pipe chan acc ks l2 vec wbd loops slots hold threads fused")
+    "Cand", "tpr kv blocks pipe chan acc ks l2 vec wbd loops slots hold threads fused tail")
 
 
 def C(tpr, kv, blocks, pipe, chan=False, acc=False, ks=None, l2=False, vec=1, wbd=False,
-      loops=False, slots=None, hold=None, threads=None, fused=None):
+      loops=False, slots=None, hold=None, threads=None, fused=None, tail=None):
     """A :data:`Cand`, ``ks`` by default ``STORE_CHUNK``."""
     return Cand(tpr, kv, blocks, pipe, chan, acc, ks or K.STORE_CHUNK, l2, vec, wbd, loops,
-                slots, hold, threads or (K.MAX_THREADS if tpr <= 32 else tpr), fused)
+                slots, hold, threads or (K.MAX_THREADS if tpr <= 32 else tpr), fused, tail)
 
 
 def fused(cols):
     """A backward candidate: the committed kernel (:func:`_committed`) with
     its column sums fused into it, in slices of ``cols`` columns."""
-    return lambda committed: committed._replace(fused=cols)
+    return lambda committed: committed._replace(fused=cols, tail=None)
+
+
+def tail(blocks, cols):
+    """A backward candidate: the committed kernel (:func:`_committed`) with
+    its column sums done by its last ``blocks`` blocks of each column window
+    to finish, in slices of ``cols`` columns (``tail_cols``)."""
+    return lambda committed: committed._replace(tail=(blocks, cols), fused=None)
 
 
 #: (shape, dtype, forward candidates, backward candidates); the committed
@@ -85,22 +94,41 @@ def fused(cols):
 #: once: 1-2% faster again.  The eighth: those direct reads once more, now
 #: with programmatic launches, in the three variants that would take them
 #: (``DIRECT_W_BWD``'s comment), with their candidate tests
-#: (``CANDIDATES=1 TEST_K=backward_candidates``) in the same device call.
+#: (``CANDIDATES=1 TEST_K=backward_candidates``) in the same device call
+#: (session 12 had no GPU: not run yet).  The ninth (session 12, with the
+#: eighth's): the column sums by the backward's own last blocks (``tail``:
+#: no column-sum launch, and only the last blocks wait) at the shapes
+#: under or near the backward's target, and the fused column sums again,
+#: now that the barrier's waiting blocks poll with plain loads instead of
+#: atomics (``_blocks_barrier``).  At 4096x1024 the row kernel's 660
+#: blocks (one wave) each write a partial row; at 32x65536 the LONG
+#: backward's 256 blocks are 8 row slots of 32 windows.
 PLAN = [
-    ((4096, 4096), "float32", [], [C(512, 8, 1, True, wbd=True)]),
-    ((65536, 128), "float32", [], [C(16, 8, 3, True, wbd=True)]),
+    ((4096, 1024), "float32", [], [tail(132, 8), tail(330, 8), tail(660, 8), tail(660, 16),
+                                   tail(132, 32), fused(4)]),
+    ((32, 65536), "float32", [], [tail(8, 128), tail(4, 128), tail(8, 32), tail(1, 128)]),
+    ((65536, 128), "float32", [], [C(16, 8, 3, True, wbd=True), tail(132, 8), tail(396, 8)]),
+    ((4096, 4096), "float32", [], [C(512, 8, 1, True, wbd=True), tail(132, 64),
+                                   tail(132, 8)]),
     ((16384, 64), "float32", [], [C(8, 8, 3, True, wbd=True)]),
 ]
 
 
+def _kind(c, kind):
+    """The kind of candidate ``c``'s kernel for ``kind``: its backward may sum
+    its own partial rows (``fused``, ``tail``)."""
+    if kind == "layer_norm_backward" and (c.fused or c.tail):
+        return kind + ("_fused" if c.fused else "_tail")
+    return kind
+
+
 def _compile(c, kind):
     """``(kernel, rows a block)`` of candidate ``c`` for ``kind``."""
-    if kind == "layer_norm_backward" and c.fused:
-        kind = "layer_norm_backward_fused"
+    kind = _kind(c, kind)
     fn = K._make_variant(c.tpr, c.kv, c.loops, c.pipe, chan=c.chan, acc_smem=c.acc,
                          store_chunk=c.ks, l2_prefetch=c.l2, vec=c.vec,
                          wb_direct=c.wbd, w_direct=c.wbd, hold=c.hold,
-                         threads=c.threads, fused_cols=c.fused)[kind]
+                         threads=c.threads, fused_cols=c.fused, tail_cols=c.tail)[kind]
     bounds = (c.threads, c.blocks) if c.blocks > 1 else (c.threads,)
     if K.SIM:  # (a logic check of this script)
         return cuda.jit(fn), c.threads // c.tpr
@@ -122,11 +150,12 @@ def _committed(shape, dtype, pass_):
     vec = (v.fwd_width if pass_ == "forward" else v.bwd_width).get(dtype, 1)
     fused = (K.FUSED_COLS.get((v.tpr, v.kv)) if pass_ == "backward" and dtype in v.bwd_fused
              else None)
+    tail = v.tail_cols if pass_ == "backward" and dtype in v.bwd_tail else None
     # (a backward held past HOLD_MAX: HOLD_ROWS; the seventh sweep timed 512x16 re-reading)
     hold = True if pass_ == "backward" and v.hold[dtype] and v.kv > K.HOLD_MAX else None
     return C(v.tpr, v.kv, blocks, v.pipe[dtype], l2=l2, vec=vec,
              wbd=dtype in (v.direct_wb if pass_ == "forward" else v.bwd_direct_w),
-             loops=v.loops, slots=slots, fused=fused, hold=hold)
+             loops=v.loops, slots=slots, fused=fused, hold=hold, tail=tail)
 
 
 def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch=20, warmup=2):
@@ -166,7 +195,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                    "blocks": c.blocks, "pipe": pipe, "chan": c.chan, "acc_smem": c.acc,
                    "store_chunk": min(c.ks, kv), "l2_prefetch": c.l2, "vec": c.vec,
                    "wb_direct": c.wbd, "loops": c.loops, "hold": c.hold, "threads": c.threads,
-                   "fused": c.fused,
+                   "fused": c.fused, "tail": c.tail,
                    "committed": c == committed, "copy_ms": copy_ms}
             if time.monotonic() > deadline:
                 res["error"] = "skipped: time limit"
@@ -178,8 +207,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                 t0 = time.perf_counter()
                 kern, R = _compile(c, "layer_norm_" + which)
                 nxt = B._rotate(sets)
-                kind = "layer_norm_" + which + ("_fused" if c.fused and which == "backward"
-                                                else "")
+                kind = _kind(c, "layer_norm_" + which)
                 sig = K.signatures(dtype_name)[kind]
                 fits = 1 if K.SIM else kern.compile(sig).max_cooperative_grid_blocks(c.threads)
                 if which == "forward":
@@ -210,16 +238,30 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
                                if nwin > 1 and not c.fused else None)
                     hw = np.int32(K.HAS_WEIGHT)
                     bar = _launch.barriers(1 + G, stream)
+                    tick = _launch.tickets(nwin, stream)
 
                     def call(t=None):
                         t = t or nxt()
                         args = (t["dy"], t["x"], t["mean"], t["rstd"], w, hw, sums, t["dx"],
                                 part)
+                        # (launched as the library launches them: its own
+                        # launcher, programmatic dependent launches)
+                        if rowsums is not None:
+                            _fastlaunch.launch(rowsums, dtype_name,
+                                               "layer_norm_backward_rowsums", groups * nwin,
+                                               (tpr, R), stream, *args[:7])
+                        if c.tail:  # (its last blocks sum the partial rows)
+                            for phase in K.tail_phases(min(c.tail[0], G)):
+                                _fastlaunch.launch(kern, dtype_name, kind, G * nwin, (tpr, R),
+                                                   stream, *args, grads, tick,
+                                                   np.int32(phase), pdl=nwin > 1)
+                            return
                         if not c.fused:
-                            if rowsums is not None:
-                                rowsums[groups * nwin, (tpr, R), stream](*args[:7])
-                            kern[G * nwin, (tpr, R), stream](*args)
-                            cs[cgrid, cblock, stream](part, grads)
+                            _fastlaunch.launch(kern, dtype_name, kind, G * nwin, (tpr, R),
+                                               stream, *args, pdl=nwin > 1)
+                            _fastlaunch.launch(cs, dtype_name, "layer_norm_backward_colsum",
+                                               cgrid, cblock, stream, part, grads,
+                                               pdl=rows > 0)
                             return
                         for phase in K.FUSED_PHASES:  # (see fused_cols: rows' sums too)
                             _fastlaunch.launch(kern, dtype_name, kind, G * nwin, (tpr, R),
@@ -245,7 +287,7 @@ def tune_shape(shape, dtype_name, fwd_cands, bwd_cands, repeats, deadline, batch
             out.append(res)
             keys = ("shape", "dtype", "pass", "tpr", "kv", "blocks", "pipe", "chan", "acc_smem",
                     "store_chunk", "l2_prefetch", "vec", "wb_direct", "loops", "hold",
-                    "threads", "fused", "slots", "grid",
+                    "threads", "fused", "tail", "slots", "grid",
                     "ms", "pct_of_copy", "regs", "max_abs_diff", "error")
             print(json.dumps({k: res.get(k) for k in keys}), flush=True)
     out += tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch, warmup)
@@ -451,6 +493,8 @@ def _shape_notes(r):
         notes += f" ({r['threads']} threads)"
     if r.get("fused"):
         notes += f" fused column sums ({r['fused']} columns)"
+    if r.get("tail"):
+        notes += f" column sums by the last {r['tail'][0]} blocks ({r['tail'][1]} columns)"
     return notes
 
 

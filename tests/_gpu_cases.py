@@ -287,9 +287,10 @@ def check_vector_variant(d, dtype, rng, tol, monkeypatch):
     :data:`~numba_ln.gpu._kernels.VECTOR`: aligned arrays go to its
     vector-access build, others (an input one value off, or D not a multiple
     of the width) to the same layout a value at a time, with the same bits,
-    forward (with and without a weight: its dummy) and backward; a pass
-    without pieces takes its plain kernel.  Results within ``tol`` of the
-    float64 reference."""
+    forward (with and without a weight: its dummy) and backward (also where
+    it sums its own partial rows, :data:`~numba_ln.gpu._kernels.TAIL_COLS`);
+    a pass without pieces takes its plain kernel.  Results within ``tol``
+    of the float64 reference."""
     from numba_ln import gpu
     from numba_ln.gpu import _launch
 
@@ -321,7 +322,10 @@ def check_vector_variant(d, dtype, rng, tol, monkeypatch):
         bvec = bwidth > 1 and aligned and d % bwidth == 0
         assert launched[0] is (fv.fwd_vec if fvec else fv.fwd)[name]
         assert launched[1] is (fv.fwd_vec if fvec else fv.fwd)[name]
-        assert launched[2] is (bv.bwd_vec if bvec else bv.bwd)[name]
+        # (a variant of TAIL_COLS: its backward that sums its own partial rows)
+        tail = (bv.bwd_tail_vec if bvec else bv.bwd_tail).get(name)
+        assert launched[2] is (tail or (bv.bwd_vec if bvec else bv.bwd)[name])
+        assert (_kernels.col_sum[name] in launched) == (tail is None)
         outs[aligned] = [a.copy_to_host() for a in (y, m, r, y0, dx, dw, db)]
     for a, b_ in zip(outs[True], outs[False]):
         assert np.array_equal(a, b_)
@@ -433,27 +437,33 @@ def check_coop_forward(shapes, dtype, rng, monkeypatch):
                 assert np.isnan(got[True][0][2]).all()
 
 
-def check_fused_backward(tpr, kv, pipe, cols, dtype, rng, tol, blocks=1, slots=3, loops=False):
-    """The backward of variant ``tpr x kv`` with its column sums fused in
-    (``fused_cols=cols``, a ``scripts/gpu_tune.py`` candidate) against the
-    same build's plain backward and the column-sum kernel: dx the same bits,
-    dweight/dbias within rounding of theirs (another fixed order) and of the
-    float64 reference, the same bits again on a second call (the barrier's
-    counters reused).  ``slots`` row slots, rows that fill the variant or
-    not, several rows a slot; a weight and none (dbias alone); ``loops``: the
+def check_own_column_sums(kind, tpr, kv, pipe, opt, dtype, rng, tol, blocks=1, slots=3,
+                          loops=False):
+    """The backward of variant ``tpr x kv`` that sums its own partial rows,
+    a ``scripts/gpu_tune.py`` candidate: ``kind`` "fused" (``fused_cols=opt``,
+    after a barrier of all its blocks) or "tail" (``tail_cols=opt``, its last
+    blocks to finish), against the same build's plain backward and the
+    column-sum kernel: dx the same bits, dweight/dbias within rounding of
+    theirs (another fixed order) and of the float64 reference, the same bits
+    again on a second call (the counters reused; a tail leaves its tickets
+    zeroed).  ``slots`` row slots, rows that fill the variant or not,
+    several rows a slot; a weight and none (dbias alone); ``loops``: the
     looping build (as :data:`~numba_ln.gpu._kernels.LONG`'s), on rows of one
-    window and of three, whose windows' sums it computes itself (against
-    the row-sums kernel).  On a GPU a cooperative launch; under the
-    simulator its phases one after another."""
+    window and of three (the fused one computes their windows' sums itself,
+    against the row-sums kernel).  On a GPU one launch (the fused one
+    cooperative); under the simulator, whose blocks run in order, its
+    phases one after another where some blocks wait for others."""
     from numba_ln import gpu
     from numba_ln.gpu import _fastlaunch, _launch
 
     name = np.dtype(dtype).name
-    key = ("fused", tpr, kv, pipe, cols, blocks, loops)
+    key = (kind, tpr, kv, pipe, opt, blocks, loops)
+    own = f"layer_norm_backward_{kind}"
     if key not in _CANDIDATES:
-        fns = _kernels._make_variant(tpr, kv, loops, pipe and not loops, fused_cols=cols)
+        fns = _kernels._make_variant(tpr, kv, loops, pipe and not loops,
+                                     **{f"{kind}_cols": opt})
         _CANDIDATES[key] = tuple(_jit(fns[k], tpr, blocks) if k in fns else None for k in (
-            "layer_norm_backward", "layer_norm_backward_fused", "layer_norm_backward_rowsums"))
+            "layer_norm_backward", own, "layer_norm_backward_rowsums"))
     plain, fused, rowsums = _CANDIDATES[key]
     threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
     R = threads // tpr
@@ -478,17 +488,25 @@ def check_fused_backward(tpr, kv, pipe, cols, dtype, rng, tol, blocks=1, slots=3
             want = cuda.device_array((ngrad, d), dtype)
             _kernels.col_sum[name][_launch.col_launch(slots, d, ngrad)](part0, want)
             got = []
-            bar = _launch.barriers(1 + slots, 0)
+            if kind == "fused":
+                counters = _launch.barriers(1 + slots, 0)
+                phases = _kernels.FUSED_PHASES
+            else:
+                counters = _launch.tickets(nwin, 0)
+                phases = _kernels.tail_phases(min(opt[0], slots))
             for _ in range(2):
                 dx = cuda.device_array((rows, d), dtype)
                 part = cuda.device_array((2, slots, d), dtype)
                 grads = cuda.device_array((ngrad, d), dtype)
-                args = args[:6] + (cuda.device_array_like(sums),)  # (its own window sums)
-                for phase in _kernels.FUSED_PHASES:
-                    _fastlaunch.launch(fused, name, "layer_norm_backward_fused", slots * nwin,
-                                       (tpr, R), 0, *args, dx, part, grads, bar,
-                                       np.int32(phase), cooperative=not _kernels.SIM)
+                if kind == "fused":
+                    args = args[:6] + (cuda.device_array_like(sums),)  # (its own window sums)
+                for phase in phases:
+                    _fastlaunch.launch(fused, name, own, slots * nwin, (tpr, R), 0, *args,
+                                       dx, part, grads, counters, np.int32(phase),
+                                       cooperative=kind == "fused" and not _kernels.SIM)
                 got.append((dx.copy_to_host(), grads.copy_to_host()))
+            if kind == "tail":
+                assert not counters.copy_to_host().any(), (tpr, kv, d, opt)
             (dx1, g1), (dx2, g2) = got
             assert np.array_equal(dx1, dx0.copy_to_host()), (tpr, kv, d, flags)
             assert np.array_equal(dx1, dx2) and np.array_equal(g1, g2), (tpr, kv, d, flags)

@@ -72,6 +72,8 @@ def test_every_kernel_in_every_dtype(ptx):
     kinds = set(gpu.signatures("float32"))
     if not _kernels.FUSED_COLS:  # (no variant has that kind of kernel)
         kinds.discard("layer_norm_backward_fused")
+    if not _kernels.TAIL_COLS:
+        kinds.discard("layer_norm_backward_tail")
     assert {_parts(k)[::3] for k in table} == {(kind, dt) for kind in kinds for dt in gpu.DTYPES}
     for v in _kernels.VARIANTS:
         assert v.passes
@@ -92,7 +94,7 @@ def test_programmatic_dependent_launch_instructions(ptx):
     sm_80 (no such launches) none of it is compiled."""
     cc, table = ptx
     waits = {"layer_norm_backward_colsum", "layer_norm_forward_split_apply",
-             "layer_norm_backward", "layer_norm_backward_fused"}
+             "layer_norm_backward", "layer_norm_backward_fused", "layer_norm_backward_tail"}
     for name, text in table.items():
         kind = _parts(name)[0]
         body = text[text.index(".entry"):]
@@ -134,11 +136,15 @@ def test_row_kernels_use_shuffles_and_registers(ptx):
         assert "shfl.sync.bfly" in text or _kernels.KINDS[key] == \
             "layer_norm_forward_split_apply", key
         assert ".local" not in text, f"{key} spills an array to local memory"
-        if _kernels.KINDS[key] in ("layer_norm_forward_coop", "layer_norm_backward_fused"):
-            # (their barrier's counters only)
+        if _kernels.KINDS[key] in ("layer_norm_forward_coop", "layer_norm_backward_fused",
+                                   "layer_norm_backward_tail"):
+            # (their barrier's or tickets' counters only)
             ops = re.findall(r"^\s*(?:@!?%p\d+\s+)?(atom\.[a-z0-9.]+)", text, re.M)
             assert ATOMIC.findall(text) and len(ops) == len(ATOMIC.findall(text)), key
             assert set(ops) <= {"atom.global.add.u32", "atom.global.exch.b32"}, (key, ops)
+            if _kernels.KINDS[key] == "layer_norm_forward_coop":  # one atomic, plain polls
+                assert set(ops) == {"atom.global.add.u32"}, (key, ops)
+                assert "ld.volatile.u32" in text and "nanosleep" not in text, key
         else:
             assert not ATOMIC.search(text), f"{key} uses atomics"
         if _kernels.KINDS[key] == "layer_norm_forward":
@@ -280,13 +286,16 @@ def test_vector_builds_compile(tpr, kv):
 
 
 @needs_nvvm
-def test_fused_column_sum_candidates_compile():
-    """Backwards with their column sums fused in (``scripts/gpu_tune.py``'s
+@pytest.mark.parametrize("kind", ["fused", "tail"])
+def test_column_sum_candidates_compile(kind):
+    """Backwards that sum their own partial rows (``scripts/gpu_tune.py``'s
     ``fused`` candidates of the committed kernel of each shape, the seventh
-    sweep's) compile for sm_90 with their
-    row in registers (no local memory), at most 48 KiB of static shared
-    memory, float32 arithmetic only in float32, and atomics only on the
-    barrier's counters (no atomic sums: the same bits every call)."""
+    sweep's, and its ``tail`` candidates, the ninth's) compile for sm_90
+    with their row in registers (no local memory), at most 48 KiB of static
+    shared memory, float32 arithmetic only in float32, and atomics only on
+    the counters of their barriers or tickets (no atomic sums: the same
+    bits every call), which the waiting blocks read with plain volatile
+    loads, not atomics."""
     from _gpu_cases import load_tune_script
     from numba import cuda
 
@@ -296,34 +305,37 @@ def test_fused_column_sum_candidates_compile():
     tune = load_tune_script()
     n = 0
     dt = "float32"
-    for d, cols in ((1024, 4), (4096, 8), (128, 8), (8192, 8), (65536, 64)):
-        bwd = [tune.fused(cols)]
+    name = f"layer_norm_backward_{kind}"
+    cases = (((1024, 4), (4096, 8), (128, 8), (8192, 8), (65536, 64)) if kind == "fused" else
+             ((1024, (132, 8)), (1024, (1, 32)), (4096, (66, 8)), (128, (132, 8)),
+              (65536, (1, 64)), (65536, (2, 16))))
+    for d, cols in cases:
+        make = tune.fused(cols) if kind == "fused" else tune.tail(*cols)
         v = _kernels.variant(d, "backward")
         if d > v.capacity and _kernels.LONG is not None:  # (few long rows, as in the plan)
             v = _kernels.LONG
         base = tune.C(v.tpr, v.kv, v.blocks[dt][1], v.pipe[dt],
                       l2=(v.tpr, v.kv) in _kernels.L2_PREFETCH, vec=v.bwd_width.get(dt, 1),
                       loops=v.loops)
-        for make in bwd:
-            if not callable(make):
-                continue
-            c = make(base)
-            fn = _kernels._make_variant(c.tpr, c.kv, c.loops, c.pipe, l2_prefetch=c.l2,
-                                        vec=c.vec, hold=v.hold[dt], threads=c.threads,
-                                        fused_cols=c.fused)["layer_norm_backward_fused"]
-            bounds = (c.threads, c.blocks) if c.blocks > 1 else (c.threads,)
-            with gpu._assume_device((9, 0)):
-                text, _ = cuda.compile_ptx(fn, gpu.signatures(dt)[
-                    "layer_norm_backward_fused"], cc=(9, 0), launch_bounds=bounds)
-            assert ".local" not in text, c
-            smem = sum(int(k) for k in re.findall(r"\.shared .*\[(\d+)\];", text))
-            assert smem <= 48 * 1024, (c, smem)
-            ops = re.findall(r"^\s*(?:@!?%p\d+\s+)?(atom\.[a-z0-9.]+)", text, re.M)
-            assert ops and set(ops) <= {"atom.global.add.u32", "atom.global.exch.b32"}, c
-            assert len(ops) == len(ATOMIC.findall(text)), c
-            if dt == "float32":
-                assert not F64.findall(text), c
-            n += 1
+        c = make(base)
+        fn = _kernels._make_variant(c.tpr, c.kv, c.loops, c.pipe, l2_prefetch=c.l2,
+                                    vec=c.vec, hold=v.hold[dt], threads=c.threads,
+                                    fused_cols=c.fused, tail_cols=c.tail)[name]
+        bounds = (c.threads, c.blocks) if c.blocks > 1 else (c.threads,)
+        with gpu._assume_device((9, 0)):
+            text, _ = cuda.compile_ptx(fn, gpu.signatures(dt)[name], cc=(9, 0),
+                                       launch_bounds=bounds)
+        assert ".local" not in text, c
+        smem = sum(int(k) for k in re.findall(r"\.shared .*\[(\d+)\];", text))
+        assert smem <= 48 * 1024, (c, smem)
+        ops = re.findall(r"^\s*(?:@!?%p\d+\s+)?(atom\.[a-z0-9.]+)", text, re.M)
+        assert ops and set(ops) <= {"atom.global.add.u32", "atom.global.exch.b32"}, c
+        assert len(ops) == len(ATOMIC.findall(text)), c
+        if kind == "fused" or c.tail[0] > 1:  # (blocks that wait: on plain loads)
+            assert "ld.volatile.u32" in text and "nanosleep" not in text, c
+        if dt == "float32":
+            assert not F64.findall(text), c
+        n += 1
     assert n >= 5
 
 
@@ -402,6 +414,8 @@ def test_signatures_match_the_launchers():
         kinds = set(_kernels.KINDS.values())
         if not _kernels.FUSED_COLS:  # (a kind of the sweep's candidates only)
             kinds.add("layer_norm_backward_fused")
+        if not _kernels.TAIL_COLS:
+            kinds.add("layer_norm_backward_tail")
         assert set(sigs) == kinds
 
 

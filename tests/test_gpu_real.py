@@ -390,10 +390,28 @@ def test_fused_column_sums(tpr, kv, blocks, cols, loops):
     a cooperative launch whose blocks wait at a barrier of all of them: dx
     the plain build's bits, the gradients within rounding of the column-sum
     kernel's and the same bits on a second call."""
-    from _gpu_cases import check_fused_backward
+    from _gpu_cases import check_own_column_sums
 
-    check_fused_backward(tpr, kv, True, cols, np.float32, RNG, _tol(np.float32, tpr * kv),
-                         blocks, slots=5, loops=loops)
+    check_own_column_sums("fused", tpr, kv, True, cols, np.float32, RNG,
+                          _tol(np.float32, tpr * kv), blocks, slots=5, loops=loops)
+
+
+@candidate
+@pytest.mark.parametrize("tpr,kv,blocks,tail,loops,slots", [
+    (128, 8, 5, (3, 8), False, 5), (128, 8, 5, (5, 16), False, 5), (128, 8, 5, (1, 32), False, 5),
+    (128, 8, 5, (330, 8), False, 660), (512, 8, 1, (132, 64), False, 132),
+    (16, 8, 3, (396, 8), False, 396), (128, 16, 4, (8, 128), True, 8),
+    (128, 16, 4, (1, 128), True, 8), (128, 16, 4, (4, 32), True, 8)])
+def test_tail_column_sums(tpr, kv, blocks, tail, loops, slots):
+    """scripts/gpu_tune.py's backwards whose last blocks to finish sum the
+    partial rows (the others exit, those wait for the rest: one launch, not
+    cooperative), at the sweep's slot counts: dx the plain build's bits, the
+    gradients within rounding of the column-sum kernel's, the same bits on a
+    second call, the tickets left zeroed."""
+    from _gpu_cases import check_own_column_sums
+
+    check_own_column_sums("tail", tpr, kv, True, tail, np.float32, RNG,
+                          _tol(np.float32, tpr * kv), blocks, slots=slots, loops=loops)
 
 
 @candidate

@@ -288,10 +288,28 @@ def test_fused_column_sums(tpr, kv, pipe, cols, loops):
     """The backward with its column sums fused in (a sweep candidate), its
     phases launched one after the other here: dx the plain build's bits,
     the gradients within rounding of the column-sum kernel's."""
-    from _gpu_cases import check_fused_backward
+    from _gpu_cases import check_own_column_sums
 
-    check_fused_backward(tpr, kv, pipe, cols, np.float32, RNG,
-                         dict(rtol=1e-4, atol=1e-4), loops=loops)
+    check_own_column_sums("fused", tpr, kv, pipe, cols, np.float32, RNG,
+                          dict(rtol=1e-4, atol=1e-4), loops=loops)
+
+
+@pytest.mark.parametrize("tpr,kv,pipe,tail,loops", [(8, 4, True, (1, 4), False),
+                                                    (8, 4, True, (2, 8), False),
+                                                    (32, 2, True, (3, 16), False),
+                                                    (64, 4, False, (3, 64), False),
+                                                    (32, 4, False, (1, 32), True),
+                                                    (32, 4, False, (2, 8), True)])
+def test_tail_column_sums(tpr, kv, pipe, tail, loops):
+    """The backward whose last blocks to finish sum its partial rows (a
+    sweep candidate; one launch where one block ends each window, its
+    ticket path, else its phases one after the other): dx the plain
+    build's bits, the gradients within rounding of the column-sum kernel's,
+    the tickets left zeroed."""
+    from _gpu_cases import check_own_column_sums
+
+    check_own_column_sums("tail", tpr, kv, pipe, tail, np.float32, RNG,
+                          dict(rtol=1e-4, atol=1e-4), loops=loops)
 
 
 def test_huge_and_normal_rows_share_a_block():
@@ -645,7 +663,7 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         ((9, 30), "float32", [C(8, 4, 1, True, True), C(8, 4, 1, True, ks=1),
                               C(8, 4, 1, True, vec=2)],
          [C(8, 4, 1, True, acc=True), C(8, 4, 1, True, ks=1), C(8, 4, 1, True, l2=True),
-          C(8, 4, 1, True, hold=True, acc=True), tune.fused(2)]),
+          C(8, 4, 1, True, hold=True, acc=True), tune.fused(2), tune.tail(2, 8)]),
         ((5, 64), "float64", [C(32, 2, 1, True, True), C(32, 2, 1, True, vec=2, wbd=True)],
          [C(32, 2, 1, True, acc=True), C(32, 2, 1, True, vec=2, wbd=True),
           C(32, 2, 1, True, threads=32)]),
@@ -662,12 +680,18 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
     assert not [r for r in results if "error" in r]
     rows = [r for r in results if r["pass"] not in ("colsum", "forward plan", "backward plan")]
-    assert len(rows) == 23
+    assert len(rows) == 24
     # the committed backward with its column sums fused in (a function of it)
     # (the committed one too: FUSED_COLS under the simulator)
     b930 = [r for r in rows if r["shape"] == [9, 30] and r["pass"] == "backward"]
     assert (b930[0]["fused"], b930[0]["committed"]) == (4, True)
     assert [r["fused"] for r in b930].count(2) == 1
+    # ... and with its column sums by its last blocks (TAIL_COLS takes the
+    # committed 32x2 float64 and LONG backwards under the simulator)
+    assert [r["tail"] for r in b930] == [None] * 6 + [[2, 8]]
+    assert b930[-1]["dweight_max_abs_diff"] < 1e-4
+    assert [(r["shape"], r["tail"]) for r in rows if r["tail"] and r["committed"]] == [
+        ([5, 64], [3, 8]), ([2, 300], [1, 16])]
     # the whole backward with and without programmatic launches (none here: the same bits)
     assert [(r["pdl"], r["committed"], r["bitwise_as_committed"]) for r in results
             if r["pass"] == "backward plan"] == [(True, True, True), (False, False, True)]
@@ -695,11 +719,12 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     assert [(r["slots"], r["grid"]) for r in looped] == [(2, 8)]
     assert looped[0]["dweight_max_abs_diff"] < 1e-4
     # (the committed 8x4 float32 backward holds its row: HOLD_ROWS under the
-    # simulator; so does the fused candidate made from it)
+    # simulator; so do the fused and tail candidates made from it)
     assert [(r["shape"], r["hold"], r["threads"], r["committed"], r["acc_smem"], r["fused"])
             for r in rows if r["hold"] or r["threads"] == 32] == [
         ([9, 30], True, 64, True, False, 4), ([9, 30], True, 64, False, True, None),
-        ([9, 30], True, 64, False, False, 2), ([5, 64], None, 32, False, False, None)]
+        ([9, 30], True, 64, False, False, 2), ([9, 30], True, 64, False, False, None),
+        ([5, 64], None, 32, False, False, None)]
     # the column sums alone, in the blocks of COL_CONFIGS that fit, the committed
     # block first (its columns by the count of partial rows)
     cols = [r for r in results if r["pass"] == "colsum"]

@@ -67,14 +67,15 @@ its group visits, the groups of a block are summed through shared memory in
 ``ty`` order, and every block writes one row of partials; :func:`_col_sum`
 then adds the partials in a fixed order.  No atomic sums anywhere: the
 gradients are bitwise reproducible for a given shape.  (The kernels that wait
-for other blocks at a barrier, :func:`_blocks_barrier`, count arrivals with
-atomics; that decides when, not what, they add.)
+for other blocks, at a barrier (:func:`_blocks_barrier`) or for their tickets
+(:func:`_tail_ticket`), count arrivals with atomics; that decides when and
+which block adds, not what or in which order.)
 """
 
 import math
 
 import numpy as np
-from numba import config, cuda, uint32, uint64
+from numba import config, cuda, int64, uint32, uint64
 
 __all__ = ["SIM", "TABLE", "DTYPES", "MAX_THREADS", "VARIANTS", "KERNELS", "KINDS"]
 
@@ -235,7 +236,9 @@ DIRECT_W_BWD = {(4, 2): ("float32",), (8, 2): ("float32", "float64")} if SIM els
 #: no column-sum kernel after it; not the looping variants nor the vector
 #: builds).  None on a GPU: on an H200 (session 11, the sweep's ``fused``
 #: candidates) slower everywhere: 4096x1024 56% of copy bandwidth against
-#: 63%, 4096x4096 65% against 78%, 65536x128 68% against 78%.
+#: 63%, 4096x4096 65% against 78%, 65536x128 68% against 78%.  (With the
+#: barrier of then, whose waiting blocks polled with atomics; the ninth
+#: sweep measures it again with :func:`_blocks_barrier`'s plain loads.)
 #: Under the simulator, two variants (8 and 2 rows a block), so that the
 #: path is tested.
 FUSED_COLS = {(8, 4): 4, (32, 4): 16} if SIM else {}
@@ -251,6 +254,20 @@ FUSED_PHASES = (1, 2, 4) if SIM else (15,)
 #: argument: 2 all of it (a GPU, one cooperative launch); 0 the window
 #: statistics, then 1 the rest (the simulator).
 COOP_PHASES = (0, 1) if SIM else (2,)
+
+#: ``{variant suffix: (tail, cols)}`` of the variants whose backward sums
+#: its partial rows by its own last blocks to finish (``tail_cols`` of
+#: :func:`_make_variant`: the last ``tail`` blocks of each column window,
+#: in slices of ``cols`` columns; no column-sum kernel after it, no barrier
+#: of all blocks); keyed by :attr:`Variant.suffix` (``"128x16w"`` is
+#: :data:`LONG`).  None on a GPU until measured (``scripts/gpu_tune.py``'s
+#: ``tail`` candidates: the column-sum launch is about a quarter of the
+#: backward at 4096x1024 and one of three launches at 32x65536).  Under
+#: the simulator, a variant of several rows a block with vector builds
+#: (three tail blocks: two launches), the widest (looping, two) and
+#: :data:`LONG` (one: the ticket path in one launch), so that the paths
+#: are tested.
+TAIL_COLS = {"32x2": (3, 8), "64x4": (2, 16), "32x4w": (1, 16)} if SIM else {}
 
 #: The dtypes every kernel is compiled for.
 DTYPES = ("float32", "float64")
@@ -355,6 +372,11 @@ if SIM:
     def _dep_wait():
         return
 
+    @_device
+    def _load_volatile(a, i):
+        """``a[i]`` (the simulator has one copy of memory)."""
+        return a[i]
+
 else:
     from llvmlite import ir as _ir
     from numba import types as _types
@@ -386,6 +408,31 @@ else:
             return context.get_dummy_value()
 
         return _types.void(a, i), codegen
+
+    @_intrinsic
+    def _load_volatile(typingctx, a, i):
+        """``a[i]`` of a 1-D ``uint32`` array read from memory each time it
+        is called (``ld.volatile``: neither kept in a register across a
+        loop nor taken from a stale L1 line), for a thread that waits on a
+        counter other blocks change (:func:`_blocks_barrier`,
+        :func:`_tail_wait`): a plain load, not an atomic, so that the
+        waiting blocks do not queue at the counter's L2 slice with the
+        arrivals they wait for (as cooperative groups' grid barrier waits)."""
+        if not (isinstance(a, _types.Array) and a.ndim == 1 and a.dtype == _types.uint32
+                and isinstance(i, _types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            aty, ity = sig.args
+            ary = context.make_array(aty)(context, builder, value=args[0])
+            idx = context.cast(builder, args[1], ity, _types.intp)
+            ptr = _cgutils.get_item_pointer(context, builder, aty, ary, [idx])
+            asm = _ir.InlineAsm(_ir.FunctionType(_ir.IntType(32), [ptr.type]),
+                                "ld.volatile.u32 $0, [$1];", "=r,l,~{memory}",
+                                side_effect=True)
+            return builder.call(asm, [ptr])
+
+        return _types.uint32(a, i), codegen
 
     def _sm90_asm(text, doc):
         """An intrinsic of no arguments that emits the PTX instruction
@@ -1062,39 +1109,90 @@ def _apply_window(x, w, b, flags, eps, part, y, stats, r, active, win, c0, nwin,
 
 
 @_device
-def _blocks_barrier(bar, g, nblocks):
+def _blocks_barrier(bar, g, nblocks, master):
     """Every thread of the ``nblocks`` blocks that call this with the same
     ``g`` waits until all of them have called it; their global writes
     before it are visible to all of them after it.
 
-    ``bar``: two zeroed ``uint32`` a group (``bar[2g]`` counts the
-    arrivals, ``bar[2g+1]`` is the group's generation), left as found, so
-    that the next launch may use them again.  A block's first thread reads
-    the generation, arrives; the last to arrive resets the count and
-    advances the generation, the others wait for that.  The fences around
-    it are those of cooperative groups' grid barrier: the block's writes
-    are published before its arrival, and what the others wrote is seen
-    after the wait.  The blocks must all be resident at once (a cooperative
-    launch: :func:`numba_ln.gpu._fastlaunch.launch` with
-    ``cooperative=True``), or the waiting ones would keep the others from a
-    multiprocessor.  An atomic counter, not a sum: the results' bits do not
-    depend on the order of arrival.  (Not under the simulator, which runs
-    the blocks one after another: there the kernels that use it are
-    launched once per phase instead.)"""
+    ``bar[g]``: a zeroed ``uint32`` counter of the group, reusable by the
+    next launch.  Cooperative groups' grid barrier, for a group: each
+    block's first thread adds 1 to it, but one block of the group (its
+    ``master``) adds ``2**31 - (nblocks - 1)``, so that the arrivals add
+    ``2**31`` in all: the counter's top bit flips when, and only when, the
+    last block arrives, whatever their order, and its other bits come back
+    to zero.  A block waits for the flip reading the counter with plain
+    loads (:func:`_load_volatile`); one atomic a block.  The fences around
+    it are cooperative groups': the block's writes are published before
+    its arrival, and what the others wrote is seen after the wait.  The
+    blocks must all be resident at once (a cooperative launch:
+    :func:`numba_ln.gpu._fastlaunch.launch` with ``cooperative=True``), or
+    the waiting ones would keep the others from a multiprocessor.  An
+    atomic counter, not a sum: the results' bits do not depend on the
+    order of arrival.  (Not under the simulator, which runs the blocks one
+    after another: there the kernels that use it are launched once per
+    phase instead.)  Before session 12 the waiting blocks polled with
+    atomics, queueing behind the arrivals at the counter's L2 slice."""
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
+        add = uint32(0x80000000 - (nblocks - 1)) if master else uint32(1)
+        cuda.threadfence()
+        old = cuda.atomic.add(bar, g, add)
+        while ((old ^ _load_volatile(bar, g)) & uint32(0x80000000)) == uint32(0):
+            pass
+        cuda.threadfence()
+    cuda.syncthreads()
+
+
+@_device
+def _tail_ticket(tick, g, slot):
+    """This block's ticket of group ``g``, once its partial sums are
+    written: how many of the group's blocks took one before it (``tick[2g]``
+    counts them; ``slot``: a shared ``uint32`` to hand it to the block's
+    threads).  The fences are those of :func:`_blocks_barrier`: the block's
+    writes published before it takes a ticket, the others' seen after."""
     cuda.syncthreads()
     if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
         cuda.threadfence()
-        gen = cuda.atomic.add(bar, 2 * g + 1, uint32(0))
-        cuda.threadfence()
-        if cuda.atomic.add(bar, 2 * g, uint32(1)) == uint32(nblocks - 1):
-            cuda.atomic.exch(bar, 2 * g, uint32(0))
-            cuda.threadfence()
-            cuda.atomic.add(bar, 2 * g + 1, uint32(1))
-        else:
-            while cuda.atomic.add(bar, 2 * g + 1, uint32(0)) == gen:
-                cuda.nanosleep(uint32(64))
+        slot[0] = cuda.atomic.add(tick, 2 * g, uint32(1))
         cuda.threadfence()
     cuda.syncthreads()
+    return int64(slot[0])
+
+
+@_device
+def _tail_wait(tick, g, nblocks):
+    """Wait until all ``nblocks`` blocks of group ``g`` have taken their
+    ticket (:func:`_tail_ticket`): their writes are then visible."""
+    if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
+        while _load_volatile(tick, 2 * g) != uint32(nblocks):
+            pass
+        cuda.threadfence()
+    cuda.syncthreads()
+
+
+@_device
+def _tail_release(tick, g, ntail):
+    """The ``ntail`` blocks that waited in group ``g`` are done with its
+    counters: the last of them zeroes them for the next launch
+    (``tick[2g + 1]`` counts them; one needs no count)."""
+    if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
+        if ntail == 1:
+            cuda.atomic.exch(tick, 2 * g, uint32(0))
+        elif cuda.atomic.add(tick, 2 * g + 1, uint32(1)) == uint32(ntail - 1):
+            cuda.atomic.exch(tick, 2 * g + 1, uint32(0))
+            cuda.atomic.exch(tick, 2 * g, uint32(0))
+
+
+def tail_phases(ntail):
+    """The launches of a ``layer_norm_backward_tail`` kernel whose groups
+    end in ``ntail`` blocks, each its ``phase`` argument, bits of what it
+    does: 2 the rows, 4 the column sums, 8 the tickets (and the wait of
+    the tail blocks).  On a GPU one launch of all of it (14).  Under the
+    simulator, whose blocks run one after another in order, one launch
+    too where one block ends a group (its ticket is the last: no wait);
+    else the rows (2), then the column sums (4), a block's row slot
+    standing for its ticket."""
+    return (14,) if ntail == 1 or not SIM else (2, 4)
 
 
 # --------------------------------------------------------------------------
@@ -1113,7 +1211,8 @@ class Variant:
     ``loops`` (the widest variant and :data:`LONG`: rows longer than
     ``capacity``), ``direct_wb`` (:data:`DIRECT_WB`), ``bwd_direct_w``
     (:data:`DIRECT_W_BWD`), ``bwd_fused`` (dtype -> the backward with
-    fused column sums, :data:`FUSED_COLS`), ``blocks`` (its
+    fused column sums, :data:`FUSED_COLS`), ``tail_cols``, ``bwd_tail`` and
+    ``bwd_tail_vec`` (:data:`TAIL_COLS`), ``blocks`` (its
     :data:`TABLE` entry's), ``grid`` (:data:`LONG_ROWS`'s, else None), and the
     kernels, each a
     dict from dtype name to the kernel compiled for it: ``fwd``, ``bwd``,
@@ -1156,6 +1255,10 @@ class Variant:
         self.direct_wb = frozenset(() if loops else DIRECT_WB.get((tpr, kv), ()))
         #: dtype names whose backward reads w[j] directly (:data:`DIRECT_W_BWD`)
         self.bwd_direct_w = frozenset(() if loops else DIRECT_W_BWD.get((tpr, kv), ()))
+        #: ``(tail, cols)`` of the backward that sums its own partial rows
+        #: (:data:`TAIL_COLS`; its kernels ``bwd_tail``, ``bwd_tail_vec``), or None
+        self.tail_cols = TAIL_COLS.get(self.suffix)
+        self.bwd_tail_vec = {}
         for dtype in DTYPES:
             widths = (None if loops else VECTOR.get((tpr, kv), {}).get(dtype)) or (None, None)
             for i, pass_ in enumerate(("forward", "backward")):
@@ -1164,7 +1267,8 @@ class Variant:
                     continue
                 args = (pass_, tpr, kv, loops, self.pipe[dtype])
                 kw = dict(l2_prefetch=(tpr, kv) in L2_PREFETCH, wb_direct=dtype in self.direct_wb,
-                          w_direct=dtype in self.bwd_direct_w, hold=self.hold[dtype])
+                          w_direct=dtype in self.bwd_direct_w, hold=self.hold[dtype],
+                          tail_cols=self.tail_cols)
                 fused = dict(fused_cols=None if loops else FUSED_COLS.get((tpr, kv)))
                 width = widths[i] or 1
                 builds = [("", _pass_kernels(*args, vec=width, vec_access=False, **kw, **fused))]
@@ -1189,7 +1293,8 @@ class Variant:
 _ATTR = {"layer_norm_forward": "fwd", "layer_norm_forward_split_stats": "fwd_part",
          "layer_norm_forward_split_apply": "fwd_apply",
          "layer_norm_forward_coop": "fwd_coop", "layer_norm_backward_rowsums":
-         "bwd_rowsums", "layer_norm_backward": "bwd", "layer_norm_backward_fused": "bwd_fused"}
+         "bwd_rowsums", "layer_norm_backward": "bwd", "layer_norm_backward_fused": "bwd_fused",
+         "layer_norm_backward_tail": "bwd_tail"}
 
 
 def _pass_kernels(pass_, *args, **kw):
@@ -1201,7 +1306,7 @@ def _pass_kernels(pass_, *args, **kw):
 
 def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=None,
                   l2_prefetch=False, vec=1, vec_access=True, wb_direct=False, hold=None,
-                  threads=None, w_direct=False, fused_cols=None):
+                  threads=None, w_direct=False, fused_cols=None, tail_cols=None):
     """``{kind: python kernel}`` with ``TPR = tpr``, ``KV = kv`` as constants.
 
     ``chan``: the forward's statistics by :func:`_one_reduction` (one group
@@ -1268,6 +1373,20 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
     :data:`FUSED_PHASES`.  dx the same bits; the gradients' sums in another
     fixed order than the column-sum kernel's.  A candidate of
     ``scripts/gpu_tune.py`` (measured slower: :data:`FUSED_COLS`).
+    ``tail_cols`` (``(tail, cols)``, or None): also a backward
+    ``layer_norm_backward_tail`` whose last ``tail`` blocks of each column
+    window (of the whole row where it does not loop) to finish their rows
+    sum the window's partial rows: a block that has written its partials
+    takes a ticket (an atomic count, :func:`_tail_ticket`); the first ``G -
+    tail`` of the window's ``G`` exit, the others wait until all ``G`` have
+    (:func:`_tail_wait`; none with ``tail = 1``, the last of all) and then
+    sum a slice each, by :func:`_col_phase` (slices of ``cols`` columns).
+    No column-sum kernel after it, and no barrier of all blocks: the blocks
+    that wait are the last to finish anyway.  Its ``phase`` argument:
+    :func:`tail_phases`.  dx the same bits; the gradients in another fixed
+    order than the column-sum kernel's.  (Blocks that wait for others need
+    them on the GPU too: at most ``tail`` wait, the others exit and free
+    their multiprocessors, so the rest are scheduled.)
     ``chan``, ``acc_smem`` and ``store_chunk`` are candidates of
     ``scripts/gpu_tune.py``, not in :data:`TABLE` (measured slower or no
     better on an H200: docs/gpu_bench_h200.md); ``vec`` and ``wb_direct``
@@ -1463,7 +1582,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         instead of two, x read once).
 
         A block a window of one row group: a grid of ``groups * nwin``
-        blocks, all resident (a cooperative launch).  ``bar``: two zeroed
+        blocks, all resident (a cooperative launch).  ``bar``: a zeroed
         ``uint32`` per row group (:func:`_blocks_barrier`).  ``phase``
         (:data:`COOP_PHASES`): 2 all of it (a GPU); 0 the window statistics
         only, 1 the rest, the window loaded again (the simulator, whose
@@ -1484,7 +1603,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         else:  # (the simulator's second launch: the window again)
             _load_row(x[r, c0:c0 + nw], xv, nw, cuda.threadIdx.x, TPR, KV, 1, False)
         if phase == 2:
-            _blocks_barrier(bar, g0, nwin)
+            _blocks_barrier(bar, g0, nwin, win == 0)
         if phase != 0:
             s, c, lo, var = _combine_windows(part, r, n, CW, nwin, red, TPR)
             mu, rs, mult = _scales(x, s, c, lo, var, eps)
@@ -1777,18 +1896,51 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                     if phase & 1:
                         _ln_bwd_sums(dy, x, mean, rstd, w, flags, sums)
                     if phase & 8:
-                        _blocks_barrier(bar, 1 + cuda.blockIdx.x // nwin, nwin)
+                        _blocks_barrier(bar, 1 + cuda.blockIdx.x // nwin, nwin,
+                                        cuda.blockIdx.x % nwin == 0)
             if phase & 2:
                 _ln_bwd_rows(dy, x, mean, rstd, w, flags, sums, dx, part)
             if phase & 8:
-                _blocks_barrier(bar, 0, cuda.gridDim.x)
+                _blocks_barrier(bar, 0, cuda.gridDim.x, cuda.blockIdx.x == 0)
             if phase & 4:
-                _col_phase(part, grads, FCX, buf)
+                _col_phase(part, grads, FCX, buf, 0, x.shape[1], cuda.blockIdx.x,
+                           cuda.gridDim.x)
 
         kernels["layer_norm_backward_fused"] = _ln_bwd_fused
+    if tail_cols is not None:
+        TS, TCX = tail_cols
+        assert TS >= 1 and NT % TCX == 0 and (NT // TCX) & (NT // TCX - 1) == 0, \
+            "tail blocks, and slices of columns a power of two of rows down"
+        _ln_bwd_part = cuda.jit(device=True)(_ln_bwd)
+
+        def _ln_bwd_tail(dy, x, mean, rstd, w, flags, sums, dx, part, grads, tick, phase):
+            """``_ln_bwd``, then the column sums of the partial rows of each
+            column window by the last blocks of its row slots to finish
+            (``tail_cols``; ``phase``: :func:`tail_phases`)."""
+            buf = cuda.shared.array(NT, x.dtype)
+            slot = cuda.shared.array(1, uint32)
+            if phase & 2:
+                _ln_bwd_part(dy, x, mean, rstd, w, flags, sums, dx, part)
+            # (after it: nothing of the tail's own live across the row work)
+            n = x.shape[1]
+            nwin = (n + CW - 1) // CW if LOOPS else 1
+            win, g0, G, c0 = _window_grid(nwin, CW)
+            ntail = min(TS, G)
+            t = g0  # (the simulator's column-sum launch: the row slot for the ticket)
+            if phase & 8:
+                t = _tail_ticket(tick, win, slot)
+            if phase & 4 and t >= G - ntail:
+                if phase & 8 and ntail > 1:
+                    _tail_wait(tick, win, G)
+                _col_phase(part, grads, TCX, buf, c0, min(CW, n - c0), t - (G - ntail), ntail)
+                if phase & 8:
+                    _tail_release(tick, win, ntail)
+
+        kernels["layer_norm_backward_tail"] = _ln_bwd_tail
     if BVEC != VEC:  # (no backward with vector pieces here: rather none than a scalar one)
         del kernels["layer_norm_backward"]
         kernels.pop("layer_norm_backward_fused", None)
+        kernels.pop("layer_norm_backward_tail", None)
     if LOOPS:
         kernels.update({"layer_norm_forward_split_stats": _ln_fwd_part,
                         "layer_norm_forward_split_apply": _ln_fwd_apply,
@@ -1798,15 +1950,20 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
 
 
 @_device
-def _col_phase(part, out, cx, buf):
-    """The column sums of :func:`_col_sum` done by the blocks of another
-    kernel (``layer_norm_backward_fused``), each its share: the virtual
-    blocks ``i = blockIdx, blockIdx + gridDim, ...`` of ``cx`` columns of
-    ``out``'s row ``i // ceil(D / cx)``, the block's threads ``cx`` columns
-    by ``threads / cx`` (a power of two) rows, each summing the partial rows
-    ``ty, ty + threads / cx, ...`` of its column, then a shared-memory tree
-    (``buf``: a value per thread) in a fixed pairing.  The order depends on
-    the partial rows and the block shape only: the same bits every call."""
+def _col_phase(part, out, cx, buf, c0, nc, first, step):
+    """The column sums of :func:`_col_sum` of the ``nc`` columns from
+    ``c0`` done by the blocks of another kernel (``layer_norm_backward_fused``,
+    ``layer_norm_backward_tail``), each its share: the virtual blocks ``i =
+    first, first + step, ...`` of ``cx`` columns of ``out``'s row ``i //
+    ceil(nc / cx)``, the block's threads ``cx`` columns by ``threads / cx``
+    (a power of two) rows, each summing the partial rows ``ty, ty + threads
+    / cx, ...`` of its column, then a shared-memory tree (``buf``: a value
+    per thread) in a fixed pairing.  The order depends on the partial rows
+    and the block shape only: the same bits every call.  A thread's loads
+    are issued 8 rows at a time (clamped row, masked value: the same
+    additions in the same order), so that they are in flight together:
+    here a few blocks may sum all the partial rows (a ``tail`` of one
+    block a window), not a grid of a thousand threads a column slice."""
     T = part.dtype.type
     nx = cuda.blockDim.x
     nt = nx * cuda.blockDim.y
@@ -1817,15 +1974,18 @@ def _col_phase(part, out, cx, buf):
     kout = out.shape[0]
     koff = part.shape[0] - kout
     P = part.shape[1]
-    n = part.shape[2]
-    ncb = (n + cx - 1) // cx
-    for vb in range(cuda.blockIdx.x, ncb * kout, cuda.gridDim.x):
+    ncb = (nc + cx - 1) // cx
+    for vb in range(first, ncb * kout, step):
         k = vb // ncb
-        j = (vb % ncb) * cx + tx
+        jw = (vb % ncb) * cx + tx
+        j = c0 + jw
         t = T(0)
-        if j < n:
-            for p in range(ty, P, cy):
-                t += part[k + koff, p, j]
+        if jw < nc:
+            for p0 in range(ty, P, 8 * cy):
+                for i in range(8):
+                    p = p0 + i * cy
+                    v = part[k + koff, min(p, P - 1), j]
+                    t += v if p < P else T(0)
         cuda.syncthreads()  # (buf read by the previous slice)
         buf[tid] = t
         half = cy >> 1
@@ -1834,7 +1994,7 @@ def _col_phase(part, out, cx, buf):
             if ty < half:
                 buf[tid] += buf[tid + half * cx]
             half >>= 1
-        if ty == 0 and j < n:
+        if ty == 0 and jw < nc:
             out[k, j] = buf[tx]
 
 
@@ -1951,6 +2111,8 @@ def signatures(dtype):
         "layer_norm_backward_rowsums": f"void({m}, {m}, {v}, {v}, {v}, int32, {p})",
         "layer_norm_backward": f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {p})",
         "layer_norm_backward_fused":
+            f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {p}, {m}, uint32[::1], int32)",
+        "layer_norm_backward_tail":
             f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {p}, {m}, uint32[::1], int32)",
         "layer_norm_backward_colsum": f"void({p}, {m})",
     }

@@ -58,8 +58,9 @@ FWD_SPLIT_FEW_ROWS = 0.5
 #: launcher available (a cooperative launch).  The same bits as the split.
 #: Off: on an H200 (session 11, ``scripts/gpu_tune.py``'s forward plans) it
 #: took 32x65536 float32 to 36.1% of copy bandwidth against the split's
-#: 37.0% (its barrier costs what the second launch did); the tests switch
-#: it on.
+#: 37.0% (its barrier costs what the second launch did: then a barrier
+#: whose waiting blocks polled with atomics; the ninth sweep's forward
+#: plans measure it again with plain loads); the tests switch it on.
 FWD_COOP = False
 
 #: Threads per block of the strided copies.
@@ -226,9 +227,18 @@ def full_params(w, b, flags, d, dtype, stream, work=None):
 def barriers(groups, stream, work=None):
     """Zeroed counters of :func:`~numba_ln.gpu._kernels._blocks_barrier`
     for ``groups`` groups of blocks, kept in ``work`` (see :func:`scratch`;
-    a barrier leaves them as it found them, so one stream's launches share
+    a barrier leaves their low bits zero, so one stream's launches share
     them: they run one after another)."""
     return scratch(work, ("barriers", groups),
+                   lambda: cuda.to_device(np.zeros(groups, np.uint32), stream=stream))
+
+
+def tickets(groups, stream, work=None):
+    """Zeroed counters of the tail column sums
+    (:func:`~numba_ln.gpu._kernels._tail_ticket`), two for each of
+    ``groups`` column windows, kept in ``work`` like :func:`barriers` (the
+    kernel leaves them zeroed)."""
+    return scratch(work, ("tickets", groups),
                    lambda: cuda.to_device(np.zeros(2 * groups, np.uint32), stream=stream))
 
 
@@ -252,6 +262,8 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     :func:`~numba_ln.gpu._kernels._col_sum` for both gradients; each after
     the first as a programmatic dependent launch (see
     :mod:`numba_ln.gpu._fastlaunch`).  The variants of
+    :data:`~numba_ln.gpu._kernels.TAIL_COLS` have the row kernel's last
+    blocks sum the partial rows instead (no column-sum kernel).  The variants of
     :data:`~numba_ln.gpu._kernels.FUSED_COLS` sum the partial rows (and
     the windows of rows of several) in the row kernel's own launch instead,
     where its blocks fit at once (:func:`coop_fits`).  ``work``: a
@@ -268,7 +280,8 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
         empty((2, rows, nwin) if nwin > 1 else (2, 1, 1), dtype, stream=stream),
         empty((2, G, d), dtype, stream=stream)))  # part: weight's, bias's
     vec = rows > 0 and name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx)
-    fused = (rows > 0 and name in v.bwd_fused and not vec
+    tail = (v.bwd_tail_vec if vec else v.bwd_tail).get(name) if rows > 0 else None
+    fused = (rows > 0 and name in v.bwd_fused and not vec and tail is None
              and coop_fits(v, name, "layer_norm_backward_fused", G * nwin))
     if nwin > 1 and rows > 0 and not fused:
         grid = -(-rows // block[1]) * nwin
@@ -283,6 +296,13 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
                 _go(v.bwd_fused[name], name, "layer_norm_backward_fused", G * nwin, block,
                     stream, dy, x, mean, rstd, w, np.int32(flags), sums, dx, part, grads, bar,
                     np.int32(phase), cooperative=not K.SIM)
+            return
+        if tail is not None:  # the column sums by its last blocks (no kernel after it)
+            tick = tickets(nwin, stream, work)
+            for phase in K.tail_phases(min(v.tail_cols[0], G)):
+                _go(tail, name, "layer_norm_backward_tail", G * nwin, block, stream,
+                    dy, x, mean, rstd, w, np.int32(flags), sums, dx, part, grads, tick,
+                    np.int32(phase), pdl=nwin > 1)
             return
         kernel = v.bwd_vec[name] if vec else v.bwd[name]
         _go(kernel, name, "layer_norm_backward", G * nwin, block, stream,
