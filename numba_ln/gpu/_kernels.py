@@ -388,6 +388,14 @@ else:
         from numba.core import cgutils as _cgutils
         from numba.core.extending import intrinsic as _intrinsic
 
+    def _item_pointer(context, builder, sig, args):
+        """The address of ``a[i]`` in the code of an intrinsic whose first
+        two arguments are a 1-D array ``a`` and an integer ``i``."""
+        aty, ity = sig.args[0], sig.args[1]
+        ary = context.make_array(aty)(context, builder, value=args[0])
+        idx = context.cast(builder, args[1], ity, _types.intp)
+        return _cgutils.get_item_pointer(context, builder, aty, ary, [idx])
+
     @_intrinsic
     def _prefetch_l2(typingctx, a, i):
         """``prefetch.L2 [&a[i]]`` for a 1-D array ``a``: the line holding
@@ -398,10 +406,7 @@ else:
             return None
 
         def codegen(context, builder, sig, args):
-            aty, ity = sig.args
-            ary = context.make_array(aty)(context, builder, value=args[0])
-            idx = context.cast(builder, args[1], ity, _types.intp)
-            ptr = _cgutils.get_item_pointer(context, builder, aty, ary, [idx])
+            ptr = _item_pointer(context, builder, sig, args)
             asm = _ir.InlineAsm(_ir.FunctionType(_ir.VoidType(), [ptr.type]),
                                 "prefetch.L2 [$0];", "l", side_effect=True)
             builder.call(asm, [ptr])
@@ -423,10 +428,7 @@ else:
             return None
 
         def codegen(context, builder, sig, args):
-            aty, ity = sig.args
-            ary = context.make_array(aty)(context, builder, value=args[0])
-            idx = context.cast(builder, args[1], ity, _types.intp)
-            ptr = _cgutils.get_item_pointer(context, builder, aty, ary, [idx])
+            ptr = _item_pointer(context, builder, sig, args)
             asm = _ir.InlineAsm(_ir.FunctionType(_ir.IntType(32), [ptr.type]),
                                 "ld.volatile.u32 $0, [$1];", "=r,l,~{memory}",
                                 side_effect=True)
@@ -508,10 +510,8 @@ else:
             return tup(a, i), codegen
 
         def codegen(context, builder, sig, args):
-            aty, ity = sig.args[0], sig.args[1]
-            ary = context.make_array(aty)(context, builder, value=args[0])
-            idx = context.cast(builder, args[1], ity, _types.intp)
-            ptr = _cgutils.get_item_pointer(context, builder, aty, ary, [idx])
+            aty = sig.args[0]
+            ptr = _item_pointer(context, builder, sig, args)
             elt = context.get_data_type(aty.dtype)
             vty = _ir.VectorType(elt, width)
             vptr = builder.bitcast(ptr, vty.as_pointer(ptr.type.addrspace))
