@@ -464,7 +464,7 @@ def check_own_column_sums(kind, tpr, kv, pipe, opt, dtype, rng, tol, blocks=1, s
                                      **{f"{kind}_cols": opt})
         _CANDIDATES[key] = tuple(_jit(fns[k], tpr, blocks) if k in fns else None for k in (
             "layer_norm_backward", own, "layer_norm_backward_rowsums"))
-    plain, fused, rowsums = _CANDIDATES[key]
+    plain, kern, rowsums = _CANDIDATES[key]
     threads = _kernels.MAX_THREADS if tpr <= 32 else tpr
     R = threads // tpr
     cw = tpr * kv
@@ -501,7 +501,7 @@ def check_own_column_sums(kind, tpr, kv, pipe, opt, dtype, rng, tol, blocks=1, s
                 if kind == "fused":
                     args = args[:6] + (cuda.device_array_like(sums),)  # (its own window sums)
                 for phase in phases:
-                    _fastlaunch.launch(fused, name, own, slots * nwin, (tpr, R), 0, *args,
+                    _fastlaunch.launch(kern, name, own, slots * nwin, (tpr, R), 0, *args,
                                        dx, part, grads, counters, np.int32(phase),
                                        cooperative=kind == "fused" and not _kernels.SIM)
                 got.append((dx.copy_to_host(), grads.copy_to_host()))

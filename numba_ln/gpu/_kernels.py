@@ -1878,10 +1878,12 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
                             part[1, g0, j] = t
 
     kernels = {"layer_norm_forward": _ln_fwd, "layer_norm_backward": _ln_bwd}
+    # (the row work of the backwards that then sum their own partial rows)
+    _ln_bwd_rows = (cuda.jit(device=True)(_ln_bwd)
+                    if fused_cols is not None or tail_cols is not None else None)
     if fused_cols is not None:
         FCX = fused_cols
         assert NT % FCX == 0 and (NT // FCX) & (NT // FCX - 1) == 0, "a power of two down"
-        _ln_bwd_rows = cuda.jit(device=True)(_ln_bwd)
         _ln_bwd_sums = cuda.jit(device=True)(_ln_bwd_rowsums) if LOOPS else None
 
         def _ln_bwd_fused(dy, x, mean, rstd, w, flags, sums, dx, part, grads, bar, phase):
@@ -1911,7 +1913,6 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         TS, TCX = tail_cols
         assert TS >= 1 and NT % TCX == 0 and (NT // TCX) & (NT // TCX - 1) == 0, \
             "tail blocks, and slices of columns a power of two of rows down"
-        _ln_bwd_part = cuda.jit(device=True)(_ln_bwd)
 
         def _ln_bwd_tail(dy, x, mean, rstd, w, flags, sums, dx, part, grads, tick, phase):
             """``_ln_bwd``, then the column sums of the partial rows of each
@@ -1920,7 +1921,7 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
             buf = cuda.shared.array(NT, x.dtype)
             slot = cuda.shared.array(1, uint32)
             if phase & 2:
-                _ln_bwd_part(dy, x, mean, rstd, w, flags, sums, dx, part)
+                _ln_bwd_rows(dy, x, mean, rstd, w, flags, sums, dx, part)
             # (after it: nothing of the tail's own live across the row work)
             n = x.shape[1]
             nwin = (n + CW - 1) // CW if LOOPS else 1
