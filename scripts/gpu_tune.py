@@ -345,13 +345,18 @@ def tune_col_sums(shape, dtype_name, grads, repeats, deadline, batch=20, warmup=
 #: seventh sweep: 32 x 65536 (the benchmark's few long rows, 36% of copy
 #: bandwidth on an H200 as split), split against the split in one
 #: cooperative launch (``FWD_COOP``), each with and without programmatic
-#: dependent launches.
-SPLIT_SHAPES = [((32, 65536), "float32")]
+#: dependent launches.  The tenth (session 13, no GPU: not run yet): the
+#: split in one launch in thread block clusters (``FWD_CLUSTER``) at 32 x
+#: 65536, and at 1024 x 65536 (256 MB: a block a row looping, committed)
+#: in place of the looping kernel.
+SPLIT_SHAPES = [((32, 65536), "float32"), ((1024, 65536), "float32")]
 
 #: The settings :func:`tune_forward_plans` times, besides the committed one:
-#: ``(FWD_SPLIT_FEW_ROWS, FWD_COOP, PDL)``, None keeping the committed value.
-PLAN_SETTINGS = ((0, None, None), (None, True, None), (None, False, False),
-                 (None, False, True), (None, True, False))
+#: ``(FWD_SPLIT_FEW_ROWS, FWD_COOP, FWD_CLUSTER, PDL)``, None keeping the
+#: committed value.
+PLAN_SETTINGS = ((0, None, None, None), (None, True, None, None), (None, False, None, False),
+                 (None, False, None, True), (None, True, None, False),
+                 (None, False, "split", None), (None, False, "all", None))
 
 
 def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2):
@@ -360,7 +365,8 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
     :data:`numba_ln.gpu._launch.FWD_SPLIT_FEW_ROWS` off (rows too few to
     fill the GPU split over blocks, or a block a row looping over it),
     :data:`~numba_ln.gpu._launch.FWD_COOP` (the split in one cooperative
-    launch) and :data:`numba_ln.gpu._fastlaunch.PDL` (its second kernel
+    launch), :data:`~numba_ln.gpu._launch.FWD_CLUSTER` (in one launch in
+    thread block clusters) and :data:`numba_ln.gpu._fastlaunch.PDL` (its second kernel
     launched before the first has finished).  Each setting's ``y`` against
     the committed one's (``max_abs_diff``: 0 where the plans give the same
     bits)."""
@@ -374,16 +380,25 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
     eps = dtype.type(1e-5)
     flags = K.HAS_WEIGHT | K.HAS_BIAS
     copy_ms = B._copy_ms(rows * d, dtype, repeats, warmup, stream, batch, None, True)[0]
-    committed = (_launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _fastlaunch.PDL)
+    def current():
+        return (_launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _launch.FWD_CLUSTER,
+                _fastlaunch.PDL)
+
+    def put(few, coop, cluster, pdl):
+        _launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP = few, coop
+        _launch.FWD_CLUSTER, _fastlaunch.PDL = cluster, pdl
+
+    committed = current()
     settings = [committed] + [tuple(c if v is None else v for v, c in zip(s, committed))
                               for s in PLAN_SETTINGS]
     out = []
     ref = None
-    for few, coop, pdl in dict.fromkeys(settings):
-        _launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _fastlaunch.PDL = few, coop, pdl
+    for setting in dict.fromkeys(settings):
+        put(*setting)
+        few, coop, cluster, pdl = setting
         res = {"shape": list(shape), "dtype": dtype_name, "pass": "forward plan",
-               "few_rows": few, "coop": coop, "pdl": pdl,
-               "committed": (few, coop, pdl) == committed, "copy_ms": copy_ms}
+               "few_rows": few, "coop": coop, "cluster": cluster, "pdl": pdl,
+               "committed": setting == committed, "copy_ms": copy_ms}
         try:
             res["plan"], res["grid"] = _launch.forward_plan(rows, d, dtype.itemsize,
                                                             dtype_name)[:2]
@@ -400,7 +415,7 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
         except Exception as exc:
             res["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            _launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _fastlaunch.PDL = committed
+            put(*committed)
         out.append(res)
         print(json.dumps(res), flush=True)
     return out
@@ -511,9 +526,9 @@ def markdown(results):
               "| shape | dtype | pdl | GPU ms | % of copy | committed | bitwise as committed |",
               "| --- | --- | --- | ---: | ---: | --- | --- |"]
     plans = ["", "Forward plans of few long rows (split over blocks, or a block a row "
-             "looping; coop: the split in one cooperative launch; pdl: programmatic "
-             "dependent launches):", "", "| shape | dtype | plan | pdl | grid | GPU ms "
-             "| % of copy | committed | max abs diff |",
+             "looping; coop: the split in one cooperative launch; cluster: in one launch in "
+             "thread block clusters; pdl: programmatic dependent launches):", "",
+             "| shape | dtype | plan | pdl | grid | GPU ms | % of copy | committed | max abs diff |",
              "| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: |"]
     for r in results:
         if "ms" not in r:

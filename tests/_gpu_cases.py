@@ -394,14 +394,20 @@ def check_direct_w_backward_variant(d, dtype, rng, tol):
         np.testing.assert_allclose(got[0], rdx, **tol)
 
 
-def check_coop_forward(shapes, dtype, rng, monkeypatch):
-    """The split forward in one cooperative launch (``FWD_COOP``; under the
-    simulator its two phases, one launch each) gives the two-kernel split's
-    bits, ``y``, mean and rstd, with and without a weight and bias; rows
-    whose windows overflow at scale 1, a NaN in one window.  Each shape must
-    take the split, and fit the cooperative launch."""
+def check_one_launch_forward(shapes, dtype, rng, monkeypatch, kind="coop"):
+    """The split forward in one launch, ``kind`` "coop" (a cooperative
+    launch, ``FWD_COOP``) or "cluster" (in thread block clusters,
+    ``FWD_CLUSTER``; under the simulator either runs as its two phases, one
+    launch each) gives the two-kernel split's bits, ``y``, mean and rstd,
+    with and without a weight and bias, twice (a cooperative launch's
+    counters reused); rows whose windows overflow at scale 1, a NaN in one
+    window.  Each shape must take the split, and fit the one launch."""
     from numba_ln import gpu
     from numba_ln.gpu import _launch
+
+    flags = {True: dict(FWD_COOP=kind == "coop", FWD_CLUSTER="split" if kind == "cluster"
+                        else None),
+             False: dict(FWD_COOP=False, FWD_CLUSTER=None)}
 
     name = np.dtype(dtype).name
     for rows, d in shapes:
@@ -416,12 +422,13 @@ def check_coop_forward(shapes, dtype, rng, monkeypatch):
             db = None if bb is None else cuda.to_device(bb)
             got = {}
             for coop in (True, False):
-                monkeypatch.setattr(_launch, "FWD_COOP", coop)
-                kind = _launch.forward_plan(rows, d, x.itemsize, name)[0]
-                assert kind == ("coop" if coop else "split"), (rows, d, kind)
+                for flag, value in flags[coop].items():
+                    monkeypatch.setattr(_launch, flag, value)
+                plan = _launch.forward_plan(rows, d, x.itemsize, name)[0]
+                assert plan == (kind if coop else "split"), (rows, d, plan)
                 y, m, r = gpu.layer_norm(cuda.to_device(x), dw, db, return_stats=True)
                 got[coop] = [a.copy_to_host() for a in (y, m, r)]
-                if coop:  # again, the barriers' counters reused
+                if coop:  # again (a cooperative launch's counters reused)
                     y, m, r = gpu.layer_norm(cuda.to_device(x), dw, db, return_stats=True)
                     for a, b_ in zip(got[coop], (y, m, r)):
                         assert a.tobytes() == b_.copy_to_host().tobytes(), (rows, d)

@@ -443,3 +443,58 @@ def test_fast_launch_cooperative(monkeypatch):
     with pytest.raises(RuntimeError, match="cooperative launch"):
         _fastlaunch.launch(None, "float32", "layer_norm_forward_coop", 6, 8, 0, part, out,
                            cooperative=True)
+
+
+@pytest.mark.parametrize("pdl", [False, True])
+def test_fast_launch_in_clusters(monkeypatch, pdl):
+    """``cluster=n`` launches by ``cuLaunchKernelEx`` with the cluster
+    dimension attribute ``(n, 1, 1)`` (and the programmatic one where
+    ``pdl``), on the call's grid, block and stream.  Never a plain launch
+    instead (the kernel's cluster barrier would then hold a block alone):
+    a refusal, a GPU older than 9.0, arrays it cannot pack or no launcher
+    of its own are errors.  ``max_active_clusters`` asks the driver with
+    the same attribute."""
+    from cuda.bindings import driver
+    from numba.cuda.cudadrv.driver import CudaAPIError
+
+    from numba_ln.gpu import _fastlaunch
+
+    ids = driver.CUlaunchAttributeID
+    calls = []
+    result = [driver.CUresult.CUDA_SUCCESS]
+
+    def ex_(cfg, fn, params, extra):
+        attrs = {a.id: a for a in cfg.attrs[:cfg.numAttrs]}
+        dim = attrs[ids.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION].value.clusterDim
+        calls.append((fn, (cfg.gridDimX, cfg.blockDimX, cfg.blockDimY), (dim.x, dim.y, dim.z),
+                      ids.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION in attrs))
+        return (result[0],)
+
+    def occupancy(fn, cfg):
+        dim = cfg.attrs[0].value.clusterDim
+        calls.append(("occupancy", cfg.gridDimX, cfg.blockDimX, dim.x, cfg.numAttrs))
+        return driver.CUresult.CUDA_SUCCESS, 16
+
+    fast, (part, out) = _fake_driver_launcher(
+        monkeypatch, cuLaunchKernelEx=ex_, cuOccupancyMaxActiveClusters=occupancy,
+        cuLaunchKernel=lambda *a: calls.append("plain") or (driver.CUresult.CUDA_SUCCESS,))
+    monkeypatch.setattr(_fastlaunch, "PDL", True)
+    fast(64, (256, 1), 0, (part, out), pdl, False, 8)
+    fast(16, (128, 1), 0, (part, out), pdl, False, 4)
+    assert calls == [("fn", (64, 256, 1), (8, 1, 1), pdl), ("fn", (16, 128, 1), (4, 1, 1), pdl)]
+    assert fast.max_active_clusters(8, 256) == 16
+    assert calls[-1] == ("occupancy", 8, 256, 8, 1)
+    result[0] = driver.CUresult.CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
+    with pytest.raises(CudaAPIError):
+        fast(64, (256, 1), 0, (part, out), pdl, False, 8)
+    assert "plain" not in calls
+    with pytest.raises(ValueError, match="clusters"):
+        fast(6, (8, 4), 0, (part, fake_array((2, 8), np.float64)), False, False, 2)
+    monkeypatch.setattr(fast, "_function", lambda: (None, "fn", False))  # (before 9.0)
+    with pytest.raises(ValueError, match="9.0"):
+        fast(64, (256, 1), 0, (part, out), pdl, False, 8)
+    assert fast.max_active_clusters(8, 256) == 0
+    monkeypatch.setenv("NUMBA_LN_FAST_LAUNCH", "0")
+    with pytest.raises(RuntimeError, match="launch in clusters"):
+        _fastlaunch.launch(None, "float32", "layer_norm_forward_coop", 6, 8, 0, part, out,
+                           cluster=2)

@@ -110,6 +110,28 @@ def test_programmatic_dependent_launch_instructions(ptx):
 
 
 @needs_nvvm
+def test_cluster_barrier(ptx):
+    """The one-launch split forward has the cluster's barrier for sm_90 (its
+    launch in clusters, ``FWD_CLUSTER``): one arrive and one wait, with
+    their default release and acquire semantics (no ``.relaxed``), reached
+    by every thread; for sm_80, none (that launch needs 9.0).  No other
+    kernel has one."""
+    from numba_ln.gpu import _kernels
+
+    cc, table = ptx
+    for key, text in table.items():
+        body = text[text.index(".entry"):]
+        arrive = re.findall(r"barrier\.cluster\.arrive[.a-z]*;", body)
+        wait = re.findall(r"barrier\.cluster\.wait[.a-z]*;", body)
+        if _kernels.KINDS[key] == "layer_norm_forward_coop" and cc >= (9, 0):
+            assert arrive == ["barrier.cluster.arrive;"], (key, arrive)
+            assert wait == ["barrier.cluster.wait;"], (key, wait)
+            assert body.index("barrier.cluster.arrive") < body.index("barrier.cluster.wait")
+        else:
+            assert not arrive and not wait, key
+
+
+@needs_nvvm
 def test_float32_kernels_have_no_float64_arithmetic(ptx):
     _, table = ptx
     for name, text in table.items():

@@ -663,9 +663,9 @@ def test_programmatic_dependent_launch_gives_the_same_bits(shape, dtype, monkeyp
     ex = []
     config = _fastlaunch.Launcher._config
 
-    def counted(self):
+    def counted(self, *args):
         ex.append(1)
-        return config(self)
+        return config(self, *args)
 
     monkeypatch.setattr(_fastlaunch.Launcher, "_config", counted)
     inputs = [[cuda.to_device(RNG.standard_normal(n).astype(dtype))
@@ -698,17 +698,53 @@ def test_cooperative_forward_gives_the_split_bits(dtype, monkeypatch):
     waiting for their row's others at a barrier): the bits of the two
     kernels, where its blocks fit on the GPU at once; where they do not, the
     two kernels."""
-    from _gpu_cases import check_coop_forward
+    from _gpu_cases import check_one_launch_forward
 
     shapes = [(3, 65537), (40, 20000), (1, 8193)]
     if dtype == np.float32:  # (float64's widest variant fits 1 block a multiprocessor)
         shapes.append((32, 65536))
-    check_coop_forward(shapes, dtype, RNG, monkeypatch)
+    check_one_launch_forward(shapes, dtype, RNG, monkeypatch)
     monkeypatch.setattr(_launch, "FWD_COOP", True)
     v = _kernels.variant(65536)
     fits = _launch.resident_blocks(v, np.dtype(dtype).name, "layer_norm_forward_coop")
     rows = fits // 8 + 1  # (8 windows a row)
     assert _launch.forward_plan(rows, 65536, np.dtype(dtype).itemsize)[0] == "split"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cluster_forward_gives_the_split_bits(dtype, monkeypatch):
+    """The split forward in one launch in thread block clusters
+    (``FWD_CLUSTER``: a row group's windows one cluster, meeting at the
+    cluster's barrier) gives the bits of the two kernels, on a GPU of
+    compute capability 9.0+, rows of 2 to ``CLUSTER_MAX`` windows; longer
+    rows keep the split.  With "all", many long rows too (in place of a
+    block a row looping over it): the split's bits, and the looping
+    kernel's results within rounding."""
+    from _gpu_cases import check_one_launch_forward
+
+    if cuda.get_current_device().compute_capability < (9, 0):
+        pytest.skip("thread block clusters need compute capability 9.0")
+    check_one_launch_forward([(40, 20000), (1, 8193), (32, 65536), (5, 65536)], dtype, RNG,
+                             monkeypatch, "cluster")
+    item = np.dtype(dtype).itemsize
+    monkeypatch.setattr(_launch, "FWD_CLUSTER", "split")
+    assert _launch.forward_plan(3, 65537, item)[0] == "split"
+    rows, d = 600, 16384  # (over 32 MB, more rows than half a wave: a looping block)
+    x = cuda.to_device(RNG.standard_normal((rows, d)).astype(dtype) + 3)
+    w = cuda.to_device(RNG.standard_normal(d).astype(dtype))
+    b = cuda.to_device(RNG.standard_normal(d).astype(dtype))
+    got = {}
+    for setting, max_bytes, plan in ((None, None, "rows"), ("all", None, "cluster"),
+                                     (None, 1 << 40, "split")):
+        monkeypatch.setattr(_launch, "FWD_CLUSTER", setting)
+        if max_bytes:
+            monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", max_bytes)
+        assert _launch.forward_plan(rows, d, item)[0] == plan
+        got[plan] = [a.copy_to_host() for a in gpu.layer_norm(x, w, b, return_stats=True)]
+    for a, b_ in zip(got["cluster"], got["split"]):
+        assert a.tobytes() == b_.tobytes()
+    for a, b_ in zip(got["cluster"], got["rows"]):
+        np.testing.assert_allclose(a, b_, **_tol(dtype, d))
 
 
 def test_forward_keeps_unreturned_statistics_as_scratch():

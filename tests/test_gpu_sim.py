@@ -271,13 +271,35 @@ def test_split_rows_combine_their_windows_safely():
     assert np.isnan(y[2]).all() and not np.isfinite(y[3]).any()
 
 
+@pytest.mark.parametrize("kind", ["coop", "cluster"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cooperative_forward_gives_the_split_bits(dtype, monkeypatch):
-    """The split forward in one launch (``FWD_COOP``), its phases launched
-    one after another here: the bits of the two kernels."""
-    from _gpu_cases import check_coop_forward
+def test_one_launch_forward_gives_the_split_bits(dtype, kind, monkeypatch):
+    """The split forward in one launch, cooperative (``FWD_COOP``) or in
+    clusters (``FWD_CLUSTER``), its phases launched one after another
+    here: the bits of the two kernels."""
+    from _gpu_cases import check_one_launch_forward
 
-    check_coop_forward([(3, 700), (1, 257)], dtype, RNG, monkeypatch)
+    check_one_launch_forward([(3, 700), (1, 257)], dtype, RNG, monkeypatch, kind)
+
+
+def test_cluster_forward_plan(monkeypatch):
+    """``FWD_CLUSTER``: "split" takes the rows the split would take, "all"
+    also those a looping block would, both only for 2 to ``CLUSTER_MAX``
+    windows a row; None leaves the plans alone."""
+    cap = _kernels.VARIANTS[-1].capacity
+
+    def plan(rows, nwin):
+        return _launch.forward_plan(rows, nwin * cap, 4)[:2]
+
+    most = _kernels.CLUSTER_MAX
+    for setting in (None, "split", "all"):
+        monkeypatch.setattr(_launch, "FWD_CLUSTER", setting)
+        one = "split" if setting is None else "cluster"
+        assert plan(3, 2) == (one, 6) and plan(1, most) == (one, most)
+        assert plan(3, most + 1)[0] == "split" and plan(4, 1)[0] == "rows"
+        monkeypatch.setattr(_launch, "FWD_SPLIT_MAX_BYTES", 0)  # (many rows: a block a row)
+        assert plan(100, 2) == (("cluster", 200) if setting == "all" else ("rows", 100))
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("tpr,kv,pipe,cols,loops", [(8, 4, True, 4, False),
@@ -696,9 +718,11 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     assert [(r["pdl"], r["committed"], r["bitwise_as_committed"]) for r in results
             if r["pass"] == "backward plan"] == [(True, True, True), (False, False, True)]
     # the forward plans of few long rows (both split here: x fits in "L2")
-    # (and the split in one cooperative launch, the split with programmatic launches)
+    # (and the split in one cooperative launch, the split with programmatic launches,
+    # in one launch in clusters in place of the split, and of the split or a looping block)
     assert [(r["plan"], r["committed"]) for r in results if r["pass"] == "forward plan"] == [
-        ("split", True), ("split", False), ("coop", False), ("split", False), ("coop", False)]
+        ("split", True), ("split", False), ("coop", False), ("split", False), ("coop", False),
+        ("cluster", False), ("cluster", False)]
     long = _kernels.LONG
     assert [(r["tpr"], r["kv"], r["slots"], r["grid"]) for r in rows if r["shape"] == [2, 300]] \
         == [(long.tpr, long.kv, 1, 3)]
@@ -753,9 +777,10 @@ def test_tune_script_runs(tmp_path, monkeypatch):
 
 def test_tune_forward_plans(monkeypatch):
     """scripts/gpu_tune.py's comparison of the forward plans of few long
-    rows: split (committed), looped, the split in one cooperative launch
-    and with programmatic launches; the same results within rounding, the
-    committed settings restored after."""
+    rows: split (committed), looped, the split in one cooperative launch,
+    with programmatic launches, and in one launch in clusters (in place of
+    the split, and also of the looping block); the same results within
+    rounding, the committed settings restored after."""
     from _gpu_cases import load_tune_script
 
     from numba_ln.gpu import bench
@@ -768,12 +793,15 @@ def test_tune_forward_plans(monkeypatch):
     res = tune.tune_forward_plans((4, 300), "float32", 1, float("inf"), batch=1, warmup=0)
     assert [(r["plan"], r["grid"], r["committed"], r["pdl"]) for r in res] == [
         ("split", 8, True, True), ("rows", 4, False, True), ("coop", 8, False, True),
-        ("split", 8, False, False), ("coop", 8, False, False)]
+        ("split", 8, False, False), ("coop", 8, False, False), ("cluster", 8, False, True),
+        ("cluster", 8, False, True)]
+    assert [r["cluster"] for r in res] == [None] * 5 + ["split", "all"]
     assert all("ms" in r and r["max_abs_diff"] < 1e-5 for r in res)  # (ms: -1 here)
     assert all(r["max_abs_diff"] == 0 for r in res[2:])  # (the split's bits)
     assert _launch.FWD_SPLIT_FEW_ROWS == few and not _launch.FWD_COOP
+    assert _launch.FWD_CLUSTER is None
     md = tune.markdown(res)
-    assert "Forward plans" in md and md.count("| 4x300 | float32 |") == 5
+    assert "Forward plans" in md and md.count("| 4x300 | float32 |") == 7
 
 
 @pytest.mark.parametrize("d", [6, 7, 12, 15])

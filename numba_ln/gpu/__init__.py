@@ -20,6 +20,10 @@ specialised on threads a row x values a thread (``_32x8`` etc.):
   writes ``y``, re-reading x (from L2: this path is taken while x fits in
   32 MiB); larger inputs with long rows take the widest forward variant,
   looping over the row (a block per row, re-reading it from L1/L2).
+  ``layer_norm_forward_coop_*`` is the split in one launch, each block
+  holding its window across a barrier of its row's blocks (a cooperative
+  launch, or thread block clusters on compute capability 9.0+); off until
+  measured faster (``FWD_COOP``, ``FWD_CLUSTER`` in ``_launch.py``).
 - ``layer_norm_backward_*``: fused ``dx`` and per-block partial
   ``dweight``/``dbias``; ``layer_norm_backward_rowsums_*`` first when a row
   spans several column windows (``D > 8192``); ``layer_norm_backward_colsum``

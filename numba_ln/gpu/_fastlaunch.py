@@ -30,6 +30,13 @@ the same bits): the backward 63% -> 67% of copy bandwidth at 4096x1024, 25%
 :data:`PDL` set False); never on older GPUs nor where launches go through
 numba.
 
+Clusters (``cluster=n``, compute capability 9.0 and later): the grid is
+launched in thread block clusters of ``n`` blocks (``cuLaunchKernelEx``
+with the cluster dimension attribute), for a kernel whose blocks meet at
+the cluster's barrier (:data:`numba_ln.gpu._kernels._cluster_sync`).  Such
+a launch is never replaced by a plain one: there the barrier would hold
+only the block, so a refusal is an error.
+
 Safety: the packing is checked once per kernel against the parameter sizes
 the driver reports for the compiled kernel (``cuFuncGetParamInfo``, through
 ``cuda.core``); a launch whose arrays are not C-contiguous, or of another
@@ -190,30 +197,26 @@ class Launcher:
                 vals.append(a)
         return vals
 
-    def _config(self):
+    def _config(self, pdl, cluster):
         """This thread's ``CUlaunchConfig`` with the programmatic stream
-        serialization attribute (made once; its grid, block and stream are
-        set at each launch)."""
+        serialization attribute (``pdl``) and the cluster dimension
+        attribute (``cluster`` blocks a cluster, 0: none), made once for
+        each pair; its grid, block and stream are set at each launch."""
         try:
-            return self._tls.config
+            configs = self._tls.configs
         except AttributeError:
-            b = self._binding
-            attr = b.CUlaunchAttribute()
-            attr.id = b.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-            attr.value.programmaticStreamSerializationAllowed = 1
-            cfg = b.CUlaunchConfig()
-            cfg.attrs = [attr]
-            cfg.numAttrs = 1
-            cfg.sharedMemBytes = 0
-            self._tls.config = cfg
-            return cfg
+            configs = self._tls.configs = {}
+        cfg = configs.get((pdl, cluster))
+        if cfg is None:
+            cfg = configs[pdl, cluster] = launch_config(self._binding, pdl, cluster)
+        return cfg
 
-    def __call__(self, grid, block, stream, args, pdl=False, cooperative=False):
+    def __call__(self, grid, block, stream, args, pdl=False, cooperative=False, cluster=0):
         vals = self.pack(args)
         if vals is None:
-            if cooperative:  # (numba's dispatcher would not launch it cooperatively)
-                raise ValueError("a cooperative launch needs C-contiguous arrays of the "
-                                 "kernel's dtype")
+            if cooperative or cluster:  # (numba's dispatcher would launch it plainly)
+                what = "cooperative launch" if cooperative else "launch in clusters"
+                raise ValueError(f"a {what} needs C-contiguous arrays of the kernel's dtype")
             self._dispatcher[grid, block, stream](*args)
             return
         buf, params, _ = self._buffers()
@@ -223,19 +226,23 @@ class Launcher:
         handle = stream.handle if stream else 0
         _, fn, programmatic = self._function()
         err = None
+        pdl = pdl and programmatic and PDL and not self._no_pdl
         if cooperative:  # every block resident at once, or an error
             err, = self._binding.cuLaunchCooperativeKernel(fn, gx, gy, gz, bx, by, bz, 0,
                                                            handle, params)
-        elif pdl and programmatic and PDL and not self._no_pdl:
+        elif pdl or cluster:
             b = self._binding
-            cfg = self._config()
+            if cluster and not programmatic:
+                raise ValueError(f"a launch in clusters needs compute capability 9.0 or "
+                                 f"later: {self._kernel} was asked for clusters of {cluster}")
+            cfg = self._config(pdl, int(cluster))
             cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = gx, gy, gz
             cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = bx, by, bz
             cfg.hStream = handle if isinstance(handle, b.CUstream) else b.CUstream(
                 int(getattr(handle, "value", handle) or 0))
             err, = b.cuLaunchKernelEx(cfg, fn, params, 0)
-            if err != b.CUresult.CUDA_SUCCESS:  # (refused, not run: a plain launch from now on)
-                self._no_pdl = True
+            if err != b.CUresult.CUDA_SUCCESS and not cluster:
+                self._no_pdl = True  # (refused, not run: a plain launch from now on)
                 err = None
         if err is None:
             err, = self._binding.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, 0,
@@ -245,8 +252,45 @@ class Launcher:
 
             raise CudaAPIError(err, f"cuLaunchKernel of {self._kernel} failed: {err!r}")
 
+    def max_active_clusters(self, cluster, threads):
+        """How many clusters of ``cluster`` blocks of ``threads`` threads
+        fit on the current GPU at once (``cuOccupancyMaxActiveClusters``;
+        0 where none does, or the GPU has no clusters)."""
+        _, fn, programmatic = self._function()
+        if not programmatic:
+            return 0
+        cfg = launch_config(self._binding, False, int(cluster))
+        cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = int(cluster), 1, 1
+        cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = int(threads), 1, 1
+        err, n = self._binding.cuOccupancyMaxActiveClusters(fn, cfg)
+        return int(n) if err == self._binding.CUresult.CUDA_SUCCESS else 0
+
     def __repr__(self):
         return f"<Launcher {self._dispatcher.py_func.__name__} {len(self._sizes)} parameters>"
+
+
+def launch_config(binding, pdl, cluster):
+    """A ``CUlaunchConfig`` (no dynamic shared memory) with the
+    programmatic stream serialization attribute where ``pdl`` and the
+    cluster dimension attribute (``cluster`` x 1 x 1 blocks) where
+    ``cluster``; its grid, block and stream to be set."""
+    attrs = []
+    if pdl:
+        attr = binding.CUlaunchAttribute()
+        attr.id = binding.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        attr.value.programmaticStreamSerializationAllowed = 1
+        attrs.append(attr)
+    if cluster:
+        attr = binding.CUlaunchAttribute()
+        attr.id = binding.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+        dim = attr.value.clusterDim
+        dim.x, dim.y, dim.z = int(cluster), 1, 1
+        attrs.append(attr)
+    cfg = binding.CUlaunchConfig()
+    cfg.attrs = attrs
+    cfg.numAttrs = len(attrs)
+    cfg.sharedMemBytes = 0
+    return cfg
 
 
 def launcher(dispatcher, dtype, kind):
@@ -272,18 +316,21 @@ def launcher(dispatcher, dtype, kind):
     return entry[1]
 
 
-def launch(dispatcher, dtype, kind, grid, block, stream, *args, pdl=False, cooperative=False):
+def launch(dispatcher, dtype, kind, grid, block, stream, *args, pdl=False, cooperative=False,
+           cluster=0):
     """``dispatcher[grid, block, stream](*args)``, through a
     :class:`Launcher` where one is available; ``pdl``: a programmatic
     dependent launch where the GPU has them (see the module's text);
     ``cooperative``: by ``cuLaunchCooperativeKernel`` (all blocks resident
-    at once, or an error), which needs a :class:`Launcher`."""
+    at once, or an error); ``cluster``: in clusters of that many blocks (see
+    the module's text).  The last two need a :class:`Launcher`."""
     fast = launcher(dispatcher, dtype, kind)
     if fast is None:
-        if cooperative:
-            raise RuntimeError(f"a cooperative launch of {kind} needs numba_ln's own launcher, "
+        if cooperative or cluster:
+            what = "cooperative launch" if cooperative else "launch in clusters"
+            raise RuntimeError(f"a {what} of {kind} needs numba_ln's own launcher, "
                                "which is off here (NUMBA_LN_FAST_LAUNCH=0, the simulator, or "
                                "numba-cuda internals it needs are missing)")
         dispatcher[grid, block, stream](*args)
     else:
-        fast(grid, block, stream, args, pdl, cooperative)
+        fast(grid, block, stream, args, pdl, cooperative, cluster)

@@ -255,6 +255,18 @@ FUSED_PHASES = (1, 2, 4) if SIM else (15,)
 #: statistics, then 1 the rest (the simulator).
 COOP_PHASES = (0, 1) if SIM else (2,)
 
+#: ... and of the same kernel launched in clusters, a row group's windows a
+#: cluster: 3 all of it, the barrier the cluster's (a GPU of compute
+#: capability 9.0+); under the simulator, which has no clusters, the
+#: phases of :data:`COOP_PHASES`.
+CLUSTER_PHASES = (0, 1) if SIM else (3,)
+
+#: The most blocks a cluster launch puts in a cluster: 8, the portable
+#: cluster size (up to 16 on an H100 or H200 needs the kernel's
+#: non-portable attribute); so rows of at most 8 of the widest variant's
+#: windows (65536 values).
+CLUSTER_MAX = 8
+
 #: ``{variant suffix: (tail, cols)}`` of the variants whose backward sums
 #: its partial rows by its own last blocks to finish (``tail_cols`` of
 #: :func:`_make_variant`: the last ``tail`` blocks of each column window,
@@ -377,6 +389,12 @@ if SIM:
         """``a[i]`` (the simulator has one copy of memory)."""
         return a[i]
 
+    # (No clusters in the simulator: the kernel that uses it is launched
+    # once per phase there instead.)
+    @_device
+    def _cluster_sync():
+        return
+
 else:
     from llvmlite import ir as _ir
     from numba import types as _types
@@ -442,7 +460,9 @@ else:
         later and nothing for earlier ones: NVVM folds
         ``__nvvm_reflect("__CUDA_ARCH")`` to the target's ``major*100 +
         minor*10`` and drops the dead branch (the PTX of sm_80 has no trace
-        of it; tests/test_gpu_ptx.py)."""
+        of it; tests/test_gpu_ptx.py).  It clobbers memory: no load or store
+        is moved across it (as CUDA's own wrappers of these instructions
+        declare them)."""
 
         def codegen(context, builder, sig, args):
             mod = builder.module
@@ -465,8 +485,8 @@ else:
             arch = builder.call(fn, [ptr])
             with builder.if_then(builder.icmp_signed(">=", arch,
                                                      _ir.Constant(_ir.IntType(32), 900))):
-                asm = _ir.InlineAsm(_ir.FunctionType(_ir.VoidType(), []), text, "",
-                                    side_effect=True)
+                asm = _ir.InlineAsm(_ir.FunctionType(_ir.VoidType(), []), text,
+                                    "~{memory}", side_effect=True)
                 builder.call(asm, [])
             return context.get_dummy_value()
 
@@ -488,6 +508,19 @@ else:
     #: slower on an H200, 63% -> 58% of copy at 4096x1024, the waiting
     #: column-sum blocks sharing the multiprocessors; without it, 63% -> 67%.)
     _dep_wait = _sm90_asm("griddepcontrol.wait;", "griddepcontrol.wait")
+
+    #: A barrier of the thread block cluster (compute capability 9.0+): every
+    #: thread of the cluster's blocks waits until all have arrived; the
+    #: writes before it, global memory's too, are visible to all of them
+    #: after it (``barrier.cluster.arrive`` has release semantics and
+    #: ``barrier.cluster.wait`` acquire semantics at cluster scope by
+    #: default; cooperative groups' ``cluster.sync()``).  The hardware's
+    #: barrier, no counter in memory: the blocks of a cluster run at once on
+    #: the multiprocessors of one GPC.  Compiled to nothing before 9.0,
+    #: where the kernel that calls it is never launched that way
+    #: (:func:`numba_ln.gpu._launch.cluster_fits`).
+    _cluster_sync = _sm90_asm("barrier.cluster.arrive;\n\tbarrier.cluster.wait;",
+                              "barrier.cluster.arrive; barrier.cluster.wait")
 
     def _vector_access(width, store):
         """An intrinsic ``load(a, i) -> (a[i], ..., a[i+width-1])`` or
@@ -1582,11 +1615,14 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
         instead of two, x read once).
 
         A block a window of one row group: a grid of ``groups * nwin``
-        blocks, all resident (a cooperative launch).  ``bar``: a zeroed
-        ``uint32`` per row group (:func:`_blocks_barrier`).  ``phase``
-        (:data:`COOP_PHASES`): 2 all of it (a GPU); 0 the window statistics
-        only, 1 the rest, the window loaded again (the simulator, whose
-        blocks run one after another).  The same bits as the two kernels.
+        blocks.  ``phase`` (:data:`COOP_PHASES`, :data:`CLUSTER_PHASES`):
+        2 all of it, the barrier :func:`_blocks_barrier` (``bar``: a zeroed
+        ``uint32`` per row group; all blocks resident: a cooperative
+        launch); 3 all of it, the barrier the cluster's
+        (:func:`_cluster_sync`; a launch in clusters of ``nwin`` blocks,
+        compute capability 9.0+); 0 the window statistics only, 1 the rest,
+        the window loaded again (the simulator, whose blocks run one after
+        another).  The same bits as the two kernels.
         """
         red = cuda.shared.array(RED, x.dtype)
         xv = cuda.local.array(KV, x.dtype)
@@ -1604,6 +1640,8 @@ def _make_variant(tpr, kv, loops, pipe, chan=False, acc_smem=False, store_chunk=
             _load_row(x[r, c0:c0 + nw], xv, nw, cuda.threadIdx.x, TPR, KV, 1, False)
         if phase == 2:
             _blocks_barrier(bar, g0, nwin, win == 0)
+        elif phase == 3:
+            _cluster_sync()
         if phase != 0:
             s, c, lo, var = _combine_windows(part, r, n, CW, nwin, red, TPR)
             mu, rs, mult = _scales(x, s, c, lo, var, eps)

@@ -63,6 +63,23 @@ FWD_SPLIT_FEW_ROWS = 0.5
 #: plans measure it again with plain loads); the tests switch it on.
 FWD_COOP = False
 
+#: The split forward in one launch in thread block clusters (compute
+#: capability 9.0+): the same kernel as :data:`FWD_COOP`'s, a row group's
+#: ``nwin`` windows one cluster, whose blocks meet at the hardware's cluster
+#: barrier (``_cluster_sync``) rather than at a counter in memory, and need
+#: no cooperative launch (a cluster's blocks are scheduled together; the
+#: clusters do not wait for each other).  So it also fits where the rows
+#: are many: x read once where the split reads it twice and a block a row
+#: re-reads it.  Rows of ``2 <= nwin <=``
+#: :data:`~numba_ln.gpu._kernels.CLUSTER_MAX` windows (65536 values).
+#: ``None``: off; ``"split"``: in place of the split (few or small rows,
+#: 32x65536); ``"all"``: also in place of a block a row looping over it
+#: (many long rows).  Off until measured (session 13 had no GPU;
+#: ``scripts/gpu_tune.py``'s forward plans time both settings); the
+#: simulator's tests switch it on (there it runs in two launches, as
+#: :data:`FWD_COOP` does).  The same bits as the split.
+FWD_CLUSTER = None
+
 #: Threads per block of the strided copies.
 _COPY_THREADS = 256
 
@@ -121,18 +138,25 @@ def backward_launch(rows, d, dtype="float32"):
 
 
 def forward_plan(rows, d, itemsize, dtype=None):
-    """``("rows" | "split" | "coop", grid, variant, block)`` of the forward.
+    """``("rows" | "split" | "coop" | "cluster", grid, variant, block)`` of
+    the forward.
 
     A prefetching variant (``variant.pipe[dtype]``) takes one wave of
     resident blocks, others a block per row group; rows split over blocks
-    take one cooperative launch where :data:`FWD_COOP` allows.  ``dtype``:
-    the dtype's name (default: the float of ``itemsize`` bytes)."""
+    take one launch in clusters where :data:`FWD_CLUSTER` allows, else one
+    cooperative launch where :data:`FWD_COOP` does.  ``dtype``: the dtype's
+    name (default: the float of ``itemsize`` bytes)."""
     v, block = row_geometry(d)
     nwin = -(-d // v.capacity)
     groups = -(-rows // v.rows_per_block)
     dtype = dtype or {4: "float32", 8: "float64"}[itemsize]
-    if nwin > 1 and (rows * d * itemsize <= FWD_SPLIT_MAX_BYTES or groups <= FWD_SPLIT_FEW_ROWS
-                     * resident_blocks(v, dtype, "layer_norm_forward")):
+    split = nwin > 1 and (rows * d * itemsize <= FWD_SPLIT_MAX_BYTES
+                          or groups <= FWD_SPLIT_FEW_ROWS
+                          * resident_blocks(v, dtype, "layer_norm_forward"))
+    if (FWD_CLUSTER == "all" and nwin > 1 or FWD_CLUSTER == "split" and split) \
+            and cluster_fits(v, dtype, nwin):
+        return "cluster", groups * nwin, v, block
+    if split:
         if FWD_COOP and coop_fits(v, dtype, "layer_norm_forward_coop", groups * nwin):
             return "coop", groups * nwin, v, block
         return "split", groups * nwin, v, block
@@ -151,6 +175,30 @@ def coop_fits(v, dtype, kind, grid):
     kernel = getattr(v, K._ATTR[kind])[dtype]
     return (_launcher(kernel, dtype, kind) is not None
             and grid <= resident_blocks(v, dtype, kind))
+
+
+#: ``{(context id, variant suffix, dtype, nwin): bool}`` of :func:`cluster_fits`.
+_CLUSTERS = {}
+
+
+def cluster_fits(v, dtype, nwin):
+    """Whether variant ``v``'s one-launch split forward may run in clusters
+    of ``nwin`` blocks here: ``2 <= nwin <=``
+    :data:`~numba_ln.gpu._kernels.CLUSTER_MAX`, and (not under the
+    simulator, where its phases are launched one after another) numba_ln's
+    launcher, a GPU of compute capability 9.0+, and room for one such
+    cluster (``cuOccupancyMaxActiveClusters``; cached per context)."""
+    if not 2 <= nwin <= K.CLUSTER_MAX:
+        return False
+    if K.SIM:
+        return True
+    key = (id(cuda.current_context()), v.suffix, dtype, nwin)
+    fits = _CLUSTERS.get(key)
+    if fits is None:
+        fast = _launcher(v.fwd_coop[dtype], dtype, "layer_norm_forward_coop")
+        fits = _CLUSTERS[key] = (fast is not None
+                                 and fast.max_active_clusters(nwin, v.threads) >= 1)
+    return fits
 
 
 def scratch(work, key, make):
@@ -200,6 +248,13 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
             _go(v.fwd_coop[name], name, "layer_norm_forward_coop", grid, block, stream,
                 x, w, b, np.int32(flags), eps, part, bar, np.int32(phase), y, stats,
                 cooperative=not K.SIM)
+        return
+    if kind == "cluster":  # (the counters unused: the cluster's own barrier)
+        bar = barriers(1, stream, work)
+        for phase in K.CLUSTER_PHASES:
+            _go(v.fwd_coop[name], name, "layer_norm_forward_coop", grid, block, stream,
+                x, w, b, np.int32(flags), eps, part, bar, np.int32(phase), y, stats,
+                cluster=0 if K.SIM else nwin)
         return
     _go(v.fwd_part[name], name, "layer_norm_forward_split_stats", grid, block, stream, x, part)
     _go(v.fwd_apply[name], name, "layer_norm_forward_split_apply", grid, block, stream,
