@@ -455,8 +455,11 @@ def _time_whole(res, run, sets, fetch, deadline, repeats, warmup, stream, batch)
 def tune_backward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2):
     """GPU time of the whole backward (``_launch.backward``: row kernels and
     column sums) at ``shape`` with :data:`numba_ln.gpu._fastlaunch.PDL` as
-    committed and switched; ``bitwise_as_committed``: dx, dweight and dbias
-    the committed setting's bits."""
+    committed and switched, and (rows of several windows, at most
+    ``COLS_THREADS`` of them) by columns (:data:`~numba_ln.gpu._launch.BWD_COLS_ROWS`;
+    the tenth sweep, session 13: not run yet); ``bitwise_as_committed``:
+    dx, dweight and dbias the committed setting's bits, ``max_abs_diff``:
+    how far from them."""
     rows, d = shape
     if time.monotonic() > deadline:
         return [{"shape": list(shape), "dtype": dtype_name, "pass": "backward plan",
@@ -470,13 +473,17 @@ def tune_backward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2
     n = rows * d
     copy_ms = B._copy_ms((3 * n + 1) // 2, dtype, repeats, warmup, stream, batch, None, True)[0]
     grads = cuda.device_array((2, d), dtype)
-    committed = _fastlaunch.PDL
+    committed = (_fastlaunch.PDL, _launch.BWD_COLS_ROWS)
+    settings = [committed, (not committed[0], committed[1])]
+    if _launch.backward_launch(rows, d, dtype_name)[1] > 1 and rows <= K.COLS_THREADS:
+        settings.append((committed[0], K.COLS_THREADS))
     out = []
     ref = None
-    for pdl in (committed, not committed):
-        _fastlaunch.PDL = pdl
+    for pdl, cols in dict.fromkeys(settings):
+        _fastlaunch.PDL, _launch.BWD_COLS_ROWS = pdl, cols
         res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward plan", "pdl": pdl,
-               "committed": pdl == committed, "copy_ms": copy_ms}
+               "cols_rows": cols, "by_columns": 0 < rows <= cols,
+               "committed": (pdl, cols) == committed, "copy_ms": copy_ms}
         try:
             def run(t, work):
                 _launch.backward(t["dy"], t["x"], t["mean"], t["rstd"], w, K.HAS_WEIGHT,
@@ -489,10 +496,11 @@ def tune_backward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2
                 continue
             ref = got if ref is None else ref
             res["bitwise_as_committed"] = bool(np.array_equal(got, ref))
+            res["max_abs_diff"] = float(np.abs(got - ref).max())
         except Exception as exc:
             res["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            _fastlaunch.PDL = committed
+            _fastlaunch.PDL, _launch.BWD_COLS_ROWS = committed
         out.append(res)
         print(json.dumps(res), flush=True)
     return out
@@ -522,9 +530,11 @@ def markdown(results):
     cols = ["", "Column sums alone (the committed backward's partial rows; blocks of cols x ny "
             "threads):", "", "| shape | dtype | partial rows | cols | ny | GPU ms | committed "
             "| bitwise as committed |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
-    bplans = ["", "Whole backward with and without programmatic dependent launches:", "",
-              "| shape | dtype | pdl | GPU ms | % of copy | committed | bitwise as committed |",
-              "| --- | --- | --- | ---: | ---: | --- | --- |"]
+    bplans = ["", "Whole backward with and without programmatic dependent launches, and by "
+              "columns (few long rows):", "",
+              "| shape | dtype | pdl | by columns | GPU ms | % of copy | committed "
+              "| bitwise as committed | max abs diff |",
+              "| --- | --- | --- | --- | ---: | ---: | --- | --- | ---: |"]
     plans = ["", "Forward plans of few long rows (split over blocks, or a block a row "
              "looping; coop: the split in one cooperative launch; cluster: in one launch in "
              "thread block clusters; pdl: programmatic dependent launches):", "",
@@ -541,9 +551,11 @@ def markdown(results):
             continue
         if r["pass"] == "backward plan":
             bplans.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} "
-                          f"| {'yes' if r['pdl'] else ''} | {r['ms']:.4f} "
+                          f"| {'yes' if r['pdl'] else ''} | {'yes' if r['by_columns'] else ''} "
+                          f"| {r['ms']:.4f} "
                           f"| {r.get('pct_of_copy', '')} | {'yes' if r['committed'] else ''} "
-                          f"| {'yes' if r.get('bitwise_as_committed') else 'NO'} |")
+                          f"| {'yes' if r.get('bitwise_as_committed') else 'NO'} "
+                          f"| {r.get('max_abs_diff', 0):.2g} |")
             continue
         if r["pass"] == "colsum":
             cols.append(f"| {r['shape'][0]}x{r['shape'][1]} | {r['dtype']} | {r['partial_rows']} "

@@ -444,6 +444,53 @@ def check_one_launch_forward(shapes, dtype, rng, monkeypatch, kind="coop"):
                 assert np.isnan(got[True][0][2]).all()
 
 
+def check_backward_by_columns(shapes, dtype, rng, monkeypatch, exact_dx):
+    """The backward of few long rows by columns (``BWD_COLS_ROWS``): dx the
+    bits of the row kernels' where ``exact_dx`` (the same expression from
+    the same row sums; on a GPU the compiler may fuse it otherwise: within
+    rounding), dweight and dbias within rounding of theirs (another order
+    of addition) and bitwise the same on a second call; with and without a
+    weight (dbias alone), in place (``out=dy``); against the float64
+    reference.  Each shape must have rows of several windows."""
+    from numba_ln import gpu
+    from numba_ln.gpu import _launch
+
+    name = np.dtype(dtype).name
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for rows, d in shapes:
+        assert _launch.backward_launch(rows, d, name)[1] > 1, (rows, d)
+        x = (rng.standard_normal((rows, d)) * 2 + 1).astype(dtype)
+        dy = rng.standard_normal((rows, d)).astype(dtype)
+        w = rng.standard_normal(d).astype(dtype)
+        m = x.mean(axis=1).astype(dtype)
+        r = (1 / np.sqrt(x.var(axis=1) + 1e-5)).astype(dtype)
+        dm, dr = cuda.to_device(m), cuda.to_device(r)
+        for ww in (w, None):
+            dw = None if ww is None else cuda.to_device(ww)
+            got = {}
+            for limit in (0, rows):
+                monkeypatch.setattr(_launch, "BWD_COLS_ROWS", limit)
+                res = gpu.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), dm, dr, dw)
+                got[limit] = [None if a is None else a.copy_to_host() for a in res]
+            again = gpu.layer_norm_backward(cuda.to_device(dy), cuda.to_device(x), dm, dr, dw)
+            for a, b_ in zip(got[rows], again):
+                assert (a is None) == (b_ is None)
+                assert a is None or a.tobytes() == b_.copy_to_host().tobytes(), (rows, d)
+            inplace = cuda.to_device(dy)
+            gpu.layer_norm_backward(inplace, cuda.to_device(x), dm, dr, dw, out=inplace)
+            assert inplace.copy_to_host().tobytes() == got[rows][0].tobytes(), (rows, d)
+            if exact_dx:
+                assert got[rows][0].tobytes() == got[0][0].tobytes(), (rows, d)
+            for a, b_ in zip(got[rows], got[0]):
+                if a is not None:
+                    np.testing.assert_allclose(a, b_, **tol)
+            ref = ln_backward_ref(dy, x, ww, 1, mean=m, rstd=r)
+            for a, b_ in zip(got[rows], ref):
+                if a is not None:
+                    np.testing.assert_allclose(a, b_, rtol=tol["rtol"] * 10,
+                                               atol=tol["atol"] * 10 * np.sqrt(rows))
+
+
 def check_own_column_sums(kind, tpr, kv, pipe, opt, dtype, rng, tol, blocks=1, slots=3,
                           loops=False):
     """The backward of variant ``tpr x kv`` that sums its own partial rows,

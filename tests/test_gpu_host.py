@@ -234,7 +234,8 @@ def _numba_params(sig_kinds_args):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", ["layer_norm_forward", "layer_norm_forward_split_apply",
                                   "layer_norm_forward_coop", "layer_norm_backward",
-                                  "layer_norm_backward_fused", "layer_norm_backward_colsum"])
+                                  "layer_norm_backward_fused", "layer_norm_backward_colsum",
+                                  "layer_norm_backward_cols"])
 def test_fast_launch_packs_what_numba_packs(kind, dtype):
     from numba_ln.gpu import _fastlaunch, _kernels
 

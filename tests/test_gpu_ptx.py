@@ -93,7 +93,8 @@ def test_programmatic_dependent_launch_instructions(ptx):
     lets the next launch before its blocks exit: that was slower); for
     sm_80 (no such launches) none of it is compiled."""
     cc, table = ptx
-    waits = {"layer_norm_backward_colsum", "layer_norm_forward_split_apply",
+    waits = {"layer_norm_backward_colsum", "layer_norm_backward_cols",
+             "layer_norm_forward_split_apply",
              "layer_norm_backward", "layer_norm_backward_fused", "layer_norm_backward_tail"}
     for name, text in table.items():
         kind = _parts(name)[0]
@@ -153,8 +154,9 @@ def test_row_kernels_use_shuffles_and_registers(ptx):
 
     _, table = ptx
     for key, text in table.items():
-        if _kernels.KINDS[key] == "layer_norm_backward_colsum":
-            continue
+        if _kernels.KINDS[key] in ("layer_norm_backward_colsum", "layer_norm_backward_cols"):
+            assert not ATOMIC.search(text) and ".local" not in text, key
+            continue  # (no reductions across threads)
         assert "shfl.sync.bfly" in text or _kernels.KINDS[key] == \
             "layer_norm_forward_split_apply", key
         assert ".local" not in text, f"{key} spills an array to local memory"

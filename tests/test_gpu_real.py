@@ -747,6 +747,19 @@ def test_cluster_forward_gives_the_split_bits(dtype, monkeypatch):
         np.testing.assert_allclose(a, b_, **_tol(dtype, d))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_by_columns(dtype, monkeypatch):
+    """The backward of few long rows by columns (``BWD_COLS_ROWS``): see
+    check_backward_by_columns (dx within rounding of the row kernels' here:
+    NVVM may contract its expression otherwise in another kernel); the
+    benchmark's 32x65536, rows of 2 windows and a ragged last block, 256
+    rows (a block's worth), one row."""
+    from _gpu_cases import check_backward_by_columns
+
+    shapes = [(32, 65536), (3, 8193), (_kernels.COLS_THREADS, 20000), (1, 100003)]
+    check_backward_by_columns(shapes, dtype, RNG, monkeypatch, exact_dx=False)
+
+
 def test_forward_keeps_unreturned_statistics_as_scratch():
     """Without return_stats, mean and rstd go to a scratch buffer kept for
     the stream's next call (no allocation); returned statistics are always

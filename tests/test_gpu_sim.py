@@ -282,6 +282,19 @@ def test_one_launch_forward_gives_the_split_bits(dtype, kind, monkeypatch):
     check_one_launch_forward([(3, 700), (1, 257)], dtype, RNG, monkeypatch, kind)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_by_columns(dtype, monkeypatch):
+    """The backward of few long rows by columns (``BWD_COLS_ROWS``): see
+    check_backward_by_columns; rows longer than the widest variant's
+    capacity (several windows), fewer rows than a thread loads at once,
+    more, and a block's worth."""
+    from _gpu_cases import check_backward_by_columns
+
+    cap = _kernels.VARIANTS[-1].capacity
+    shapes = [(3, cap + 27), (_kernels.COLS_RB + 1, 3 * cap), (_kernels.COLS_THREADS, 2 * cap)]
+    check_backward_by_columns(shapes, dtype, RNG, monkeypatch, exact_dx=True)
+
+
 def test_cluster_forward_plan(monkeypatch):
     """``FWD_CLUSTER``: "split" takes the rows the split would take, "all"
     also those a looping block would, both only for 2 to ``CLUSTER_MAX``
@@ -696,7 +709,7 @@ def test_tune_script_runs(tmp_path, monkeypatch):
         # a variant of DIRECT_WB (and VECTOR): the committed forward reads w, b directly
         ((3, 12), "float32", [], [])])
     monkeypatch.setattr(tune, "SPLIT_SHAPES", [((3, 300), "float32")])
-    monkeypatch.setattr(tune, "BACKWARD_PLAN_SHAPES", [((5, 100), "float32")])
+    monkeypatch.setattr(tune, "BACKWARD_PLAN_SHAPES", [((3, 300), "float32")])  # (3 windows)
     tune.main([str(tmp_path), "--repeats", "1", "--batch", "1", "--warmup", "0",
                "--time-limit", "1000"])
     results = json.loads((tmp_path / "gpu_tune.json").read_text())["results"]
@@ -714,9 +727,13 @@ def test_tune_script_runs(tmp_path, monkeypatch):
     assert b930[-1]["dweight_max_abs_diff"] < 1e-4
     assert [(r["shape"], r["tail"]) for r in rows if r["tail"] and r["committed"]] == [
         ([5, 64], [3, 8]), ([2, 300], [1, 16])]
-    # the whole backward with and without programmatic launches (none here: the same bits)
-    assert [(r["pdl"], r["committed"], r["bitwise_as_committed"]) for r in results
-            if r["pass"] == "backward plan"] == [(True, True, True), (False, False, True)]
+    # the whole backward with and without programmatic launches (none here: the same
+    # bits), and by columns (dx the same bits, the gradients within rounding)
+    bplans = [r for r in results if r["pass"] == "backward plan"]
+    assert [(r["pdl"], r["by_columns"], r["committed"]) for r in bplans] == [
+        (True, False, True), (False, False, False), (True, True, False)]
+    assert bplans[1]["bitwise_as_committed"]
+    assert max(r["max_abs_diff"] for r in results if r["pass"] == "backward plan") < 1e-5
     # the forward plans of few long rows (both split here: x fits in "L2")
     # (and the split in one cooperative launch, the split with programmatic launches,
     # in one launch in clusters in place of the split, and of the split or a looping block)

@@ -29,6 +29,9 @@ specialised on threads a row x values a thread (``_32x8`` etc.):
   spans several column windows (``D > 8192``); ``layer_norm_backward_colsum``
   adds the partials of both gradients, in one launch and a fixed order.  No
   atomics: the gradients are bitwise reproducible on a given GPU model.
+  ``layer_norm_backward_cols`` does, for a few long rows, the row kernel's
+  and the column sums' work after the row sums, a thread a column of every
+  row (off until measured faster: ``BWD_COLS_ROWS`` in ``_launch.py``).
 
 :func:`compile_ptx` compiles every kernel for every dtype to PTX with no GPU.
 :func:`use_memory_pool` makes the results come from a stream-ordered memory

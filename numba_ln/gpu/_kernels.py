@@ -306,6 +306,14 @@ COL_FEW = 4 if SIM else 256
 COL_TY = 4 if SIM else 64
 COL_THREADS = 32 if SIM else 1024
 
+#: The backward of few long rows by columns (:func:`_bwd_cols`): threads a
+#: block (a column each) and rows a thread loads at once (their loads in
+#: flight together); it takes rows of several windows when there are at
+#: most ``BWD_COLS_ROWS`` of them (:mod:`numba_ln.gpu._launch`), at most
+#: ``COLS_THREADS``.
+COLS_THREADS = 32 if SIM else 256
+COLS_RB = 4 if SIM else 8
+
 #: Bits of the ``flags`` argument.
 HAS_WEIGHT = 1
 HAS_BIAS = 2
@@ -2079,6 +2087,65 @@ def _col_sum(part, out):
         out[k, j] = buf[tx]
 
 
+def _bwd_cols(dy, x, mean, rstd, w, flags, sums, dx, grads):
+    """The backward of few long rows by columns, after
+    ``layer_norm_backward_rowsums`` (its window sums of each row in
+    ``sums``, ``(2, rows, nwin)``): a thread a column ``j`` of every row,
+    ``dx[:, j]``, and ``dweight[j]``, ``dbias[j]`` summed over the rows in
+    row order and written to ``grads`` (``(2, D)``, or ``(1, D)`` for
+    ``dbias`` alone) themselves: no partial rows, no column-sum kernel.
+
+    Where the rows are few (32 x 65536: 8 row slots of the ``LONG``
+    backward's 32 windows write 8 partial rows that a third kernel sums),
+    a block of ``COLS_THREADS`` columns takes all the rows, ``COLS_RB`` at
+    a time (their ``dy`` and ``x`` loads in flight together, each warp's a
+    128-byte line of a row).  The row means of ``g`` and ``g * xhat`` are
+    added in window order (:func:`_sum_windows`) by the block's first
+    ``rows`` threads into shared memory: at most ``COLS_THREADS`` rows.
+    ``dx`` is computed as ``layer_norm_backward`` computes it, from the same
+    sums; the gradients are added in another fixed order.
+    """
+    _dep_wait()  # (launched after layer_norm_backward_rowsums: its sums)
+    T = x.dtype.type
+    tot = cuda.shared.array((2, COLS_THREADS), x.dtype)
+    dv = cuda.local.array(COLS_RB, x.dtype)
+    xv = cuda.local.array(COLS_RB, x.dtype)
+    rows = x.shape[0]
+    n = x.shape[1]
+    tx = cuda.threadIdx.x
+    nf = T(n)
+    if tx < rows:
+        a, q = _sum_windows(sums, tx, sums.shape[2])
+        tot[0, tx] = a / nf
+        tot[1, tx] = q / nf
+    cuda.syncthreads()
+    j = cuda.blockIdx.x * cuda.blockDim.x + tx
+    jc = uint32(min(j, n - 1))
+    has_w = (flags & HAS_WEIGHT) != 0
+    accw = T(0)
+    accb = T(0)
+    for r0 in range(0, rows, COLS_RB):
+        for k in range(COLS_RB):  # (the loads first: in flight together)
+            r = min(r0 + k, rows - 1)
+            dv[k] = dy[r, jc]
+            xv[k] = x[r, jc]
+        for k in range(COLS_RB):
+            r = min(r0 + k, rows - 1)
+            rs = rstd[r]
+            d = dv[k]
+            xhat = (xv[k] - mean[r]) * rs
+            v = rs * (_g(d, w, jc, has_w) - tot[0, r] - xhat * tot[1, r])
+            if r0 + k < rows:
+                if j < n:
+                    dx[r, jc] = v
+                accw += d * xhat
+                accb += d
+    if j < n:
+        if grads.shape[0] == 2:
+            grads[0, jc] = accw
+        grads[grads.shape[0] - 1, jc] = accb
+
+
 #: ``"name[dtype]"`` -> kernel compiled for that dtype, and -> its kind (the
 #: key of :func:`numba_ln.gpu.signatures`): the keys of
 #: :func:`numba_ln.gpu.compile_ptx`, ``"layer_norm_forward_32x8[float32]"``
@@ -2093,6 +2160,13 @@ for _dt in DTYPES:
     _key = f"layer_norm_backward_colsum[{_dt}]"
     col_sum[_dt] = KERNELS[_key] = _jit_kernel(_col_sum, _key, COL_THREADS, 1)
     KINDS[_key] = "layer_norm_backward_colsum"
+
+#: ``{dtype: kernel}`` of the backward of few long rows by columns.
+bwd_cols = {}
+for _dt in DTYPES:
+    _key = f"layer_norm_backward_cols[{_dt}]"
+    bwd_cols[_dt] = KERNELS[_key] = _jit_kernel(_bwd_cols, _key, COLS_THREADS, 2)
+    KINDS[_key] = "layer_norm_backward_cols"
 
 #: The variants of :data:`TABLE`, in its order.
 VARIANTS = tuple(Variant(*entry, loops=i == len(TABLE) - 1) for i, entry in enumerate(TABLE))
@@ -2154,6 +2228,7 @@ def signatures(dtype):
         "layer_norm_backward_tail":
             f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {p}, {m}, uint32[::1], int32)",
         "layer_norm_backward_colsum": f"void({p}, {m})",
+        "layer_norm_backward_cols": f"void({m}, {m}, {v}, {v}, {v}, int32, {p}, {m}, {m})",
     }
 
 

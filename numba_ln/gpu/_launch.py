@@ -80,6 +80,17 @@ FWD_COOP = False
 #: :data:`FWD_COOP` does).  The same bits as the split.
 FWD_CLUSTER = None
 
+#: The backward of rows of several windows by columns
+#: (:func:`~numba_ln.gpu._kernels._bwd_cols`: after the windows' row sums, a
+#: thread a column of every row, its dweight and dbias summed over the rows
+#: itself; no partial rows, no column-sum kernel) where there are at most
+#: this many rows (at most ``COLS_THREADS``); 0: never.  For the few long
+#: rows whose backward is three launches, the second at 12% of warps active
+#: (32x65536 float32: 27% of copy bandwidth on an H200).  Off until
+#: measured (session 13 had no GPU; ``scripts/gpu_tune.py``'s backward
+#: plans time it); the tests switch it on.
+BWD_COLS_ROWS = 0
+
 #: Threads per block of the strided copies.
 _COPY_THREADS = 256
 
@@ -321,7 +332,9 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     blocks sum the partial rows instead (no column-sum kernel).  The variants of
     :data:`~numba_ln.gpu._kernels.FUSED_COLS` sum the partial rows (and
     the windows of rows of several) in the row kernel's own launch instead,
-    where its blocks fit at once (:func:`coop_fits`).  ``work``: a
+    where its blocks fit at once (:func:`coop_fits`).  Rows of several
+    windows, at most :data:`BWD_COLS_ROWS` of them, take the backward by
+    columns after the row sums instead of the row and column-sum kernels.  ``work``: a
     dict in which to keep the scratch buffers for the next call with the same
     shape (on the same stream), else they are allocated per call.
     """
@@ -342,6 +355,11 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
         grid = -(-rows // block[1]) * nwin
         _go(v.bwd_rowsums[name], name, "layer_norm_backward_rowsums", grid, block, stream,
             dy, x, mean, rstd, w, np.int32(flags), sums)
+        if rows <= min(BWD_COLS_ROWS, K.COLS_THREADS):  # (then by columns: all of it)
+            _go(K.bwd_cols[name], name, "layer_norm_backward_cols", -(-d // K.COLS_THREADS),
+                K.COLS_THREADS, stream, dy, x, mean, rstd, w, np.int32(flags), sums, dx, grads,
+                pdl=True)
+            return
     if rows > 0:
         if name in v.bwd_direct_w and not flags & K.HAS_WEIGHT:
             w = ones(d, dtype, stream, work)  # (read and multiplied by: dy * 1 is dy)
