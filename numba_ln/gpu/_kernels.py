@@ -65,8 +65,10 @@ kernels use a shared-memory reduction instead (chosen once, at import).
 Weight and bias gradients: each thread accumulates its columns over the rows
 its group visits, the groups of a block are summed through shared memory in
 ``ty`` order, and every block writes one row of partials; :func:`_col_sum`
-then adds the partials in a fixed order.  No atomic sums anywhere: the
-gradients are bitwise reproducible for a given shape.  (The kernels that wait
+then adds the partials in a fixed order (or, for a few long rows,
+:func:`_bwd_cols` adds each column over the rows in row order, a thread a
+column, where :mod:`numba_ln.gpu._launch` takes it).  No atomic sums
+anywhere: the gradients are bitwise reproducible for a given shape.  (The kernels that wait
 for other blocks, at a barrier (:func:`_blocks_barrier`) or for their tickets
 (:func:`_tail_ticket`), count arrivals with atomics; that decides when and
 which block adds, not what or in which order.)
