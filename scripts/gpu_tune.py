@@ -482,7 +482,8 @@ def tune_backward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2
     for pdl, cols in dict.fromkeys(settings):
         _fastlaunch.PDL, _launch.BWD_COLS_ROWS = pdl, cols
         res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward plan", "pdl": pdl,
-               "cols_rows": cols, "by_columns": 0 < rows <= cols,
+               "cols_rows": cols, "by_columns": _launch.by_columns(
+                   rows, _launch.backward_launch(rows, d, dtype_name)[1]),
                "committed": (pdl, cols) == committed, "copy_ms": copy_ms}
         try:
             def run(t, work):

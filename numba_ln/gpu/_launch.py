@@ -318,6 +318,13 @@ def ones(d, dtype, stream, work=None):
                    lambda: cuda.to_device(np.ones(d, dtype), stream=stream))
 
 
+def by_columns(rows, nwin):
+    """Whether the backward of ``rows`` rows of ``nwin`` windows
+    (:func:`backward_launch`) is done by columns after the row sums
+    (:data:`BWD_COLS_ROWS`)."""
+    return nwin > 1 and 0 < rows <= min(BWD_COLS_ROWS, K.COLS_THREADS)
+
+
 def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     """``dx`` of every row and the column sums ``grads``: ``(2, D)`` for
     ``(dweight, dbias)``, or ``(1, D)`` for ``dbias`` alone.
@@ -344,9 +351,10 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
     dtype = x.dtype
     name = _NAME[dtype.char]
     G, nwin, v, block = backward_launch(rows, d, name)
-    sums, part = scratch(work, ("bwd", rows, d, name), lambda: (
+    by_cols = by_columns(rows, nwin)  # (no partial rows; a looping variant has no fused build)
+    sums, part = scratch(work, ("bwd", rows, d, name, by_cols), lambda: (
         empty((2, rows, nwin) if nwin > 1 else (2, 1, 1), dtype, stream=stream),
-        empty((2, G, d), dtype, stream=stream)))  # part: weight's, bias's
+        empty((2, 1, 1) if by_cols else (2, G, d), dtype, stream=stream)))  # weight's, bias's
     vec = rows > 0 and name in v.bwd_vec and vector_ok(v.bwd_width[name], d, dy, x, dx)
     tail = (v.bwd_tail_vec if vec else v.bwd_tail).get(name) if rows > 0 else None
     fused = (rows > 0 and name in v.bwd_fused and not vec and tail is None
@@ -355,7 +363,7 @@ def backward(dy, x, mean, rstd, w, flags, dx, grads, stream, work=None):
         grid = -(-rows // block[1]) * nwin
         _go(v.bwd_rowsums[name], name, "layer_norm_backward_rowsums", grid, block, stream,
             dy, x, mean, rstd, w, np.int32(flags), sums)
-        if rows <= min(BWD_COLS_ROWS, K.COLS_THREADS):  # (then by columns: all of it)
+        if by_cols:  # (then by columns: all of it)
             _go(K.bwd_cols[name], name, "layer_norm_backward_cols", -(-d // K.COLS_THREADS),
                 K.COLS_THREADS, stream, dy, x, mean, rstd, w, np.int32(flags), sums, dx, grads,
                 pdl=True)

@@ -406,8 +406,10 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
 
     # ---- backward ----
     G, nwin, v, block = _launch.backward_launch(rows, d, dtype_name)
+    by_cols = _launch.by_columns(rows, nwin)
     res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward", "bytes": 3 * n * item,
-           "plan": f"variant={v.suffix} row slots={G} windows={nwin} block={block}",
+           "plan": f"variant={v.suffix} row slots={G} windows={nwin} block={block}"
+                   + (" by columns" if by_cols else ""),
            "buffer_sets": nsets}
     try:
         res["copy_ms"], res["copy_how"], res["copy_all_ms"] = _copy_ms(
@@ -424,12 +426,13 @@ def bench_shape(shape, dtype_name, repeats, warmup, torch, batch=20, cold=True):
         with _on_gpu():
             res["kernel_ms"], res["kernel_host_us"] = _gpu_ms(bwd, repeats, warmup, stream,
                                                               batch)
-        # the column sums alone (their share of kernel_ms; partials in L2 as in a real call)
-        part = work[("bwd", rows, d, dtype_name)][1]
+        # the column sums alone (their share of kernel_ms; partials in L2 as in a real
+        # call), where there are any (not by columns: _launch.BWD_COLS_ROWS)
+        part = work[("bwd", rows, d, dtype_name, by_cols)][1]
         cgrid, cblock = _launch.col_launch(G, d, 2)
-        res["colsum_ms"], _ = _gpu_ms(
+        res["colsum_ms"] = None if by_cols else _gpu_ms(
             lambda: K.col_sum[dtype_name][cgrid, cblock, stream](part, grads),
-            repeats, warmup, stream, batch)
+            repeats, warmup, stream, batch)[0]
         nxt_api = _rotate(sets)
 
         def bwd_api():
