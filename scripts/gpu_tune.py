@@ -380,15 +380,12 @@ def tune_forward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2)
     eps = dtype.type(1e-5)
     flags = K.HAS_WEIGHT | K.HAS_BIAS
     copy_ms = B._copy_ms(rows * d, dtype, repeats, warmup, stream, batch, None, True)[0]
-    def current():
-        return (_launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _launch.FWD_CLUSTER,
-                _fastlaunch.PDL)
-
     def put(few, coop, cluster, pdl):
         _launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP = few, coop
         _launch.FWD_CLUSTER, _fastlaunch.PDL = cluster, pdl
 
-    committed = current()
+    committed = (_launch.FWD_SPLIT_FEW_ROWS, _launch.FWD_COOP, _launch.FWD_CLUSTER,
+                 _fastlaunch.PDL)
     settings = [committed] + [tuple(c if v is None else v for v, c in zip(s, committed))
                               for s in PLAN_SETTINGS]
     out = []
@@ -475,15 +472,15 @@ def tune_backward_plans(shape, dtype_name, repeats, deadline, batch=20, warmup=2
     grads = cuda.device_array((2, d), dtype)
     committed = (_fastlaunch.PDL, _launch.BWD_COLS_ROWS)
     settings = [committed, (not committed[0], committed[1])]
-    if _launch.backward_launch(rows, d, dtype_name)[1] > 1 and rows <= K.COLS_THREADS:
+    nwin = _launch.backward_launch(rows, d, dtype_name)[1]
+    if nwin > 1 and rows <= K.COLS_THREADS:
         settings.append((committed[0], K.COLS_THREADS))
     out = []
     ref = None
     for pdl, cols in dict.fromkeys(settings):
         _fastlaunch.PDL, _launch.BWD_COLS_ROWS = pdl, cols
         res = {"shape": list(shape), "dtype": dtype_name, "pass": "backward plan", "pdl": pdl,
-               "cols_rows": cols, "by_columns": _launch.by_columns(
-                   rows, _launch.backward_launch(rows, d, dtype_name)[1]),
+               "cols_rows": cols, "by_columns": _launch.by_columns(rows, nwin),
                "committed": (pdl, cols) == committed, "copy_ms": copy_ms}
         try:
             def run(t, work):

@@ -253,19 +253,13 @@ def forward(x, w, b, flags, eps, y, stats, stream, work=None):
     nwin = -(-d // v.capacity)
     part = scratch(work, ("fwd", rows, d, name),
                    lambda: empty((rows, nwin, 4), x.dtype, stream=stream))
-    if kind == "coop":
-        bar = barriers(grid // nwin, stream, work)
-        for phase in K.COOP_PHASES:
+    if kind in ("coop", "cluster"):  # one kernel: a cooperative launch, or clusters
+        coop = kind == "coop"
+        bar = barriers(grid // nwin if coop else 1, stream, work)  # (clusters: unused)
+        for phase in K.COOP_PHASES if coop else K.CLUSTER_PHASES:
             _go(v.fwd_coop[name], name, "layer_norm_forward_coop", grid, block, stream,
                 x, w, b, np.int32(flags), eps, part, bar, np.int32(phase), y, stats,
-                cooperative=not K.SIM)
-        return
-    if kind == "cluster":  # (the counters unused: the cluster's own barrier)
-        bar = barriers(1, stream, work)
-        for phase in K.CLUSTER_PHASES:
-            _go(v.fwd_coop[name], name, "layer_norm_forward_coop", grid, block, stream,
-                x, w, b, np.int32(flags), eps, part, bar, np.int32(phase), y, stats,
-                cluster=0 if K.SIM else nwin)
+                cooperative=coop and not K.SIM, cluster=0 if coop or K.SIM else nwin)
         return
     _go(v.fwd_part[name], name, "layer_norm_forward_split_stats", grid, block, stream, x, part)
     _go(v.fwd_apply[name], name, "layer_norm_forward_split_apply", grid, block, stream,
