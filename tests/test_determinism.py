@@ -1,4 +1,4 @@
-"""Bitwise reproducibility (run to run, any numba thread count) and
+"""Bitwise reproducibility (run to run, any numba thread count, any address) and
 concurrent calls from several Python threads."""
 
 import threading
@@ -71,6 +71,31 @@ def test_thread_count_does_not_change_results(shape, axis, dtype):
     rtol, atol = tol(dtype)
     np.testing.assert_allclose(ref[4], dwr, rtol=rtol, atol=atol * np.sqrt(rows))
     np.testing.assert_allclose(ref[5], dbr, rtol=rtol, atol=atol * np.sqrt(rows))
+
+
+def _at_offset(a, offset):
+    """A copy of ``a`` whose data starts ``offset`` bytes past a 64-byte boundary."""
+    raw = np.empty(a.nbytes + 64 + offset, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((700, 96), -1), ((3, 1024), -1), *SHAPES[2:]])
+def test_results_do_not_depend_on_the_address(shape, axis, dtype):
+    """The same data at other addresses gives the same bits: the kernels'
+    sums depend on the values and the shape only, never on where a row starts
+    relative to a cache line (so a copy of x, or a NumPy array aligned to 16
+    bytes rather than 64, rounds exactly alike).  A kernel that peeled the
+    first columns of a row to reach alignment would break this."""
+    x, dy, w, b = _problem(shape, axis, dtype, seed=5)
+    first = _run(_at_offset(x, 0), _at_offset(dy, 0), w, b, axis)
+    for offset in range(x.itemsize, 64, x.itemsize):
+        _assert_bitwise(_run(_at_offset(x, offset), _at_offset(dy, offset), w, b, axis), first)
+    _assert_bitwise(_run(_at_offset(x, 16), _at_offset(dy, 40), _at_offset(w, 8), b, axis), first)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
